@@ -1,0 +1,327 @@
+"""Policy losses: clipped surrogate, KL estimators, token aggregation, DPO and the value loss.
+
+Everything is minimised (``loss = -J``). Inputs are right-padded ``[B, T]`` tensors with a bool
+mask; masked positions may hold garbage and are replaced by selection before any arithmetic, so
+neither the loss nor the gradient ever sees them (spec §10.5). Normalisers that must span the whole
+optimisation batch come in through :class:`LossNormalizers`, so splitting a batch into
+micro-batches and summing their losses gives the same gradient as one pass (spec §10.9).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from cohort.algo.ops import masked_mean, masked_sum
+from cohort.algo.registry import Registry
+
+Count = int | torch.Tensor
+
+
+@dataclass(frozen=True)
+class LossNormalizers:
+    """Counts over the whole optimisation batch used to normalise each micro-batch's loss.
+
+    ``num_sequences`` divides per-sequence aggregations, ``num_tokens`` the token mean,
+    ``num_first_tokens`` (sequences with at least one loss token) the decoupled control-token mean.
+    """
+
+    num_sequences: Count
+    num_tokens: Count
+    num_first_tokens: Count
+
+    @classmethod
+    def from_mask(cls, mask: torch.Tensor) -> "LossNormalizers":
+        """Counts of one whole batch; mask: [B, T] bool."""
+        return cls(
+            num_sequences=mask.shape[0],
+            num_tokens=mask.sum(),
+            num_first_tokens=mask.any(dim=-1).sum(),
+        )
+
+
+def _at_least_one(count: Count) -> Count:
+    return count.clamp(min=1) if isinstance(count, torch.Tensor) else max(count, 1)
+
+
+def first_token_mask(mask: torch.Tensor) -> torch.Tensor:
+    """True at the first counted token of each row; mask: [B, T] bool -> [B, T] bool."""
+    return mask & (mask.long().cumsum(dim=-1) == 1)
+
+
+# --- token aggregation (spec §8.5) -----------------------------------------------------------------
+
+Aggregation = Callable[..., torch.Tensor]
+AGGREGATIONS: Registry[Aggregation] = Registry("loss aggregation")
+
+
+@AGGREGATIONS.register("seq_mean_token_mean")
+def _seq_mean_token_mean(values, mask, norm: LossNormalizers, **_) -> torch.Tensor:
+    """DeepSeekMath GRPO: mean over sequences of each sequence's token mean."""
+    return masked_mean(values, mask, dim=-1).sum() / _at_least_one(norm.num_sequences)
+
+
+@AGGREGATIONS.register("token_mean")
+def _token_mean(values, mask, norm: LossNormalizers, **_) -> torch.Tensor:
+    """DAPO: every token of the optimisation batch weighs the same (0 when there are none)."""
+    return masked_sum(values, mask) / _at_least_one(norm.num_tokens)
+
+
+@AGGREGATIONS.register("seq_mean_token_sum")
+def _seq_mean_token_sum(values, mask, norm: LossNormalizers, **_) -> torch.Tensor:
+    """Mean over sequences of each sequence's token sum (verl ``seq-mean-token-sum``)."""
+    return masked_sum(values, mask) / _at_least_one(norm.num_sequences)
+
+
+@AGGREGATIONS.register("seq_sum_const")
+def _seq_sum_const(values, mask, norm: LossNormalizers, *, max_length: int | None = None, **_) -> torch.Tensor:
+    """Dr. GRPO: token sums divided by a constant L_max (the generation budget), mean over sequences."""
+    if max_length is None or max_length < 1:
+        raise ValueError(f"aggregation 'seq_sum_const' needs max_length (L_max, the generation budget) >= 1, got {max_length!r}")
+    return masked_sum(values, mask) / (_at_least_one(norm.num_sequences) * max_length)
+
+
+@AGGREGATIONS.register("decoupled")
+def _decoupled(values, mask, norm: LossNormalizers, *, control_weight: float = 1.0, **_) -> torch.Tensor:
+    """DeGRPO (Thinkless): alpha x mean over first (control) tokens + token mean over the rest."""
+    first = first_token_mask(mask)  # [B, T]
+    rest = mask & ~first  # [B, T]
+    control = masked_sum(values, first) / _at_least_one(norm.num_first_tokens)
+    response = masked_sum(values, rest) / _at_least_one(norm.num_tokens - norm.num_first_tokens)
+    return control_weight * control + response
+
+
+def aggregate(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str,
+    normalizers: LossNormalizers | None = None,
+    *,
+    max_length: int | None = None,
+    control_weight: float = 1.0,
+) -> torch.Tensor:
+    """Reduce per-token values [B, T] to a scalar with aggregation ``mode`` (see ``AGGREGATIONS``)."""
+    norm = normalizers if normalizers is not None else LossNormalizers.from_mask(mask)
+    return AGGREGATIONS.get(mode)(values, mask, norm, max_length=max_length, control_weight=control_weight)
+
+
+# --- KL estimators (Schulman's k1/k2/k3, spec §2.1) -------------------------------------------------
+
+KL_ESTIMATORS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("KL estimator")
+
+
+@KL_ESTIMATORS.register("k1")
+def _k1(log_x: torch.Tensor) -> torch.Tensor:
+    """-log x = log pi_theta - log pi_ref (unbiased, can be negative)."""
+    return -log_x
+
+
+@KL_ESTIMATORS.register("k2")
+def _k2(log_x: torch.Tensor) -> torch.Tensor:
+    """(log x)^2 / 2 (biased, low variance, >= 0)."""
+    return 0.5 * log_x.square()
+
+
+@KL_ESTIMATORS.register("k3")
+def _k3(log_x: torch.Tensor) -> torch.Tensor:
+    """x - log x - 1 with x = pi_ref / pi_theta (DeepSeekMath Eq. 4; unbiased on-policy, >= 0)."""
+    return torch.expm1(log_x) - log_x
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3", log_limit: float = 20.0) -> torch.Tensor:
+    """Per-token KL estimate of pi_theta against pi_ref; log x is clamped to ±log_limit (spec §10.8)."""
+    log_x = (ref_logprobs - logprobs).clamp(-log_limit, log_limit)
+    return KL_ESTIMATORS.get(estimator)(log_x)
+
+
+# --- the policy loss ------------------------------------------------------------------------------
+
+
+def _at_least_float32(*tensors: torch.Tensor | None) -> torch.dtype:
+    """The widest floating dtype among the tensors, never narrower than float32 (spec §10.8)."""
+    dtype = torch.float32
+    for tensor in tensors:
+        if tensor is not None and tensor.dtype.is_floating_point:
+            dtype = torch.promote_types(dtype, tensor.dtype)
+    return dtype
+
+
+def _check_same_shape(reference: torch.Tensor, **tensors: torch.Tensor | None) -> None:
+    for name, tensor in tensors.items():
+        if tensor is not None and tensor.shape != reference.shape:
+            raise ValueError(f"{name} must have shape {tuple(reference.shape)} (like logprobs), got {tuple(tensor.shape)}")
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    ref_logprobs: torch.Tensor | None = None,
+    beta: float = 0.0,
+    kl_estimator: str = "k3",
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    dual_clip: float | None = None,
+    ratio_level: str = "token",
+    aggregation: str = "seq_mean_token_mean",
+    normalizers: LossNormalizers | None = None,
+    max_length: int | None = None,
+    control_weight: float = 1.0,
+    log_ratio_limit: float = 20.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The GRPO-family loss: clipped importance-weighted surrogate plus ``beta`` x KL, aggregated.
+
+    Per token: ``-min(rho A, clip(rho, 1-eps_low, 1+eps_high) A) + beta * KL`` with
+    ``rho = exp(l_theta - l_old)``; ``ratio_level="sequence"`` uses GSPO's length-normalised
+    sequence ratio for every token of a sequence. ``dual_clip`` (> 1) bounds the loss of
+    negative-advantage tokens by ``dual_clip * |A|``.
+
+    logprobs, old_logprobs, ref_logprobs: [B, T] float32; advantages: [B] or [B, T]; mask: [B, T] bool
+    -> (loss [], stats) with stats 0-d tensors ``clip_frac_low``, ``clip_frac_high``, ``ratio_mean``,
+    ``kl``, normalised by ``normalizers.num_tokens`` so micro-batch stats add up to the batch's.
+    """
+    if logprobs.dim() != 2:
+        raise ValueError(f"logprobs must be [B, T], got shape {tuple(logprobs.shape)}")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor (True = counts), got dtype {mask.dtype}")
+    if advantages.dim() == 1:
+        if advantages.shape[0] != logprobs.shape[0]:
+            raise ValueError(f"advantages must be [B] or [B, T] with B={logprobs.shape[0]}, got {tuple(advantages.shape)}")
+        advantages = advantages.unsqueeze(1).expand_as(logprobs)  # [B, T]
+    _check_same_shape(logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask, ref_logprobs=ref_logprobs)
+    if eps_low < 0 or eps_high < 0:
+        raise ValueError(f"eps_low and eps_high must be >= 0, got {eps_low}, {eps_high}")
+    if dual_clip is not None and dual_clip <= 1:
+        raise ValueError(f"dual_clip must be > 1 (or None), got {dual_clip}")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if beta > 0 and ref_logprobs is None:
+        raise ValueError("beta > 0 needs ref_logprobs (the reference policy's log-probs)")
+    if ratio_level not in ("token", "sequence"):
+        raise ValueError(f"ratio_level must be 'token' or 'sequence' (GSPO), got {ratio_level!r}")
+    norm = normalizers if normalizers is not None else LossNormalizers.from_mask(mask)
+
+    dtype = _at_least_float32(logprobs, old_logprobs, advantages, ref_logprobs)
+    zero = torch.zeros((), dtype=dtype, device=logprobs.device)
+    logp = torch.where(mask, logprobs.to(dtype), zero)  # [B, T]
+    old = torch.where(mask, old_logprobs.to(dtype), zero)  # [B, T]
+    adv = torch.where(mask, advantages.to(dtype), zero)  # [B, T]
+
+    log_ratio = logp - old  # [B, T]
+    if ratio_level == "sequence":
+        log_ratio = masked_mean(log_ratio, mask, dim=-1).unsqueeze(-1).expand_as(logp)  # [B, T]
+    ratio = torch.exp(log_ratio.clamp(-log_ratio_limit, log_ratio_limit))  # [B, T]
+    clipped_ratio = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)  # [B, T]
+    surrogate = torch.minimum(ratio * adv, clipped_ratio * adv)  # [B, T]
+    if dual_clip is not None:
+        surrogate = torch.where(adv < 0, torch.maximum(surrogate, dual_clip * adv), surrogate)  # [B, T]
+    per_token = -surrogate  # [B, T]
+
+    kl = torch.zeros_like(logp)  # [B, T]
+    if ref_logprobs is not None:
+        ref = torch.where(mask, ref_logprobs.to(dtype), zero)  # [B, T]
+        kl = kl_penalty(logp, ref, kl_estimator, log_ratio_limit)  # [B, T]
+        if beta > 0:
+            per_token = per_token + beta * kl
+
+    loss = aggregate(per_token, mask, aggregation, norm, max_length=max_length, control_weight=control_weight)
+
+    with torch.no_grad():
+        token_count = _at_least_one(norm.num_tokens)
+        stats = {
+            "clip_frac_low": masked_sum(((adv < 0) & (ratio < 1.0 - eps_low)).to(dtype), mask) / token_count,
+            "clip_frac_high": masked_sum(((adv > 0) & (ratio > 1.0 + eps_high)).to(dtype), mask) / token_count,
+            "ratio_mean": masked_sum(ratio, mask) / token_count,
+            "kl": masked_sum(kl, mask) / token_count,
+        }
+    return loss, stats
+
+
+# --- DPO (spec §1.2) ------------------------------------------------------------------------------
+
+
+def dpo_loss(
+    chosen_logprobs: torch.Tensor,
+    rejected_logprobs: torch.Tensor,
+    ref_chosen_logprobs: torch.Tensor,
+    ref_rejected_logprobs: torch.Tensor,
+    chosen_mask: torch.Tensor,
+    rejected_mask: torch.Tensor,
+    *,
+    beta: float = 0.1,
+    length_normalized: bool = False,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """DPO: ``-log sigmoid(beta (log-ratio chosen - log-ratio rejected))``, mean over pairs.
+
+    Log-ratios are token sums of ``log pi_theta - log pi_ref`` (standard DPO) or token means
+    (``length_normalized``, DeepSeekMath A.1.4 Eq. 12).
+
+    *_logprobs: per-token [B, T_c] (chosen) and [B, T_r] (rejected); masks bool of the same shapes.
+    -> (loss [], stats: ``reward_chosen``, ``reward_rejected``, ``margin``, ``accuracy``)
+    """
+    _check_same_shape(chosen_logprobs, ref_chosen_logprobs=ref_chosen_logprobs, chosen_mask=chosen_mask)
+    _check_same_shape(rejected_logprobs, ref_rejected_logprobs=ref_rejected_logprobs, rejected_mask=rejected_mask)
+    if chosen_logprobs.shape[0] != rejected_logprobs.shape[0]:
+        raise ValueError(
+            f"chosen and rejected must hold the same number of pairs, got {chosen_logprobs.shape[0]} "
+            f"and {rejected_logprobs.shape[0]}"
+        )
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    reduce = masked_mean if length_normalized else masked_sum
+    dtype = _at_least_float32(chosen_logprobs, rejected_logprobs, ref_chosen_logprobs, ref_rejected_logprobs)
+    chosen = reduce(chosen_logprobs.to(dtype) - ref_chosen_logprobs.to(dtype), chosen_mask, dim=-1)  # [B]
+    rejected = reduce(rejected_logprobs.to(dtype) - ref_rejected_logprobs.to(dtype), rejected_mask, dim=-1)  # [B]
+    logits = beta * (chosen - rejected)  # [B]
+    loss = -F.logsigmoid(logits).mean()
+    with torch.no_grad():
+        stats = {
+            "reward_chosen": (beta * chosen).mean(),
+            "reward_rejected": (beta * rejected).mean(),
+            "margin": logits.mean(),
+            "accuracy": (logits > 0).to(dtype).mean(),
+        }
+    return loss, stats
+
+
+# --- PPO value loss -------------------------------------------------------------------------------
+
+
+def clipped_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_range: float = 0.2,
+    normalizers: LossNormalizers | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped value loss, token mean of ``0.5 max((V - R)^2, (V_clip - R)^2)``.
+
+    ``V_clip = V_old + clip(V - V_old, -clip_range, clip_range)``.
+    values, old_values, returns: [B, T]; mask: [B, T] bool -> (loss [], stats ``value_clip_frac``)
+    """
+    _check_same_shape(values, old_values=old_values, returns=returns, mask=mask)
+    if clip_range <= 0:
+        raise ValueError(f"clip_range must be > 0, got {clip_range}")
+    norm = normalizers if normalizers is not None else LossNormalizers.from_mask(mask)
+    dtype = _at_least_float32(values, old_values, returns)
+    zero = torch.zeros((), dtype=dtype, device=values.device)
+    v = torch.where(mask, values.to(dtype), zero)  # [B, T]
+    v_old = torch.where(mask, old_values.to(dtype), zero)  # [B, T]
+    target = torch.where(mask, returns.to(dtype), zero)  # [B, T]
+    v_clipped = v_old + (v - v_old).clamp(-clip_range, clip_range)  # [B, T]
+    unclipped_error = (v - target).square()  # [B, T]
+    clipped_error = (v_clipped - target).square()  # [B, T]
+    loss = aggregate(0.5 * torch.maximum(unclipped_error, clipped_error), mask, "token_mean", norm)
+    with torch.no_grad():
+        stats = {
+            "value_clip_frac": masked_sum((clipped_error > unclipped_error).to(dtype), mask)
+            / _at_least_one(norm.num_tokens)
+        }
+    return loss, stats
