@@ -289,3 +289,10 @@ def test_gae_bad_input():
         gae_advantages(torch.zeros(1, 3), torch.zeros(1, 2), torch.ones(1, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="gamma and lam must lie in"):
         gae_advantages(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool), gamma=1.5)
+
+
+def test_degenerate_groups_flags_zero_range_and_too_few_valid():
+    from cohort.algo import degenerate_groups
+
+    rewards = torch.tensor([0.1, 0.1, 1.0, 0.0, float("nan"), 1.0, float("nan"), float("nan")], dtype=F64)
+    assert degenerate_groups(rewards, 2).tolist() == [True, False, True, True]

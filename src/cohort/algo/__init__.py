@@ -3,6 +3,7 @@
 from cohort.algo.advantages import (
     OUTCOME_ESTIMATORS,
     Advantages,
+    degenerate_groups,
     gae_advantages,
     outcome_advantages,
     process_advantages,
@@ -33,6 +34,7 @@ __all__ = [
     "Preset",
     "aggregate",
     "clipped_value_loss",
+    "degenerate_groups",
     "dpo_loss",
     "entropy_from_logits",
     "first_token_mask",

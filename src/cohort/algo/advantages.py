@@ -179,6 +179,18 @@ def outcome_advantages(
     return Advantages(torch.where(valid & ~stats.degenerate, raw, zero), valid)
 
 
+def degenerate_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Groups whose advantages are all zero by rule: fewer than 2 valid rewards, or all equal (§10.1).
+
+    These carry no policy-gradient signal (DAPO's dynamic sampling drops them).
+    rewards: [N] (NaN = could not score), group-contiguous -> [N // group_size] bool
+    """
+    index, num_groups = group_index(rewards.shape[0], group_size, None, rewards.device)
+    valid = ~torch.isnan(rewards)
+    count, _, _, spread = _grouped_stats(rewards.to(_stat_dtype(rewards)), valid, index, num_groups, 0)
+    return (count < 2) | (spread == 0)  # [N // group_size]
+
+
 def process_advantages(
     step_rewards: torch.Tensor,
     step_ends: torch.Tensor,

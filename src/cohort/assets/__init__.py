@@ -1,0 +1,20 @@
+"""Files that ship with cohort: the demo model and the demo run configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSETS_DIR = Path(__file__).parent
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_MODELS = {"demo": ASSETS_DIR / "demo_model"}
+DEMO_CONFIG = ASSETS_DIR / "demo.yaml"
+
+
+def resolve_builtin(name_or_path: str) -> str:
+    """``builtin:demo`` -> the bundled model's directory; anything else unchanged."""
+    if not name_or_path.startswith(BUILTIN_PREFIX):
+        return name_or_path
+    name = name_or_path[len(BUILTIN_PREFIX) :]
+    if name not in BUILTIN_MODELS:
+        raise ValueError(f"unknown built-in model {name_or_path!r}; available: {', '.join(BUILTIN_PREFIX + n for n in BUILTIN_MODELS)}")
+    return str(BUILTIN_MODELS[name])

@@ -1,0 +1,430 @@
+"""Typed, nested run configuration: YAML + dotted command-line overrides + algorithm presets.
+
+Precedence, lowest first: the defaults below, the chosen ``algorithm.preset`` (its loss knobs and
+recommended run settings), the YAML file, then ``key=value`` overrides. Every key and value is
+checked before any work starts; a wrong key names the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from cohort.algo import AGGREGATIONS, KL_ESTIMATORS, OUTCOME_ESTIMATORS, PRESETS, LossKnobs, get_preset
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is not allowed; the message says which and what is."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""
+    """Local directory of a Hugging Face causal LM (or a hub id where the machine has network)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights' dtype. Log-probs are always computed in float32."""
+    device: str = "auto"
+    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    reference_path: str | None = None
+    """Reference model for the KL term; defaults to ``path``. Loaded only when beta > 0."""
+    chat_template: bool = False
+    """Render prompts with the tokenizer's chat template (prompt becomes a user message)."""
+    system_prompt: str | None = None
+    """System message prepended when ``chat_template`` is on."""
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    task: str = "arithmetic"
+    """A built-in task name, or a path to a local JSONL / parquet file with prompt and answer columns."""
+    test_path: str | None = None
+    """Held-out file for a file task (same columns)."""
+    test_fraction: float = 0.0
+    """Or: hold out this fraction of the file task's rows (seeded, disjoint)."""
+    prompt_column: str = "prompt"
+    answer_column: str = "answer"
+    prompt_template: str = "{prompt}"
+    """Python format string applied to each row's columns to build the prompt text."""
+    shuffle: bool = True
+    eval_limit: int | None = None
+    """Evaluate on at most this many held-out problems (None: all of them)."""
+
+
+@dataclass
+class RewardConfig:
+    functions: list[dict[str, Any]] = field(default_factory=list)
+    """Reward functions ``{name, weight, ...options}``; empty: the task's default rewards.
+    A name is a built-in (see README) or ``module:callable``."""
+    timeout_s: float = 60.0
+    """A reward call that runs longer gives None for its samples (never kills the run)."""
+    strict: bool = False
+    """Raise instead of scoring None when a reward function fails."""
+
+
+@dataclass
+class RolloutConfig:
+    group_size: int = 8
+    """G: completions sampled per prompt."""
+    prompts_per_step: int = 8
+    """P: prompts per training step (the rollout batch holds P x G completions)."""
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    """0 = off."""
+    stop: list[str] = field(default_factory=list)
+    """Stop strings, in addition to the tokenizer's EOS ids."""
+
+
+_KNOBS = LossKnobs()
+
+
+@dataclass
+class AlgorithmConfig:
+    preset: str = "grpo"
+    """Named bundle of the knobs below (spec §8.5); explicit keys override it."""
+    advantage: str = _KNOBS.advantage
+    std_ddof: int = _KNOBS.std_ddof
+    adv_eps: float = _KNOBS.adv_eps
+    aggregation: str = _KNOBS.aggregation
+    eps_low: float = _KNOBS.eps_low
+    eps_high: float = _KNOBS.eps_high
+    dual_clip: float | None = _KNOBS.dual_clip
+    beta: float = 0.04
+    kl_estimator: str = _KNOBS.kl_estimator
+    ratio_level: Literal["token", "sequence"] = "token"
+    control_weight: float = _KNOBS.control_weight
+    mu: int = 1
+    """Optimisation passes over each rollout batch (GRPO iterations)."""
+    ref_reset_every: int = 0
+    """Reset the reference to the current policy every N steps (iterative GRPO); 0 = never."""
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards are all equal and sample more prompts to refill the batch."""
+    dynamic_sampling_max_rounds: int = 4
+    overlong_filter: bool = False
+    """DAPO: truncated completions keep their reward in the group statistics but get no loss."""
+    overlong_buffer: float = 0.0
+    """DAPO soft overlong punishment: the last fraction of max_new_tokens is penalised linearly; 0 = off."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-6
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm; 0 = off."""
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    """Final lr of the cosine / linear schedule as a fraction of ``lr``."""
+    mini_batches: int = 1
+    """Optimizer steps per pass over a rollout batch (it is split into this many mini-batches)."""
+    micro_batch_size: int = 64
+    """Completions per forward/backward; gradients accumulate up to the mini-batch."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100
+    seed: int = 0
+    out_dir: str = "runs/cohort"
+    resume: bool = False
+    """Continue from the latest checkpoint in out_dir."""
+    overwrite: bool = False
+    """Allow starting afresh in an out_dir that already holds a run (its files are replaced)."""
+    save_every: int = 50
+    """Checkpoint every N steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    eval_before: bool = True
+    eval_after: bool = True
+    eval_samples: int = 4
+    """Samples per held-out problem for sampled pass@1 (greedy accuracy is measured too)."""
+    threads: int | None = None
+    """torch CPU threads (None: torch's default)."""
+
+
+@dataclass
+class LogConfig:
+    console: Literal["rich", "plain", "json", "quiet"] = "rich"
+    """rich: live progress bar; plain: one line per step; json: one JSON object per step; quiet: summary only."""
+    completions_every: int = 10
+    """Write sampled completions to completions.jsonl every N steps (0 = never)."""
+    completions_per_step: int = 16
+    tensorboard: bool = True
+    report: bool = True
+    """Write report.html at checkpoints and at the end."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (tuples as lists), as written to the run's config.yaml."""
+        return _plain(dataclasses.asdict(self))
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+
+
+def _field_types() -> dict[str, Any]:
+    """Every dotted key with its resolved annotation."""
+    types_by_key = {}
+    for section, cls in _sections().items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            types_by_key[f"{section}.{f.name}"] = hints[f.name]
+    return types_by_key
+
+
+FIELD_TYPES: dict[str, Any] = _field_types()
+
+
+def _unknown_key(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, list(FIELD_TYPES), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    section = key.split(".")[0]
+    if section in _sections():
+        allowed = sorted(k.split(".", 1)[1] for k in FIELD_TYPES if k.startswith(section + "."))
+        return ConfigError(f"unknown config key {key!r}{hint} (keys of section {section!r}: {', '.join(allowed)})")
+    return ConfigError(f"unknown config key {key!r}{hint} (sections: {', '.join(_sections())})")
+
+
+def _flatten(tree: Any, source: str) -> dict[str, Any]:
+    """{'rollout': {'group_size': 4}} -> {'rollout.group_size': 4}, rejecting unknown keys."""
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: the config must be a mapping of sections, got {type(tree).__name__}")
+    flat = {}
+    for section, values in tree.items():
+        if section not in _sections():
+            raise _unknown_key(str(section))
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping of keys, got {values!r}")
+        for key, value in values.items():
+            dotted = f"{section}.{key}"
+            if dotted not in FIELD_TYPES:
+                raise _unknown_key(dotted)
+            flat[dotted] = value
+    return flat
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["rollout.group_size=16", "train.resume=true"]`` -> dotted dict with YAML-typed values."""
+    flat = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        if key not in FIELD_TYPES:
+            raise _unknown_key(key)
+        flat[key] = yaml.safe_load(raw) if raw.strip() else ""
+    return flat
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    if origin in (list, tuple, dict):
+        return str(annotation).replace("typing.", "")
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against ``annotation``; accept the obvious conversions (``"1e-5"`` -> float)."""
+    error = ConfigError(f"{key}={value!r} is not allowed: expected {_describe(annotation)}")
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                continue
+        raise error
+    if origin is Literal:
+        if value in typing.get_args(annotation):
+            return value
+        raise error
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise error
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise error
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise error from None
+        raise error
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise error
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if isinstance(value, str) and item_type is str:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise error
+        return [_coerce(f"{key}[{i}]", item, item_type) for i, item in enumerate(value)]
+    if origin is tuple:
+        item_types = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)) or len(value) != len(item_types):
+            raise error
+        return tuple(_coerce(f"{key}[{i}]", item, t) for i, (item, t) in enumerate(zip(value, item_types)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise error
+        return dict(value)
+    if annotation is Any:
+        return value
+    raise error
+
+
+def _check(condition: bool, key: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}={value!r} is not allowed: expected {expected}")
+
+
+def _validate(config: Config) -> None:
+    """Range and cross-field checks (types were checked while building)."""
+    r, a, o, t, d, w = config.rollout, config.algorithm, config.optim, config.train, config.data, config.reward
+    _check(bool(config.model.path), "model.path", config.model.path, "a model directory (or hub id)")
+    _check(r.group_size >= 2, "rollout.group_size", r.group_size, "an int >= 2 (GRPO needs a group)")
+    _check(r.prompts_per_step >= 1, "rollout.prompts_per_step", r.prompts_per_step, "an int >= 1")
+    _check(r.max_new_tokens >= 1, "rollout.max_new_tokens", r.max_new_tokens, "an int >= 1")
+    _check(r.temperature > 0, "rollout.temperature", r.temperature, "a float > 0 (training samples)")
+    _check(0 < r.top_p <= 1, "rollout.top_p", r.top_p, "a float in (0, 1]")
+    _check(r.top_k >= 0, "rollout.top_k", r.top_k, "an int >= 0 (0 = off)")
+    allowed_advantages = OUTCOME_ESTIMATORS.names() + ["process"]
+    _check(a.advantage in allowed_advantages, "algorithm.advantage", a.advantage, "one of " + ", ".join(allowed_advantages))
+    _check(a.aggregation in AGGREGATIONS, "algorithm.aggregation", a.aggregation, "one of " + ", ".join(AGGREGATIONS.names()))
+    _check(a.kl_estimator in KL_ESTIMATORS, "algorithm.kl_estimator", a.kl_estimator, "one of " + ", ".join(KL_ESTIMATORS.names()))
+    _check(a.std_ddof in (0, 1), "algorithm.std_ddof", a.std_ddof, "0 (population) or 1 (sample)")
+    _check(a.adv_eps >= 0, "algorithm.adv_eps", a.adv_eps, "a float >= 0")
+    _check(a.eps_low >= 0, "algorithm.eps_low", a.eps_low, "a float >= 0")
+    _check(a.eps_high >= 0, "algorithm.eps_high", a.eps_high, "a float >= 0")
+    _check(a.dual_clip is None or a.dual_clip > 1, "algorithm.dual_clip", a.dual_clip, "null or a float > 1")
+    _check(a.beta >= 0, "algorithm.beta", a.beta, "a float >= 0")
+    _check(a.mu >= 1, "algorithm.mu", a.mu, "an int >= 1")
+    _check(a.ref_reset_every >= 0, "algorithm.ref_reset_every", a.ref_reset_every, "an int >= 0 (0 = never)")
+    _check(a.dynamic_sampling_max_rounds >= 1, "algorithm.dynamic_sampling_max_rounds", a.dynamic_sampling_max_rounds, "an int >= 1")
+    _check(0 <= a.overlong_buffer < 1, "algorithm.overlong_buffer", a.overlong_buffer, "a fraction in [0, 1)")
+    _check(o.lr > 0, "optim.lr", o.lr, "a float > 0")
+    _check(o.max_grad_norm >= 0, "optim.max_grad_norm", o.max_grad_norm, "a float >= 0 (0 = off)")
+    _check(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "an int >= 0")
+    _check(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", o.min_lr_ratio, "a fraction in [0, 1]")
+    _check(o.mini_batches >= 1, "optim.mini_batches", o.mini_batches, "an int >= 1")
+    _check(o.micro_batch_size >= 1, "optim.micro_batch_size", o.micro_batch_size, "an int >= 1")
+    _check(all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas), "two floats in [0, 1)")
+    _check(t.steps >= 0, "train.steps", t.steps, "an int >= 0")
+    _check(t.save_every >= 0, "train.save_every", t.save_every, "an int >= 0 (0 = only at the end)")
+    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, "an int >= 1")
+    _check(t.eval_samples >= 1, "train.eval_samples", t.eval_samples, "an int >= 1")
+    _check(t.threads is None or t.threads >= 1, "train.threads", t.threads, "null or an int >= 1")
+    _check(bool(t.out_dir), "train.out_dir", t.out_dir, "a directory path")
+    _check(0 <= d.test_fraction < 1, "data.test_fraction", d.test_fraction, "a fraction in [0, 1)")
+    _check(not (d.test_path and d.test_fraction), "data.test_fraction", d.test_fraction, "0 when data.test_path is set (one held-out source)")
+    _check(d.eval_limit is None or d.eval_limit >= 1, "data.eval_limit", d.eval_limit, "null or an int >= 1")
+    _check(w.timeout_s > 0, "reward.timeout_s", w.timeout_s, "a float > 0")
+    for i, spec in enumerate(w.functions):
+        _check(isinstance(spec.get("name"), str) and bool(spec["name"]), f"reward.functions[{i}]", spec, "a mapping with a 'name'")
+        weight = spec.get("weight", 1.0)
+        _check(isinstance(weight, (int, float)) and not isinstance(weight, bool), f"reward.functions[{i}].weight", weight, "a number")
+    _check(config.log.completions_every >= 0, "log.completions_every", config.log.completions_every, "an int >= 0")
+
+
+def build_config(flat: dict[str, Any]) -> Config:
+    """A validated Config from dotted user values layered over the preset and the defaults."""
+    for key in flat:
+        if key not in FIELD_TYPES:
+            raise _unknown_key(key)
+    preset_name = flat.get("algorithm.preset", AlgorithmConfig.preset)
+    if preset_name not in PRESETS:
+        raise ConfigError(f"algorithm.preset={preset_name!r} is not allowed: expected one of {', '.join(sorted(PRESETS))}")
+    preset = get_preset(preset_name)
+    layered = {f"algorithm.{name}": value for name, value in dataclasses.asdict(preset.loss).items()}
+    layered.update(preset.run_defaults)
+    layered.update(flat)
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _sections()}
+    for key, value in layered.items():
+        section, name = key.split(".", 1)
+        sections[section][name] = _coerce(key, value, FIELD_TYPES[key])
+    config = Config(**{name: cls(**sections[name]) for name, cls in _sections().items()})
+    _validate(config)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
+    """Config from an optional YAML file and ``key=value`` overrides (``base`` is a lower YAML layer)."""
+    flat = _flatten(base, "base config") if base else {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            tree = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        flat.update(_flatten(tree, str(path)))
+    flat.update(parse_overrides(overrides or []))
+    return build_config(flat)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the fully resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

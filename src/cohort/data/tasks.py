@@ -1,0 +1,105 @@
+"""Tasks: a training split, an optional held-out split, and the rewards that score them.
+
+``load_task`` takes a built-in task name (``arithmetic``) or a path to a local file whose rows have
+a prompt and an answer column; a file task's default reward is exact match of the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from cohort.data.arithmetic import arithmetic_splits
+from cohort.data.files import DatasetError, check_rows, read_table
+
+
+@dataclass(frozen=True)
+class Task:
+    """Rows to train on and to evaluate on, plus the default reward specs."""
+
+    name: str
+    train: datasets.Dataset
+    test: datasets.Dataset | None
+    prompt_column: str = "prompt"
+    answer_column: str = "answer"
+    default_rewards: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+
+
+def _arithmetic(seed: int) -> Task:
+    train, test = arithmetic_splits(seed=seed)
+    return Task(
+        name="arithmetic",
+        train=datasets.Dataset.from_list(train),
+        test=datasets.Dataset.from_list(test),
+        default_rewards=({"name": "exact_match", "weight": 1.0},),
+    )
+
+
+BUILTIN_TASKS: dict[str, Callable[[int], Task]] = {"arithmetic": _arithmetic}
+
+
+def load_task(
+    task: str,
+    *,
+    seed: int = 0,
+    test_path: str | None = None,
+    test_fraction: float = 0.0,
+    prompt_column: str = "prompt",
+    answer_column: str = "answer",
+) -> Task:
+    """The task named ``task`` (built-in) or read from the file at ``task``, rows checked."""
+    if task in BUILTIN_TASKS:
+        if test_path or test_fraction:
+            raise DatasetError(f"built-in task {task!r} has its own held-out split; unset data.test_path / data.test_fraction")
+        return BUILTIN_TASKS[task](seed)
+    path = Path(task)
+    if not path.suffix:
+        raise DatasetError(
+            f"data.task={task!r} is neither a built-in task ({', '.join(sorted(BUILTIN_TASKS))}) nor a data file path"
+        )
+    train = read_table(path)
+    check_rows(train, str(path), prompt_column, answer_column)
+    test = None
+    if test_path:
+        test = read_table(test_path)
+        check_rows(test, str(test_path), prompt_column, answer_column)
+    elif test_fraction:
+        if len(train) < 2:
+            raise DatasetError(f"{path}: {len(train)} row(s) cannot be split into train and held-out parts")
+        parts = train.train_test_split(test_size=test_fraction, seed=seed, shuffle=True)
+        train, test = parts["train"], parts["test"]
+    return Task(
+        name=path.stem,
+        train=train,
+        test=test,
+        prompt_column=prompt_column,
+        answer_column=answer_column,
+        default_rewards=({"name": "exact_match", "weight": 1.0, "answer_column": answer_column},),
+    )
+
+
+def format_prompt(row: Mapping[str, Any], template: str, prompt_column: str) -> Any:
+    """The prompt of one row: a message list as is, a string through ``template`` (e.g. ``"Q: {prompt}"``).
+
+    The template sees the row's columns, and ``prompt`` is always the prompt column's value.
+    """
+    value = row[prompt_column]
+    if not isinstance(value, str):
+        return value
+    try:
+        return template.format(**{**row, "prompt": value})
+    except (KeyError, IndexError, ValueError) as err:
+        raise DatasetError(
+            f"data.prompt_template={template!r} cannot be filled from the row's columns "
+            f"({', '.join(sorted(row))}): {type(err).__name__}: {err}"
+        ) from None
+
+
+def row_columns(rows: Sequence[Mapping[str, Any]], exclude: Sequence[str] = ()) -> dict[str, list[Any]]:
+    """Columns of a list of rows as ``{name: [value per row]}`` (what reward functions receive)."""
+    names = [name for name in (rows[0] if rows else {}) if name not in exclude]
+    return {name: [row[name] for row in rows] for name in names}

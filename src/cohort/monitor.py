@@ -1,0 +1,174 @@
+"""What a run shows and records: metrics.jsonl, completions.jsonl, TensorBoard, and the console.
+
+Console modes: ``rich`` (live progress bar with ETA and the key metrics), ``plain`` (one line per
+step), ``json`` (one JSON object per step on stdout, nothing else there) and ``quiet`` (only the
+final summary). Log messages go to stderr in every mode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+logger = logging.getLogger("cohort")
+
+KEY_METRICS = (("reward", "reward/mean"), ("acc", "accuracy"), ("kl", "kl"), ("len", "completion_len/mean"))
+
+
+def _json_value(value: Any) -> Any:
+    """NaN and inf are not JSON: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps(record: Mapping[str, Any]) -> str:
+    return json.dumps({key: _json_value(value) for key, value in record.items()}, ensure_ascii=False)
+
+
+def _format_number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
+    return str(value)
+
+
+class MetricsWriter:
+    """Appends per-step metrics to metrics.jsonl and TensorBoard, and sampled completions to completions.jsonl."""
+
+    def __init__(self, metrics_path: Path, completions_path: Path, tensorboard_dir: Path | None, start_step: int) -> None:
+        self.metrics_path = metrics_path
+        self.completions_path = completions_path
+        self.tensorboard = None
+        if tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step hides events a crashed run wrote after the checkpoint we resume from
+            self.tensorboard = SummaryWriter(log_dir=str(tensorboard_dir), purge_step=start_step + 1 if start_step else None)
+
+    def write_step(self, metrics: Mapping[str, Any]) -> None:
+        with self.metrics_path.open("a", encoding="utf-8") as handle:
+            handle.write(dumps(metrics) + "\n")
+        if self.tensorboard is not None:
+            step = int(metrics["step"])
+            for key, value in metrics.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    self.tensorboard.add_scalar(key, value, step)
+
+    def write_completions(self, records: Sequence[Mapping[str, Any]]) -> None:
+        with self.completions_path.open("a", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(dumps(record) + "\n")
+
+    def write_text(self, tag: str, text: str, step: int) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.add_text(tag, text, step)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+            self.tensorboard.close()
+
+
+class RunConsole:
+    """Progress and messages for one run, in the chosen console mode."""
+
+    def __init__(self, mode: str, total_steps: int, start_step: int = 0) -> None:
+        if mode not in ("rich", "plain", "json", "quiet"):
+            raise ValueError(f"console mode must be rich, plain, json or quiet, got {mode!r}")
+        self.mode = mode
+        self.total_steps = total_steps
+        self.start_step = start_step
+        self.err = Console(stderr=True)
+        self.out = Console()
+        self._progress: Progress | None = None
+        self._task = None
+        self._started = time.monotonic()
+        handler: logging.Handler = RichHandler(console=self.err, show_path=False) if mode == "rich" else logging.StreamHandler(sys.stderr)
+        if mode != "rich":
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO if mode in ("rich", "plain") else logging.WARNING)
+        logger.propagate = False
+
+    def info(self, message: str) -> None:
+        """A status line on stderr (rich and plain modes)."""
+        if self.mode == "rich":
+            self.err.print(message, highlight=False)
+        elif self.mode == "plain":
+            print(message, file=sys.stderr, flush=True)
+
+    def result(self, message: str) -> None:
+        """A closing line on stdout (every mode but json, whose stdout holds JSON only)."""
+        if self.mode != "json":
+            self.out.print(message, highlight=False)
+
+    def start(self) -> None:
+        if self.mode != "rich":
+            return
+        self._progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("elapsed"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=self.err,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=self.total_steps, completed=self.start_step, metrics="")
+
+    def _summary_line(self, metrics: Mapping[str, Any]) -> str:
+        parts = [f"{label} {_format_number(metrics.get(key))}" for label, key in KEY_METRICS if key in metrics]
+        return " | ".join(parts)
+
+    def step(self, metrics: Mapping[str, Any]) -> None:
+        step = int(metrics["step"])
+        if self.mode == "json":
+            print(dumps({"event": "step", **metrics}), flush=True)
+        elif self.mode == "plain":
+            elapsed = time.monotonic() - self._started
+            done = step - self.start_step
+            eta = elapsed / done * (self.total_steps - step) if done else float("nan")
+            print(
+                f"step {step}/{self.total_steps} | {self._summary_line(metrics)} | "
+                f"{_format_number(metrics.get('time/step_s'))}s/step | eta {_format_number(eta)}s",
+                flush=True,
+            )
+        elif self.mode == "rich" and self._progress is not None:
+            self._progress.update(self._task, completed=step, metrics=self._summary_line(metrics))
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def event(self, name: str, payload: Mapping[str, Any]) -> None:
+        """A non-step record (evaluation, summary): a JSON line in json mode."""
+        if self.mode == "json":
+            print(dumps({"event": name, **payload}), flush=True)
+
+    def table(self, title: str, rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
+        """A small table on stdout (all modes but json)."""
+        if self.mode == "json":
+            return
+        table = Table(title=title, title_justify="left")
+        for name in header:
+            table.add_column(name, justify="right" if name != header[0] else "left")
+        for row in rows:
+            table.add_row(*[_format_number(cell) if not isinstance(cell, str) else cell for cell in row])
+        self.out.print(table)

@@ -1,0 +1,52 @@
+"""AdamW and the learning-rate schedules (constant / cosine / linear, each with linear warm-up)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+
+def lr_multiplier(step: int, *, schedule: str, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """Factor on the base lr for training step ``step`` (0-based).
+
+    Warm-up rises linearly to 1 over ``warmup_steps`` (the first step already trains, at
+    1/(warmup+1)); then constant, or cosine / linear decay to ``min_ratio`` at ``total_steps``.
+    """
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "cosine":
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
+    raise ValueError(f"schedule must be constant, cosine or linear, got {schedule!r}")
+
+
+def build_optimizer(
+    parameters: Iterable[torch.nn.Parameter],
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    weight_decay: float,
+    eps: float,
+    schedule: str,
+    total_steps: int,
+    warmup_steps: int,
+    min_ratio: float,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the trainable parameters and a LambdaLR stepped once per training step."""
+    trainable = [p for p in parameters if p.requires_grad]
+    if not trainable:
+        raise ValueError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(trainable, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_multiplier(
+            step, schedule=schedule, total_steps=total_steps, warmup_steps=warmup_steps, min_ratio=min_ratio
+        ),
+    )
+    return optimizer, scheduler

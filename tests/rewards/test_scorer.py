@@ -1,0 +1,169 @@
+"""The reward scorer: weights, None, failures isolated per sample, time limits, strict mode."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+import torch
+
+from cohort.rewards import (
+    ExactMatch,
+    FormatReward,
+    NamedReward,
+    RewardFunctionError,
+    RewardScorer,
+    SoftOverlongPunishment,
+    build_reward,
+    call_with_time_limit,
+    correctness_reward,
+    RewardTimeout,
+)
+
+PROMPTS = ["1+1=", "2+2=", "3+3="]
+COMPLETIONS = [" 2 ", "5", "6"]
+COLUMNS = {"answer": ["2", "4", "6"]}
+
+
+def length_reward(prompts, completions, **_):
+    return [float(len(c)) for c in completions]
+
+
+def test_weighted_total_and_per_function_scores():
+    scorer = RewardScorer([NamedReward("exact", ExactMatch(), 2.0), NamedReward("length", length_reward, 0.5)])
+    scores = scorer.score(PROMPTS, COMPLETIONS, COLUMNS)
+    assert scores.per_function["exact"].tolist() == [1.0, 0.0, 1.0]
+    assert scores.per_function["length"].tolist() == [3.0, 1.0, 1.0]
+    assert scores.total.tolist() == [3.5, 0.5, 2.5]
+    assert scores.failures == {"exact": 0, "length": 0}
+
+
+def test_none_means_could_not_score_and_voids_the_total():
+    def picky(prompts, completions, **_):
+        return [None if c == "5" else 1.0 for c in completions]
+
+    scores = RewardScorer([NamedReward("picky", picky), NamedReward("free", length_reward, 0.0)]).score(
+        PROMPTS, COMPLETIONS, COLUMNS
+    )
+    assert math.isnan(scores.total[1]) and scores.total[0] == 1.0
+    assert scores.failures["picky"] == 0  # None is a legitimate answer, not a failure
+
+
+def test_a_raising_function_costs_only_the_samples_it_fails_on(caplog):
+    def fragile(prompts, completions, **_):
+        if any(c == "5" for c in completions):
+            raise RuntimeError("cannot parse 5")
+        return [1.0] * len(completions)
+
+    scores = RewardScorer([NamedReward("fragile", fragile)]).score(PROMPTS, COMPLETIONS, COLUMNS)
+    assert scores.total[0] == 1.0 and scores.total[2] == 1.0 and math.isnan(scores.total[1])
+    assert scores.failures["fragile"] == 1
+    assert "cannot parse 5" in caplog.text
+
+
+def test_strict_mode_raises_naming_the_function():
+    def broken(prompts, completions, **_):
+        raise ValueError("boom")
+
+    with pytest.raises(RewardFunctionError, match="reward function 'broken' failed: boom"):
+        RewardScorer([NamedReward("broken", broken)], strict=True).score(PROMPTS, COMPLETIONS, COLUMNS)
+
+
+def test_an_infinite_loop_is_interrupted_at_the_time_limit():
+    def hangs_on_five(prompts, completions, **_):
+        while "5" in completions:
+            pass
+        return [1.0] * len(completions)
+
+    started = time.monotonic()
+    scores = RewardScorer([NamedReward("hangs", hangs_on_five)], timeout_s=0.3).score(PROMPTS, COMPLETIONS, COLUMNS)
+    assert time.monotonic() - started < 5
+    assert scores.total.tolist()[0] == 1.0 and math.isnan(scores.total[1]) and scores.total[2] == 1.0
+    assert scores.failures["hangs"] == 1
+
+
+def test_a_function_hanging_on_everything_gives_up_after_two_timeouts():
+    calls = []
+
+    def sleeper(prompts, completions, **_):
+        calls.append(len(completions))
+        time.sleep(10)
+
+    scores = RewardScorer([NamedReward("sleeper", sleeper)], timeout_s=0.2).score(PROMPTS * 3, COMPLETIONS * 3, {"answer": COLUMNS["answer"] * 3})
+    assert torch.isnan(scores.total).all()
+    assert calls == [9, 1, 1]  # the batch, then two single samples, then no more waiting
+
+
+def test_time_limit_off_the_main_thread_uses_a_worker():
+    outcome = {}
+
+    def run():
+        try:
+            call_with_time_limit(lambda: time.sleep(5), 0.2)
+        except RewardTimeout as err:
+            outcome["error"] = str(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(3)
+    assert "time limit of 0.2 s" in outcome["error"]
+
+
+@pytest.mark.parametrize(
+    "output, problem",
+    [([1.0, 2.0], "returned 2 scores for 3 completions"), ("abc", "returned str"), ([1.0, "x", 2.0], "score 1 is 'x'")],
+)
+def test_malformed_output_is_a_failure(output, problem, caplog):
+    def bad(prompts, completions, **_):
+        return output
+
+    scores = RewardScorer([NamedReward("bad", bad)]).score(PROMPTS, COMPLETIONS, COLUMNS)
+    assert torch.isnan(scores.total).all()
+    with pytest.raises(RewardFunctionError, match=problem):
+        RewardScorer([NamedReward("bad", bad)], strict=True).score(PROMPTS, COMPLETIONS, COLUMNS)
+
+
+def test_infinite_scores_become_none_or_raise_in_strict_mode():
+    def infinite(prompts, completions, **_):
+        return [float("inf"), 0.0, 1.0]
+
+    scores = RewardScorer([NamedReward("inf", infinite)]).score(PROMPTS, COMPLETIONS, COLUMNS)
+    assert math.isnan(scores.total[0]) and scores.failures["inf"] == 1
+    with pytest.raises(RewardFunctionError, match="returned ±inf"):
+        RewardScorer([NamedReward("inf", infinite)], strict=True).score(PROMPTS, COMPLETIONS, COLUMNS)
+
+
+def test_builtin_rewards():
+    assert FormatReward(r"-?\d+")(PROMPTS, [" 12", "1 2", "-3"]) == [1.0, 0.0, 1.0]
+    r1 = FormatReward()
+    assert r1([""], ["<think>a</think> <answer>4</answer>"]) == [1.0]
+    assert r1([""], ["<answer>4</answer>"]) == [0.0]
+    penalty = SoftOverlongPunishment(max_length=10, buffer=4)
+    assert [penalty.penalty(n) for n in (6, 8, 10, 11)] == [0.0, -0.5, -1.0, -1.0]
+    assert penalty([""] * 2, ["a", "b"], completion_ids=[[1] * 6, [1] * 9]) == [0.0, -0.75]
+
+
+def test_build_reward_from_specs():
+    reward = build_reward({"name": "format", "weight": 0.5, "pattern": r"\d+"})
+    assert reward.name == "format" and reward.weight == 0.5
+    custom = build_reward({"name": "rewards.test_scorer:length_reward", "label": "len"})
+    assert custom.name == "len" and custom.fn(prompts=[""], completions=["abc"]) == [3.0]
+    assert correctness_reward([reward, build_reward({"name": "exact_match"})]).name == "exact_match"
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"name": "exactmatch"}, "unknown reward 'exactmatch'; built-in rewards: code, exact_match, format"),
+        ({"name": "format", "regex": "x"}, r"reward 'format' does not take options \['regex'\]; allowed: pattern"),
+        ({"name": "format", "pattern": "("}, "not a valid regular expression"),
+        ({"name": "no_such_module:f"}, "cannot import module 'no_such_module'"),
+        ({"name": "rewards.test_scorer:missing"}, "has no attribute 'missing'"),
+        ({"name": "rewards.test_scorer:length_reward", "x": 1}, "is a function; it takes no options"),
+    ],
+)
+def test_bad_reward_specs(spec, message):
+    with pytest.raises(ValueError, match=message):
+        build_reward(spec)
