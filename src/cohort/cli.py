@@ -1,12 +1,15 @@
-"""The ``cohort`` command: ``train``, ``config`` (print the resolved config) and ``presets``.
+"""The ``cohort`` command: ``train``, ``eval``, ``config`` (print the resolved config), ``presets``.
 
 ``cohort train`` with no config file trains the bundled demo (a small model on arithmetic);
 ``cohort train run.yaml rollout.group_size=16`` takes a YAML file and dotted overrides.
+``cohort eval MODEL [MODEL ...]`` evaluates models (directories, ``builtin:demo`` or run
+directories) on a task's held-out split and prints pass@k / maj@k, side by side for several.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +44,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from cohort.evaluation_cli import run_eval
+
+    models = [item for item in args.items if "=" not in item]
+    overrides = [item for item in args.items if "=" in item]
+    ks = [int(k) for k in args.k.split(",")] if args.k else None
+    return run_eval(models, overrides, config_path=args.config, samples=args.samples, ks=ks, limit=args.limit, out=args.out)
+
+
 def _show_config(args: argparse.Namespace) -> int:
     config = _load(args.items)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
@@ -62,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model (no config file: the bundled demo)")
     train.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [key=value ...]")
     train.set_defaults(run=_train)
+    evaluate = commands.add_parser("eval", help="evaluate models on a task's held-out split (pass@k, maj@k)")
+    evaluate.add_argument("items", nargs="+", metavar="MODEL [MODEL ...] [key=value ...]",
+                          help="model directories, builtin:demo, or run directories (their final/ model)")
+    evaluate.add_argument("--config", help="run config for task, rewards and sampling (default: the first run directory's, else the demo's)")
+    evaluate.add_argument("--samples", type=int, help="samples per problem (default: train.eval_samples)")
+    evaluate.add_argument("--k", help="comma-separated k values for pass@k and maj@k (default: 1, 2, 4, ... n)")
+    evaluate.add_argument("--limit", type=int, help="evaluate at most this many problems")
+    evaluate.add_argument("--out", help="directory for summary.json and per-problem JSONL files")
+    evaluate.set_defaults(run=_eval)
     show = commands.add_parser("config", help="print the fully resolved config and exit (validates it)")
     show.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [key=value ...]")
     show.set_defaults(run=_show_config)
@@ -76,14 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from cohort.checkpoint import RunDirectoryError
-    from cohort.config import ConfigError
-    from cohort.data.files import DatasetError
-    from cohort.models import ModelNotFoundError
-
     try:
         return args.run(args)
-    except (ConfigError, DatasetError, ModelNotFoundError, RunDirectoryError) as err:
+    except ValueError as err:  # bad input (config, data, model, run directory): one line, no traceback
+        if os.environ.get("COHORT_DEBUG"):
+            raise
         print(f"cohort: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

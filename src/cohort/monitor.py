@@ -26,14 +26,19 @@ KEY_METRICS = (("reward", "reward/mean"), ("acc", "accuracy"), ("kl", "kl"), ("l
 
 
 def _json_value(value: Any) -> Any:
-    """NaN and inf are not JSON: write them as null."""
+    """NaN and inf are not JSON: write them as null (recursively through dicts and lists)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, Mapping):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item) for item in value]
     return value
 
 
-def dumps(record: Mapping[str, Any]) -> str:
-    return json.dumps({key: _json_value(value) for key, value in record.items()}, ensure_ascii=False)
+def dumps(record: Any, indent: int | None = None) -> str:
+    """Strict JSON (no NaN) of a record; non-JSON objects are written with str()."""
+    return json.dumps(_json_value(record), ensure_ascii=False, indent=indent, default=str)
 
 
 def _format_number(value: Any) -> str:

@@ -9,7 +9,6 @@ steps (iterative GRPO).
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import time
@@ -32,22 +31,25 @@ from cohort.checkpoint import (
     truncate_jsonl,
 )
 from cohort.config import Config, save_config
-from cohort.data.sampler import PromptSampler
-from cohort.data.tasks import Task, format_prompt, load_task, row_columns
-from cohort.evaluate import EvalSummary, evaluate
-from cohort.models import (
-    completion_logprobs,
-    completion_logprobs_and_entropy,
-    encode_prompts,
-    eos_token_ids,
-    load_policy,
-    load_reference,
-    load_tokenizer,
+from cohort.components import (
+    PromptRenderer,
+    build_rewards,
+    evaluate_held_out,
+    load_config_task,
+    model_path,
+    read_eval,
+    resolve_device,
+    sampling_params,
+    write_eval,
 )
-from cohort.monitor import MetricsWriter, RunConsole, dumps
+from cohort.data.sampler import PromptSampler
+from cohort.data.tasks import Task, format_prompt, row_columns
+from cohort.evaluate import EvalSummary
+from cohort.models import completion_logprobs, completion_logprobs_and_entropy, load_policy, load_reference, load_tokenizer
+from cohort.monitor import MetricsWriter, RunConsole
 from cohort.optim import build_optimizer
-from cohort.rewards import NamedReward, RewardScorer, RewardScores, SoftOverlongPunishment, build_reward, correctness_reward
-from cohort.rollout import Rollout, SamplingParams, generate_rollout
+from cohort.rewards import RewardScorer, RewardScores, correctness_reward
+from cohort.rollout import Rollout, generate_rollout
 from cohort.rollout.batch import concat_rollouts
 
 
@@ -122,15 +124,6 @@ class StepTimer:
     started: float = field(default_factory=time.perf_counter)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"model.device={name!r} but CUDA is not available on this machine")
-    return device
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -152,25 +145,19 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
 
         # cheap checks first: data and rewards fail before any model is loaded
-        self.task: Task = load_task(
-            config.data.task,
-            seed=config.train.seed,
-            test_path=config.data.test_path,
-            test_fraction=config.data.test_fraction,
-            prompt_column=config.data.prompt_column,
-            answer_column=config.data.answer_column,
-        )
+        self.task: Task = load_config_task(config)
         format_prompt(self.task.train[0], config.data.prompt_template, self.task.prompt_column)
-        self.rewards = self._build_rewards()
+        self.rewards = build_rewards(config, self.task)
         self.scorer = RewardScorer(self.rewards, timeout_s=config.reward.timeout_s, strict=config.reward.strict)
         self.correctness = correctness_reward(self.rewards)
         if config.algorithm.advantage == "process":
             raise ValueError("algorithm.advantage=process needs a process reward model; none is configured")
 
-        model_path = resolve_builtin(config.model.path)
-        self.tokenizer = load_tokenizer(model_path, trust_remote_code=config.model.trust_remote_code)
+        path = model_path(config)
+        self.tokenizer = load_tokenizer(path, trust_remote_code=config.model.trust_remote_code)
+        self.renderer = PromptRenderer.from_config(config, self.task, self.tokenizer)
         self.policy = load_policy(
-            self.resume_from or model_path,  # a resumed run continues from the checkpoint's weights
+            self.resume_from or path,  # a resumed run continues from the checkpoint's weights
             dtype=config.model.dtype,
             device=self.device,
             trust_remote_code=config.model.trust_remote_code,
@@ -180,20 +167,13 @@ class Trainer:
         self.reference = None
         if config.algorithm.beta > 0:
             self.reference = load_reference(
-                resolve_builtin(config.model.reference_path or config.model.path),
+                resolve_builtin(config.model.reference_path) if config.model.reference_path else path,
                 dtype=config.model.dtype,
                 device=self.device,
                 trust_remote_code=config.model.trust_remote_code,
             )
         self.reference_was_reset = False
-        self.sampling = SamplingParams(
-            temperature=config.rollout.temperature,
-            top_p=config.rollout.top_p,
-            top_k=config.rollout.top_k or None,
-            max_new_tokens=config.rollout.max_new_tokens,
-            eos_token_ids=eos_token_ids(self.tokenizer, getattr(self.policy, "generation_config", None)),
-            stop_strings=tuple(config.rollout.stop),
-        )
+        self.sampling = sampling_params(config, self.tokenizer, self.policy)
         self.sampler = PromptSampler(len(self.task.train), seed=config.train.seed, shuffle=config.data.shuffle)
         self.optimizer, self.scheduler = build_optimizer(
             self.policy.parameters(),
@@ -218,37 +198,15 @@ class Trainer:
         )
         self.step_times: list[float] = []
 
-    # --- setup helpers ----------------------------------------------------------------------------
-
-    def _build_rewards(self) -> list[NamedReward]:
-        specs = self.config.reward.functions or list(self.task.default_rewards)
-        rewards = [build_reward(spec) for spec in specs]
-        buffer_fraction = self.config.algorithm.overlong_buffer
-        if buffer_fraction > 0:
-            budget = self.config.rollout.max_new_tokens
-            buffer = max(1, round(buffer_fraction * budget))
-            rewards.append(NamedReward("soft_overlong", SoftOverlongPunishment(budget, buffer), 1.0))
-        return rewards
-
-    def _prompt_for_model(self, row: dict[str, Any]) -> Any:
-        prompt = format_prompt(row, self.config.data.prompt_template, self.task.prompt_column)
-        system = self.config.model.system_prompt
-        if self.config.model.chat_template and system and isinstance(prompt, str):
-            return [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
-        return prompt
-
-    def _encode(self, prompts: list[Any]) -> list[list[int]]:
-        return encode_prompts(self.tokenizer, prompts, chat=self.config.model.chat_template)
-
     # --- one training step ------------------------------------------------------------------------
 
     def _sample_and_score(self, rows: list[dict[str, Any]], timer: StepTimer) -> ScoredBatch:
         """Roll out G completions for each row's prompt and score them."""
-        prompts = [self._prompt_for_model(row) for row in rows]
+        prompts = [self.renderer.prompt(row) for row in rows]
         started = time.perf_counter()
         rollout = generate_rollout(
             self.policy,
-            self._encode(prompts),
+            self.renderer.encode(prompts),
             self.config.rollout.group_size,
             self.sampling,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -554,30 +512,12 @@ class Trainer:
             return None
         summary_path = self.run_dir.eval_summary(label)
         if summary_path.exists():
-            return EvalSummary.from_dict(json.loads(summary_path.read_text()))
-        test = self.task.test
-        limit = self.config.data.eval_limit
-        rows = [test[i] for i in range(min(len(test), limit or len(test)))]
-        prompts = [self._prompt_for_model(row) for row in rows]
-        generator = torch.Generator(device=self.device).manual_seed(self.config.train.seed + 1)
-        self.console.info(f"evaluating ({label}) on {len(rows)} held-out problems ...")
-        summary, problems = evaluate(
-            self.policy,
-            self.tokenizer,
-            prompts,
-            self._encode(prompts),
-            row_columns(rows),
-            correctness=self.correctness,
-            scorer=self.scorer,
-            params=self.sampling,
-            num_samples=self.config.train.eval_samples,
-            generator=generator,
-            answer_column=self.task.answer_column,
+            return read_eval(summary_path)
+        self.console.info(f"evaluating ({label}) on the held-out problems ...")
+        summary, problems = evaluate_held_out(
+            self.config, self.task, self.policy, self.tokenizer, self.rewards, num_samples=self.config.train.eval_samples
         )
-        summary_path.write_text(dumps(summary.to_dict()))
-        with self.run_dir.eval_problems(label).open("w") as handle:
-            for problem in problems:
-                handle.write(dumps(problem.__dict__) + "\n")
+        write_eval(summary, problems, summary_path, self.run_dir.eval_problems(label))
         self.console.event(f"eval_{label}", summary.to_dict())
         return summary
 

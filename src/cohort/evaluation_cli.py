@@ -1,0 +1,133 @@
+"""``cohort eval``: evaluate one or more models on a task's held-out split and compare them.
+
+With two models the table shows both and the difference (the before/after view of DeepSeekMath
+Figure 7: RL tends to raise maj@k more than pass@k).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cohort.assets import DEMO_CONFIG, resolve_builtin
+from cohort.checkpoint import RunDirectory
+from cohort.components import build_rewards, evaluate_held_out, held_out_rows, load_config_task, resolve_device, write_eval
+from cohort.config import Config, load_config
+from cohort.evaluate import EvalSummary, default_ks
+from cohort.models import load_policy, load_tokenizer
+from cohort.monitor import dumps
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What the user named and the model directory it resolves to."""
+
+    label: str
+    path: str
+    run_config: Path | None = None
+
+
+def resolve_model_argument(argument: str) -> ModelSource:
+    """A model directory, ``builtin:demo``, a checkpoint, or a run directory (its final/ or latest checkpoint)."""
+    path = Path(argument)
+    run = RunDirectory(path)
+    if path.is_dir() and run.config.is_file() and (run.final.is_dir() or run.latest_checkpoint() is not None):
+        model = run.final if run.final.is_dir() else run.latest_checkpoint()
+        return ModelSource(argument, str(model), run.config)
+    return ModelSource(argument, resolve_builtin(argument))
+
+
+def _base_config(config_path: str | None, sources: list[ModelSource], overrides: list[str]) -> Config:
+    if config_path:
+        return load_config(config_path, overrides)
+    run_config = next((s.run_config for s in sources if s.run_config), None)
+    if run_config is not None:
+        return load_config(run_config, overrides)
+    return load_config(None, overrides, base=yaml.safe_load(DEMO_CONFIG.read_text()))
+
+
+def _rows(summaries: list[EvalSummary]) -> list[tuple[str, list[float]]]:
+    first = summaries[0]
+    rows = [("greedy accuracy", [s.greedy_accuracy for s in summaries])]
+    rows += [(f"pass@{k}", [s.pass_at_k[k] for s in summaries]) for k in first.pass_at_k]
+    rows += [(f"maj@{k}", [s.maj_at_k[k] for s in summaries]) for k in first.maj_at_k]
+    rows += [
+        ("mean reward", [s.mean_reward for s in summaries]),
+        ("mean length", [s.mean_length for s in summaries]),
+        ("truncation rate", [s.truncation_rate for s in summaries]),
+    ]
+    return rows
+
+
+def comparison_table(labels: list[str], summaries: list[EvalSummary]) -> Table:
+    """Metrics by model; with exactly two models, a last column with the change (second - first)."""
+    first = summaries[0]
+    table = Table(
+        title=f"held-out evaluation: {first.num_problems} problems, {first.num_samples} samples each at temperature {first.temperature:g}",
+        title_justify="left",
+    )
+    table.add_column("metric")
+    for label in labels:
+        table.add_column(label, justify="right", overflow="fold")
+    if len(summaries) == 2:
+        table.add_column("change", justify="right")
+    for name, values in _rows(summaries):
+        cells = [f"{v:.4f}" for v in values]
+        if len(values) == 2:
+            cells.append(f"{values[1] - values[0]:+.4f}")
+        table.add_row(name, *cells)
+    return table
+
+
+def run_eval(
+    models: list[str],
+    overrides: list[str],
+    *,
+    config_path: str | None = None,
+    samples: int | None = None,
+    ks: list[int] | None = None,
+    limit: int | None = None,
+    out: str | None = None,
+) -> int:
+    """Evaluate each model with one shared task, reward set, sampling settings and seed."""
+    if not models:
+        raise ValueError("name at least one model directory, builtin:demo, or run directory")
+    sources = [resolve_model_argument(m) for m in models]
+    config = _base_config(config_path, sources, overrides + ([f"data.eval_limit={limit}"] if limit else []))
+    num_samples = samples or config.train.eval_samples
+    ks = ks or default_ks(num_samples)
+    task = load_config_task(config)
+    held_out_rows(task, config.data.eval_limit)  # a task without a held-out split fails before any model loads
+    rewards = build_rewards(config, task)
+    out_dir = Path(out) if out else (Path(sources[0].label) / "eval" if sources[0].run_config else Path("cohort-eval"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.model.device)
+    console = Console(stderr=True)
+    summaries = []
+    for index, source in enumerate(sources):
+        model = load_policy(source.path, dtype=config.model.dtype, device=device, trust_remote_code=config.model.trust_remote_code)
+        tokenizer = load_tokenizer(source.path, trust_remote_code=config.model.trust_remote_code)
+        with Progress(
+            TextColumn(f"[bold]eval {source.label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        ) as progress:
+            task_id = progress.add_task("eval", total=None)
+            summary, problems = evaluate_held_out(
+                config, task, model, tokenizer, rewards, num_samples=num_samples, ks=ks,
+                on_progress=lambda done, total: progress.update(task_id, completed=done, total=total),
+            )
+        write_eval(summary, problems, out_dir / f"summary_{index}.json", out_dir / f"problems_{index}.jsonl")
+        summaries.append(summary)
+        del model
+    record = {
+        "task": config.data.task,
+        "models": [{"label": s.label, "path": s.path, "summary": summary.to_dict()} for s, summary in zip(sources, summaries)],
+    }
+    (out_dir / "summary.json").write_text(dumps(record, indent=2))
+    Console().print(comparison_table([s.label for s in sources], summaries))
+    console.print(f"written to {out_dir}/summary.json (per-problem results in problems_<i>.jsonl)")
+    return 0
