@@ -68,6 +68,9 @@ class RewardConfig:
     """A reward call that runs longer gives None for its samples (never kills the run)."""
     strict: bool = False
     """Raise instead of scoring None when a reward function fails."""
+    process_model: dict[str, Any] | None = None
+    """Process reward model for ``algorithm.advantage: process``: ``{path, step_marker, separator,
+    batch_size, device, dtype, label}`` (a local HF token-classification model)."""
 
 
 @dataclass
@@ -381,6 +384,11 @@ def _validate(config: Config) -> None:
     _check(not (d.test_path and d.test_fraction), "data.test_fraction", d.test_fraction, "0 when data.test_path is set (one held-out source)")
     _check(d.eval_limit is None or d.eval_limit >= 1, "data.eval_limit", d.eval_limit, "null or an int >= 1")
     _check(w.timeout_s > 0, "reward.timeout_s", w.timeout_s, "a float > 0")
+    if a.advantage == "process":
+        _check(bool(w.process_model) and isinstance(w.process_model.get("path"), str), "reward.process_model",
+               w.process_model, "a mapping with a 'path' to a process reward model, since algorithm.advantage=process")
+    else:
+        _check(w.process_model is None, "reward.process_model", w.process_model, "null unless algorithm.advantage=process")
     for i, spec in enumerate(w.functions):
         _check(isinstance(spec.get("name"), str) and bool(spec["name"]), f"reward.functions[{i}]", spec, "a mapping with a 'name'")
         weight = spec.get("weight", 1.0)

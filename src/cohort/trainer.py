@@ -9,6 +9,7 @@ steps (iterative GRPO).
 
 from __future__ import annotations
 
+import logging
 import random
 import statistics
 import time
@@ -48,9 +49,13 @@ from cohort.evaluate import EvalSummary
 from cohort.models import completion_logprobs, completion_logprobs_and_entropy, load_policy, load_reference, load_tokenizer
 from cohort.monitor import MetricsWriter, RunConsole
 from cohort.optim import build_optimizer
-from cohort.rewards import RewardScorer, RewardScores, correctness_reward
+from cohort.rewards import RewardFunctionError, RewardScorer, RewardScores, correctness_reward
+from cohort.rewards.process_model import ProcessRewardModel, StepScores, step_tensors
+from cohort.rewards.registry import construct
 from cohort.rollout import Rollout, generate_rollout
 from cohort.rollout.batch import concat_rollouts
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,6 +69,7 @@ class ScoredBatch:
     scores: RewardScores  # [N]
     sampled_groups: int = 0  # groups sampled, including those dynamic sampling dropped
     zero_std_groups: int = 0  # of those, groups with no reward spread
+    steps: list[StepScores | None] | None = None  # [N] process-reward step scores (process supervision)
 
     @property
     def group_size(self) -> int:
@@ -85,6 +91,7 @@ class ScoredBatch:
             ),
             sampled_groups=self.sampled_groups,
             zero_std_groups=self.zero_std_groups,
+            steps=None if self.steps is None else [self.steps[row] for row in rows],
         )
 
     @staticmethod
@@ -102,6 +109,7 @@ class ScoredBatch:
             ),
             sampled_groups=sum(p.sampled_groups for p in parts),
             zero_std_groups=sum(p.zero_std_groups for p in parts),
+            steps=None if parts[0].steps is None else [s for p in parts for s in p.steps],
         )
 
 
@@ -111,6 +119,13 @@ def per_sample_columns(columns: dict[str, list[Any]], rollout: Rollout) -> dict[
     expanded = {key: [value for value in values for _ in range(g)] for key, values in columns.items()}
     expanded["completion_ids"] = rollout.completion_token_lists()
     return expanded
+
+
+def per_sample_advantage(advantages: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """One number per sample: the outcome advantage, or the token mean of a process advantage. -> [N]"""
+    if advantages.dim() == 1:
+        return advantages
+    return algo.masked_mean(advantages, completion_mask[:, : advantages.shape[1]], dim=1)  # [N]
 
 
 @dataclass
@@ -150,12 +165,17 @@ class Trainer:
         self.rewards = build_rewards(config, self.task)
         self.scorer = RewardScorer(self.rewards, timeout_s=config.reward.timeout_s, strict=config.reward.strict)
         self.correctness = correctness_reward(self.rewards)
-        if config.algorithm.advantage == "process":
-            raise ValueError("algorithm.advantage=process needs a process reward model; none is configured")
 
         path = model_path(config)
         self.tokenizer = load_tokenizer(path, trust_remote_code=config.model.trust_remote_code)
         self.renderer = PromptRenderer.from_config(config, self.task, self.tokenizer)
+        self.process_model = None
+        if config.reward.process_model:
+            options = dict(config.reward.process_model)
+            prm_path = options.pop("path")
+            self.process_model = construct(
+                "process_model", lambda **kw: ProcessRewardModel(prm_path, self.tokenizer, **kw), options
+            )
         self.policy = load_policy(
             self.resume_from or path,  # a resumed run continues from the checkpoint's weights
             dtype=config.model.dtype,
@@ -220,8 +240,21 @@ class Trainer:
         reward_prompts = [p for p in prompts for _ in range(rollout.group_size)]
         scores = self.scorer.score(reward_prompts, completions, per_sample_columns(columns, rollout))
         zero_std = int(algo.degenerate_groups(scores.total, rollout.group_size).sum())
+        steps = self._score_steps(reward_prompts, completions, rollout) if self.process_model else None
         timer.reward += time.perf_counter() - started
-        return ScoredBatch(rollout, prompts, columns, completions, scores, sampled_groups=len(rows), zero_std_groups=zero_std)
+        return ScoredBatch(
+            rollout, prompts, columns, completions, scores, sampled_groups=len(rows), zero_std_groups=zero_std, steps=steps
+        )
+
+    def _score_steps(self, prompts: list[Any], completions: list[str], rollout: Rollout) -> list[StepScores | None]:
+        """Process-reward step scores; a failing PRM scores nothing this step (None) unless strict."""
+        try:
+            return self.process_model(prompts, completions, rollout.completion_token_lists())
+        except Exception as err:
+            if self.config.reward.strict:
+                raise RewardFunctionError(f"process reward model failed: {err}") from err
+            logger.warning("process reward model failed (%s); this step's samples get no advantage", err)
+            return [None] * len(completions)
 
     def collect_batch(self, timer: StepTimer) -> ScoredBatch:
         """P groups for this step; with dynamic sampling, only groups whose rewards differ (DAPO)."""
@@ -251,17 +284,24 @@ class Trainer:
         return batch
 
     def advantages(self, batch: ScoredBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Outcome advantages [N] and the loss mask [N, T] (invalid rewards, overlong filter)."""
+        """Advantages ([N] outcome or [N, T] process) and the loss mask [N, T] (invalid, overlong filter)."""
         knobs = self.config.algorithm
-        result = algo.outcome_advantages(
-            batch.scores.total,
-            batch.group_size,
-            estimator=knobs.advantage,
-            ddof=knobs.std_ddof,
-            eps=knobs.adv_eps,
-            strict=self.config.reward.strict,
-        )
         rollout = batch.rollout
+        if knobs.advantage == "process":
+            step_rewards, step_ends, step_mask, scored = step_tensors(batch.steps)
+            result = algo.process_advantages(
+                step_rewards, step_ends, step_mask, rollout.completion_lengths.cpu(), rollout.completion_ids.shape[1],
+                batch.group_size, ddof=knobs.std_ddof, eps=knobs.adv_eps, strict=self.config.reward.strict, scored=scored,
+            )
+        else:
+            result = algo.outcome_advantages(
+                batch.scores.total,
+                batch.group_size,
+                estimator=knobs.advantage,
+                ddof=knobs.std_ddof,
+                eps=knobs.adv_eps,
+                strict=self.config.reward.strict,
+            )
         keep = result.valid.to(rollout.completion_mask.device)  # [N]
         if knobs.overlong_filter:
             keep = keep & ~rollout.truncated
@@ -311,7 +351,7 @@ class Trainer:
         if knobs.beta == 0:
             # with no KL term a zero-advantage sequence adds nothing to loss or gradient: skip its
             # forward/backward, but keep it in the normalisers (it still counts in the means)
-            trainable = trainable & (advantages != 0)
+            trainable = trainable & (advantages != 0).reshape(n, -1).any(dim=1)
         started = time.perf_counter()
         all_rows = list(range(n))
         old_logprobs = rollout.sampling_logprobs  # mu = 1: pi_old is the sampling policy itself
@@ -343,10 +383,11 @@ class Trainer:
                         temperature=rollout.logprob_temperature,
                     )  # [n, T'] each
                     mask = loss_mask[index, :width]  # [n, T']
+                    token_advantages = advantages[index] if advantages.dim() == 1 else advantages[index, :width]
                     loss, stats = algo.policy_loss(
                         logprobs,
                         old_logprobs[index, :width],
-                        advantages[index],
+                        token_advantages,
                         mask,
                         ref_logprobs=None if ref_logprobs is None else ref_logprobs[index, :width],
                         beta=knobs.beta,
@@ -427,7 +468,7 @@ class Trainer:
                 "reward/none_frac": float((~valid).float().mean()),
                 "reward/failures": sum(batch.scores.failures.values()),
                 "frac_zero_std": batch.zero_std_groups / max(1, batch.sampled_groups),
-                "advantage/abs_mean": float(advantages.abs().mean()),
+                "advantage/abs_mean": float(per_sample_advantage(advantages, batch.rollout.completion_mask).abs().mean()),
                 "kl": stats.get("kl", float("nan")) if self.reference is not None else float("nan"),
                 "clip_frac/low": stats.get("clip_frac_low", 0.0),
                 "clip_frac/high": stats.get("clip_frac_high", 0.0),
@@ -453,6 +494,7 @@ class Trainer:
 
     def _completion_records(self, batch: ScoredBatch, advantages: torch.Tensor) -> list[dict[str, Any]]:
         g = batch.group_size
+        advantages = per_sample_advantage(advantages, batch.rollout.completion_mask)
         limit = min(self.config.log.completions_per_step, len(batch.completions))
         lengths = batch.rollout.completion_lengths.tolist()
         records = []

@@ -296,3 +296,13 @@ def test_degenerate_groups_flags_zero_range_and_too_few_valid():
 
     rewards = torch.tensor([0.1, 0.1, 1.0, 0.0, float("nan"), 1.0, float("nan"), float("nan")], dtype=F64)
     assert degenerate_groups(rewards, 2).tolist() == [True, False, True, True]
+
+
+def test_process_unscored_sample_is_invalid_and_zero():
+    rewards = torch.tensor([[1.0], [0.0], [0.0]], dtype=F64)
+    ends = torch.tensor([[1], [1], [1]])
+    mask = torch.tensor([[True], [True], [False]])
+    scored = torch.tensor([True, True, False])
+    result = process_advantages(rewards, ends, mask, torch.tensor([1, 1, 0]), 1, group_ids=torch.tensor([0, 0, 0]), scored=scored, ddof=0, eps=0.0)
+    assert result.valid.tolist() == [True, True, False]
+    assert result.values[:, 0].tolist() == [1.0, -1.0, 0.0]

@@ -203,6 +203,7 @@ def process_advantages(
     ddof: int = 1,
     eps: float = 1e-4,
     strict: bool = False,
+    scored: torch.Tensor | None = None,
 ) -> Advantages:
     """Process-supervision token advantages (DeepSeekMath §4.1.3, spec §4, §10.11).
 
@@ -213,6 +214,7 @@ def process_advantages(
     step_ends: [N, K] long, 1-based index of each step's last token within the completion
     step_mask: [N, K] bool, True for real steps; real steps come first in each row
     completion_lengths: [N] long (|o_i|); num_tokens: T, width of the completion tensors
+    scored: [N] bool or None; False marks a sample the PRM could not score at all (valid=False)
     -> Advantages(values [N, T], valid [N])
     """
     if step_rewards.dim() != 2:
@@ -255,6 +257,10 @@ def process_advantages(
     index, num_groups = group_index(num_samples, group_size, group_ids, step_rewards.device)
     finite = _check_finite(torch.where(step_mask, step_rewards, torch.zeros_like(step_rewards)), "step_rewards", strict)
     valid = finite.all(dim=1)  # [N]: one unscorable step voids the sample
+    if scored is not None:
+        if tuple(scored.shape) != (num_samples,) or scored.dtype != torch.bool:
+            raise ValueError(f"scored must be a bool tensor of shape [{num_samples}], got {scored.dtype} {tuple(scored.shape)}")
+        valid = valid & scored.to(valid.device)
     counted = step_mask & valid.unsqueeze(1)  # [N, K]
     values = step_rewards.to(_stat_dtype(step_rewards))
     step_group = index.unsqueeze(1).expand(num_samples, max_steps)  # [N, K]

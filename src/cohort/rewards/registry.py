@@ -8,31 +8,26 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cohort.rewards.base import NamedReward
-from cohort.rewards.builtin import ExactMatch, FormatReward
 
-
-def _code_reward(**options: Any):
-    from cohort.rewards.code import CodeExecutionReward
-
-    return CodeExecutionReward(**options)
-
-
-BUILTIN_REWARDS: dict[str, Callable[..., Any]] = {
-    "exact_match": ExactMatch,
-    "format": FormatReward,
-    "code": _code_reward,
+BUILTIN_REWARDS: dict[str, str | Callable[..., Any]] = {
+    "exact_match": "cohort.rewards.builtin:ExactMatch",
+    "format": "cohort.rewards.builtin:FormatReward",
+    "code": "cohort.rewards.code:CodeExecutionReward",
+    "reward_model": "cohort.rewards.reward_model:RewardModelReward",
 }
-"""Factories of the built-in rewards, called with the spec's options."""
+"""Built-in rewards: a factory called with the spec's options, or its ``module:attribute`` path
+(imported on first use, so heavy ones cost nothing until configured)."""
 
 
-def register_reward(name: str, factory: Callable[..., Any]) -> None:
-    """Make ``factory(**options)`` available as reward ``name`` in configs."""
+def register_reward(name: str, factory: str | Callable[..., Any]) -> None:
+    """Make ``factory(**options)`` (or the factory at ``module:attribute``) available as reward ``name``."""
     if name in BUILTIN_REWARDS:
         raise ValueError(f"reward {name!r} is already registered")
     BUILTIN_REWARDS[name] = factory
 
 
-def _import_callable(target: str) -> Any:
+def import_callable(target: str) -> Any:
+    """The object at ``module:attribute``."""
     module_name, _, attribute = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -44,7 +39,8 @@ def _import_callable(target: str) -> Any:
         raise ValueError(f"reward {target!r}: module {module_name!r} has no attribute {attribute!r}") from None
 
 
-def _construct(name: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> Any:
+def construct(name: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> Any:
+    """``factory(**options)``, with a ValueError naming the allowed options when they don't fit."""
     try:
         inspect.signature(factory).bind(**options)
     except TypeError:
@@ -58,8 +54,8 @@ def _construct(name: str, factory: Callable[..., Any], options: Mapping[str, Any
 def build_reward(spec: Mapping[str, Any]) -> NamedReward:
     """A NamedReward from ``{"name": ..., "weight": 1.0, "label": ..., **options}``.
 
-    ``name`` is a built-in reward or ``module:callable``. A class (or any factory in the built-ins)
-    is called with the options; a plain function is used as is and takes no options.
+    ``name`` is a built-in reward or ``module:callable``. A class (and every built-in) is called
+    with the options; a plain function is used as is and takes no options.
     """
     spec = dict(spec)
     name = spec.pop("name", None)
@@ -67,18 +63,19 @@ def build_reward(spec: Mapping[str, Any]) -> NamedReward:
         raise ValueError(f"a reward spec needs a 'name', got {spec!r}")
     weight = float(spec.pop("weight", 1.0))
     label = spec.pop("label", None)
-    if ":" in name:
-        target = _import_callable(name)
+    if name in BUILTIN_REWARDS:
+        factory = BUILTIN_REWARDS[name]
+        fn = construct(name, import_callable(factory) if isinstance(factory, str) else factory, spec)
+        default_label = name
+    elif ":" in name:
+        target = import_callable(name)
         if inspect.isclass(target):
-            fn = _construct(name, target, spec)
+            fn = construct(name, target, spec)
         elif spec:
             raise ValueError(f"reward {name!r} is a function; it takes no options, got {sorted(spec)}")
         else:
             fn = target
         default_label = name.rsplit(":", 1)[1]
-    elif name in BUILTIN_REWARDS:
-        fn = _construct(name, BUILTIN_REWARDS[name], spec)
-        default_label = name
     else:
         raise ValueError(
             f"unknown reward {name!r}; built-in rewards: {', '.join(sorted(BUILTIN_REWARDS))} "

@@ -1,0 +1,79 @@
+"""Throughput of the code sandbox on this machine: programs per second with the default worker count.
+
+    python benchmarks/sandbox_throughput.py [--runs 64] [--workers N] [--isolation auto]
+
+Prints the isolation in use, then programs/s for a trivial program, for a typical small
+stdin/stdout solution, and for an unsandboxed ``python -I`` baseline run the same way, which shows
+what the sandbox itself costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from cohort.rewards.sandbox import ISOLATIONS, ExecutionRequest, Sandbox, SandboxLimits
+
+TRIVIAL = "pass"
+# A typical competitive-programming solution: parse input, a small DP, print the answer.
+TYPICAL = """\
+import sys
+data = sys.stdin.read().split()
+n, values = int(data[0]), list(map(int, data[1:]))
+best = [0] * (n + 1)
+for i, v in enumerate(values, 1):
+    best[i] = max(best[i - 1], (best[i - 2] if i > 1 else 0) + v)
+print(best[n])
+"""
+TYPICAL_INPUT = "200\n" + " ".join(str((i * 37) % 101) for i in range(200)) + "\n"
+
+
+def programs_per_second(sandbox: Sandbox, request: ExecutionRequest, runs: int) -> float:
+    sandbox.run_many([request] * min(runs, sandbox.workers))  # warm the page cache
+    start = time.perf_counter()
+    results = sandbox.run_many([request] * runs)
+    elapsed = time.perf_counter() - start
+    failed = [r for r in results if not r.succeeded]
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed, e.g. {failed[0]}")
+    return runs / elapsed
+
+
+def baseline_per_second(python: str, source: str, stdin: str, runs: int, workers: int) -> float:
+    """The same program run as a plain subprocess (no isolation, no limits), same thread pool."""
+
+    def one(_: int) -> None:
+        subprocess.run([python, "-I", "-c", source], input=stdin.encode(), capture_output=True, check=True)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(min(runs, workers))))
+        start = time.perf_counter()
+        list(pool.map(one, range(runs)))
+    return runs / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=64, help="programs per measurement")
+    parser.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: os.cpu_count())")
+    parser.add_argument("--isolation", choices=ISOLATIONS, default="auto")
+    args = parser.parse_args()
+
+    sandbox = Sandbox(SandboxLimits(), workers=args.workers, isolation=args.isolation)
+    print(f"isolation: {sandbox.isolation}")
+    print(f"workers:   {sandbox.workers} (os.cpu_count() = {os.cpu_count()})")
+    print(f"python:    {sandbox.python}")
+    trivial = programs_per_second(sandbox, ExecutionRequest(TRIVIAL), args.runs)
+    typical = programs_per_second(sandbox, ExecutionRequest(TYPICAL, TYPICAL_INPUT), args.runs)
+    plain = baseline_per_second(sys.executable, TYPICAL, TYPICAL_INPUT, args.runs, sandbox.workers)
+    print(f"trivial program ({TRIVIAL!r}):        {trivial:6.1f} programs/s")
+    print(f"typical stdin/stdout solution:    {typical:6.1f} programs/s")
+    print(f"same, plain subprocess, no sandbox: {plain:6.1f} programs/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install the system packages the code-execution sandbox (cohort.rewards.sandbox) uses:
+#   bubblewrap   the isolation layer (user/pid/net/ipc/uts/mount namespaces)
+#   libseccomp2  lets bubblewrap forbid fork when it must run the sandbox as host uid 0
+#   util-linux   unshare/setpriv, the fallback layer when bubblewrap is missing (root only)
+# Idempotent: installs only what is missing. Never fails: without these packages the sandbox falls
+# back to a weaker layer and says so in a warning; this script only reports what it could not do.
+set -u
+
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+if command -v ldconfig >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; then
+    missing+=(libseccomp2)
+fi
+{ command -v unshare >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1; } || missing+=(util-linux)
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "sandbox deps: all present ($(bwrap --version 2>/dev/null))"
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "sandbox deps: missing ${missing[*]}; not root, so not installing (run this script as root)" >&2
+    exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "sandbox deps: missing ${missing[*]}; apt-get is not available, install them with the system's package manager" >&2
+    exit 0
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+    # The package lists may be missing or stale (fresh container): refresh them once and retry.
+    apt-get update -qq >/dev/null 2>&1 || true
+    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+        echo "sandbox deps: could not install ${missing[*]} with apt-get; the sandbox will use a weaker layer" >&2
+        exit 0
+    fi
+fi
+echo "sandbox deps: installed ${missing[*]}"
+exit 0

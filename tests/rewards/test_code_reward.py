@@ -1,0 +1,404 @@
+"""The code-execution reward: program extraction, test formats, scoring, and hostile programs.
+
+Programs really run in the sandbox (strongest isolation on this machine). The hostile suite runs
+each attack once in one batch, next to a correct program, and then checks the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import socket
+import sys
+import tempfile
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cohort.rewards.code import (
+    AssertionTest,
+    CodeExecutionReward,
+    InvalidTestsError,
+    StdioTest,
+    extract_program,
+    outputs_match,
+    parse_tests,
+)
+from cohort.rewards.sandbox import Sandbox, SandboxLimits
+
+pytestmark = pytest.mark.timeout(60)
+
+SUM_TESTS = [{"input": "1 2\n", "output": "3\n"}, {"input": "2 2\n", "output": "4"}, {"input": "5 5", "output": "10  \n\n"}]
+SUM_PROGRAM = "a, b = map(int, input().split())\nprint(a + b)"
+ONE_TEST = SUM_TESTS[:1]  # attacks that run into a limit get one test each, to keep the suite fast
+SQUARE_TESTS = ["assert f(2) == 4", "assert f(3) == 9", "assert f(-1) == 1"]
+
+
+def _dedent(source: str) -> str:
+    return textwrap.dedent(source).strip() + "\n"
+
+
+def _fenced(program: str, tag: str = "python") -> str:
+    return f"Here is my solution.\n```{tag}\n{program}\n```\nDone."
+
+
+@pytest.fixture(scope="module")
+def tmp_root():
+    root = Path(tempfile.mkdtemp(prefix="cohort-test-reward-"))
+    os.chmod(root, 0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_root):
+    limits = SandboxLimits(wall_time_s=3.0, cpu_time_s=2, memory_mb=256, max_processes=16, max_output_bytes=1 << 16)
+    return Sandbox(limits, workers=2, tmp_root=tmp_root)
+
+
+@pytest.fixture
+def reward(sandbox, tmp_root):
+    yield CodeExecutionReward(sandbox=sandbox)
+    assert list(tmp_root.iterdir()) == [], "throwaway directories left behind"
+
+
+# ---------------------------------------------------------------- extraction
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("```python\nprint(1)\n```", "print(1)"),
+        ("```py\nprint(1)\n```\ntext\n```python\nprint(2)\n```", "print(2)"),  # the last python block
+        ("```python\nprint(1)\n```\n```text\nsample output\n```", "print(1)"),  # python beats a later block
+        ("```\nprint(3)\n```\nand\n```\nprint(4)\n```", "print(4)"),  # no python block: the last block
+        ("print(5)", "print(5)"),  # no block: the whole completion
+        ("Sure:\n```python\nprint(6)\nprint(7)", "print(6)\nprint(7)"),  # cut before the closing fence
+        ("```Python3\nx = 1\n\n\nprint(x)\n```", "x = 1\n\n\nprint(x)"),
+    ],
+)
+def test_extract_program(completion, expected):
+    assert extract_program(completion) == expected
+
+
+def test_extract_program_can_require_a_block():
+    assert extract_program("print(5)", require_block=True) is None
+    assert extract_program("```\nprint(5)\n```", require_block=True) == "print(5)"
+
+
+# ---------------------------------------------------------------- output comparison and test specs
+
+
+@pytest.mark.parametrize(
+    "actual, expected, same",
+    [
+        ("3\n", "3", True),
+        ("1 2  \n3\t\n\n\n", "1 2\n3", True),  # trailing whitespace and blank lines at the end
+        ("\n\n1\n", "1", True),
+        ("1\n\n2", "1\n2", False),  # a blank line inside the output counts
+        ("1 2", "1  2", False),  # inner whitespace counts
+        ("", "", True),
+        ("3", "4", False),
+    ],
+)
+def test_outputs_match(actual, expected, same):
+    assert outputs_match(actual, expected) is same
+
+
+def test_parse_tests_reads_every_format():
+    stdio = [StdioTest("1 2\n", "3\n")]
+    assert parse_tests([{"input": "1 2\n", "output": "3\n"}]) == stdio
+    assert parse_tests(json.dumps([{"input": "1 2\n", "output": "3\n"}])) == stdio
+    assert parse_tests({"inputs": ["1 2\n"], "outputs": ["3\n"]}) == stdio  # APPS
+    assert parse_tests(json.dumps({"input": ["1 2\n"], "output": ["3\n"]})) == stdio  # CodeContests
+    assert parse_tests(["assert f(1) == 1"]) == [AssertionTest("assert f(1) == 1")]
+    mixed = parse_tests(["assert True", {"input": "", "output": ""}])
+    assert mixed == [AssertionTest("assert True"), StdioTest("", "")]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("not json", "not valid JSON"),
+        ([], "no tests"),
+        (None, "must be a list"),
+        (42, "must be a list"),
+        ([{"input": "1"}], "test 0"),
+        (["assert True", ""], "test 1"),
+        ([{"input": 1, "output": "1"}], "test 0"),
+        ({"inputs": ["1"], "outputs": ["1", "2"]}, "equal length"),
+        ({"inputs": ["1"], "outputs": [1]}, "must be a str"),
+        ({"inputs": ["1"], "outputs": ["1"], "fn_name": "solve"}, "call-based"),
+        ({"cases": []}, "needs lists"),
+    ],
+)
+def test_parse_tests_rejects_malformed_specs(spec, message):
+    with pytest.raises(InvalidTestsError, match=message):
+        parse_tests(spec)
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def test_correct_wrong_and_partial_programs(reward):
+    completions = [
+        _fenced(SUM_PROGRAM),
+        _fenced("print(3)"),  # right on the first test only
+        _fenced("print(int(input().split()[0]) * 2)"),  # wrong on the first test only
+        _fenced("a, b = map(int, input().split())\nprint(a - b)"),
+        "I don't know.",
+    ]
+    scores = reward(["prompt"] * 5, completions, tests=[SUM_TESTS] * 5)
+    assert scores == [1.0, pytest.approx(1 / 3), pytest.approx(2 / 3), 0.0, 0.0]
+
+
+def test_all_or_nothing(sandbox):
+    reward = CodeExecutionReward("all_or_nothing", sandbox=sandbox)
+    completions = [_fenced(SUM_PROGRAM), _fenced("print(int(input().split()[0]) * 2)")]
+    assert reward(None, completions, tests=[SUM_TESTS, SUM_TESTS]) == [1.0, 0.0]
+
+
+def test_assertion_tests(reward):
+    completions = [
+        _fenced("def f(x):\n    return x * x"),
+        _fenced("def f(x):\n    return 4"),
+        _fenced("def f(x):\n    return x * x\nraise SystemExit(1)"),
+    ]
+    scores = reward(None, completions, tests=[json.dumps(SQUARE_TESTS)] * 3)
+    assert scores == [1.0, pytest.approx(1 / 3), 0.0]
+
+
+@pytest.mark.parametrize("exit_call", ["import sys; sys.exit(0)", "import os; os._exit(0)", "raise SystemExit"])
+def test_exiting_before_the_assertions_does_not_pass_them(reward, exit_call):
+    assert reward(None, [_fenced(f"def f(x):\n    return 0\n{exit_call}")], tests=[SQUARE_TESTS]) == [0.0]
+
+
+def test_required_code_block(sandbox):
+    reward = CodeExecutionReward(sandbox=sandbox, require_code_block=True)
+    assert reward(None, [SUM_PROGRAM, _fenced(SUM_PROGRAM)], tests=[SUM_TESTS, SUM_TESTS]) == [0.0, 1.0]
+
+
+def test_max_tests_uses_the_first_tests(sandbox):
+    reward = CodeExecutionReward(sandbox=sandbox, max_tests=1)
+    assert reward(None, [_fenced("print(3)")], tests=[SUM_TESTS]) == [1.0]
+
+
+def test_unreadable_tests_score_none_and_the_rest_is_scored(reward, caplog):
+    with caplog.at_level("WARNING", logger="cohort.rewards.code"):
+        scores = reward(None, [_fenced(SUM_PROGRAM)] * 3, tests=["{broken", SUM_TESTS, []])
+    assert scores == [None, 1.0, None]
+    assert "row 0" in caplog.text and "row 2" in caplog.text
+
+
+def test_protocol_errors(reward):
+    with pytest.raises(KeyError, match="tests"):
+        reward(None, ["print(1)"], answer=["1"])
+    with pytest.raises(ValueError, match="1 rows for 2 completions"):
+        reward(None, ["print(1)", "print(2)"], tests=[SUM_TESTS])
+    with pytest.raises(TypeError, match=r"completions\[0\]"):
+        reward(None, [[{"role": "assistant", "content": "print(1)"}]], tests=[SUM_TESTS])
+
+
+def test_trl_style_call_with_other_columns_and_a_custom_column(sandbox):
+    reward = CodeExecutionReward(sandbox=sandbox, tests_column="test_list")
+    scores = reward(
+        prompts=["p", "p"],
+        completions=[_fenced(SUM_PROGRAM)] * 2,
+        test_list=[SUM_TESTS, SUM_TESTS],
+        completion_ids=[[1, 2], [1, 2]],
+        answer=["", ""],
+    )
+    assert scores == [1.0, 1.0]
+    assert reward.__name__ == reward.name == "code_execution"
+    assert reward.is_correctness
+    assert reward.extract_answer(_fenced(SUM_PROGRAM)) == SUM_PROGRAM
+    assert "rlimits" in reward.isolation
+
+
+def test_constructor_validation(sandbox):
+    with pytest.raises(ValueError, match="mode"):
+        CodeExecutionReward("best_of")
+    with pytest.raises(ValueError, match="not both"):
+        CodeExecutionReward(sandbox=sandbox, timeout_s=1.0)
+    with pytest.raises(ValueError, match="timeout_s"):
+        CodeExecutionReward(timeout_s=0)
+    with pytest.raises(ValueError, match="max_tests"):
+        CodeExecutionReward(sandbox=sandbox, max_tests=0)
+    with pytest.raises(ValueError, match="memory_mb"):
+        CodeExecutionReward(memory_mb=-5)
+
+
+def test_default_construction_builds_its_own_sandbox():
+    reward = CodeExecutionReward(timeout_s=2.5, memory_mb=512, workers=3)
+    assert reward.sandbox.workers == 3
+    assert (reward.sandbox.limits.wall_time_s, reward.sandbox.limits.cpu_time_s, reward.sandbox.limits.memory_mb) == (2.5, 3, 512)
+    assert reward(None, [_fenced(SUM_PROGRAM)], tests=[SUM_TESTS]) == [1.0]
+
+
+# ---------------------------------------------------------------- hostile programs
+
+
+@pytest.fixture(scope="module")
+def hostile_run(sandbox, tmp_root):
+    """Run every attack in one batch beside a correct program; return (scores, host facts)."""
+    if not sandbox.isolation_adequate:
+        pytest.skip(f"no adequate isolation here ({sandbox.isolation}); hostile programs are not run")
+    workspace = Path(tempfile.mkdtemp(prefix="cohort-hostile-"))
+    canary = workspace / "canary.txt"
+    canary.write_text("precious")
+    home = workspace / "home"
+    home.mkdir(mode=0o700)
+    home_secret = f"home-{uuid.uuid4().hex}"
+    (home / "secret.txt").write_text(home_secret)
+    os.chmod(home / "secret.txt", 0o600)
+    env_secret = f"env-{uuid.uuid4().hex}"
+    escape = f"cohort-escape-{uuid.uuid4().hex}"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+
+    # name -> (program, tests). Where a test expects the attack's success message, a score of 0
+    # also proves the attack failed; for the others the host checks below carry the proof.
+    attacks = {
+        "fork_bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", ONE_TEST),
+        "infinite_loop": ("while True:\n    pass", ONE_TEST),
+        "memory_bomb": ("hoard = []\nwhile True:\n    hoard.append(bytearray(10**7))", ONE_TEST),
+        "delete_outside": (
+            f"import os, shutil\nos.remove({str(canary)!r})\nshutil.rmtree({str(workspace)!r})\nprint('deleted')",
+            [{"input": "", "output": "deleted"}],
+        ),
+        "overwrite_outside": (
+            _dedent(
+                f"""
+                import os, sys
+                written = 0
+                for path in [{str(canary)!r}, "/usr/{escape}", "/{escape}", os.path.join(sys.prefix, "{escape}")]:
+                    try:
+                        open(path, "w").write("pwned")
+                        written += 1
+                    except OSError:
+                        pass
+                if written:
+                    print("overwritten")
+                """
+            ),
+            [{"input": "", "output": "overwritten"}],
+        ),
+        "network": (
+            f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'hi')\nprint('connected')",
+            [{"input": "", "output": "connected"}],
+        ),
+        "read_environment": (
+            _dedent(
+                """
+                import glob, os
+                found = [os.environ.get("COHORT_TEST_SECRET", "")]
+                for path in glob.glob("/proc/*/environ"):
+                    try:
+                        found += [e.split(b"=", 1)[1].decode() for e in open(path, "rb").read().split(b"\\0") if e.startswith(b"COHORT_TEST_SECRET=")]
+                    except OSError:
+                        pass
+                print(max(found, key=len))
+                """
+            ),
+            [{"input": "", "output": env_secret}],
+        ),
+        "read_home": (
+            f"import os\nfor p in ['~/secret.txt', {str(home / 'secret.txt')!r}]:\n    try:\n        print(open(os.path.expanduser(p)).read())\n    except OSError:\n        pass",
+            [{"input": "", "output": home_secret}],
+        ),
+        "output_flood": ("import sys\nwhile True:\n    try:\n        sys.stdout.write('3\\n' * 100000)\n    except OSError:\n        pass", ONE_TEST),
+        "kill_parent": (
+            _dedent(
+                """
+                import os, signal
+                for target in (os.getppid(), -1, 0):  # the parent, everything it may signal, its group
+                    try:
+                        os.kill(target, signal.SIGKILL)
+                    except OSError:
+                        pass
+                print("survived")
+                """
+            ),
+            ONE_TEST,
+        ),
+        "sleep_past_limit": ("import time\ntime.sleep(60)\nprint(3)", ONE_TEST),
+        "exit_before_asserts": ("def f(x):\n    return 0\nimport os\nos._exit(0)", SQUARE_TESTS),
+    }
+    names = list(attacks) + ["correct_after_attacks"]
+    completions = [_fenced(program) for program, _ in attacks.values()] + [_fenced(SUM_PROGRAM)]
+    tests = [spec for _, spec in attacks.values()] + [SUM_TESTS]
+    peak_rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COHORT_TEST_SECRET", env_secret)
+        patch.setenv("HOME", str(home))
+        try:
+            scores = CodeExecutionReward(sandbox=sandbox)(["prompt"] * len(names), completions, tests=tests)
+            try:
+                listener.accept()
+                connection_received = True
+            except BlockingIOError:
+                connection_received = False
+            facts = {
+                "canary": canary.read_text() if canary.exists() else None,
+                "home_secret_intact": (home / "secret.txt").read_text() == home_secret,
+                "connection_received": connection_received,
+                "escaped_files": [p for p in (f"/usr/{escape}", f"/{escape}", os.path.join(sys.prefix, escape)) if os.path.exists(p)],
+                "peak_rss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_rss_before) / 1024,
+                "leftovers": list(tmp_root.iterdir()),
+            }
+        finally:
+            listener.close()
+            shutil.rmtree(workspace, ignore_errors=True)
+    return dict(zip(names, scores)), facts
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "fork_bomb",
+        "infinite_loop",
+        "memory_bomb",
+        "delete_outside",
+        "overwrite_outside",
+        "network",
+        "read_environment",
+        "read_home",
+        "output_flood",
+        "kill_parent",
+        "sleep_past_limit",
+        "exit_before_asserts",
+    ],
+)
+def test_hostile_program_scores_zero(hostile_run, attack):
+    scores, _ = hostile_run
+    assert scores[attack] == 0.0
+
+
+def test_the_run_continues_after_the_attacks(hostile_run):
+    scores, facts = hostile_run
+    assert scores["correct_after_attacks"] == 1.0
+    assert facts["leftovers"] == [], "throwaway directories left behind after timeouts and kills"
+
+
+def test_files_outside_the_sandbox_are_unharmed(hostile_run):
+    _, facts = hostile_run
+    assert facts["canary"] == "precious"
+    assert facts["home_secret_intact"]
+    assert facts["escaped_files"] == []
+
+
+def test_no_connection_reached_the_host(hostile_run):
+    _, facts = hostile_run
+    assert not facts["connection_received"]
+
+
+def test_output_flood_does_not_grow_host_memory(hostile_run):
+    _, facts = hostile_run
+    assert facts["peak_rss_growth_mib"] < 64, facts["peak_rss_growth_mib"]
