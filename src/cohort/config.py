@@ -62,8 +62,8 @@ class DataConfig:
 @dataclass
 class RewardConfig:
     functions: list[dict[str, Any]] = field(default_factory=list)
-    """Reward functions ``{name, weight, ...options}``; empty: the task's default rewards.
-    A name is a built-in (see README) or ``module:callable``."""
+    """Reward functions ``{name, weight, alias, ...options}``; empty: the task's default rewards.
+    A name is a built-in (see README) or ``module:callable``; ``alias`` renames it in the logs."""
     timeout_s: float = 60.0
     """A reward call that runs longer gives None for its samples (never kills the run)."""
     strict: bool = False

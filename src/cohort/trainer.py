@@ -13,6 +13,7 @@ import logging
 import random
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -436,7 +437,9 @@ class Trainer:
         batch = self.collect_batch(timer)
         advantages, loss_mask = self.advantages(batch)
         stats = self.update(batch, advantages, loss_mask, timer)
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a step with no informative sample makes no optimizer step; that is fine
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            self.scheduler.step()
         self.step += 1
         metrics = self._metrics(batch, advantages, stats, timer, lr)
         if self.config.log.completions_every and self.step % self.config.log.completions_every == 0:

@@ -148,7 +148,7 @@ def test_builtin_rewards():
 def test_build_reward_from_specs():
     reward = build_reward({"name": "format", "weight": 0.5, "pattern": r"\d+"})
     assert reward.name == "format" and reward.weight == 0.5
-    custom = build_reward({"name": "rewards.test_scorer:length_reward", "label": "len"})
+    custom = build_reward({"name": "rewards.test_scorer:length_reward", "alias": "len"})
     assert custom.name == "len" and custom.fn(prompts=[""], completions=["abc"]) == [3.0]
     assert correctness_reward([reward, build_reward({"name": "exact_match"})]).name == "exact_match"
 

@@ -52,17 +52,18 @@ def construct(name: str, factory: Callable[..., Any], options: Mapping[str, Any]
 
 
 def build_reward(spec: Mapping[str, Any]) -> NamedReward:
-    """A NamedReward from ``{"name": ..., "weight": 1.0, "label": ..., **options}``.
+    """A NamedReward from ``{"name": ..., "weight": 1.0, "alias": ..., **options}``.
 
-    ``name`` is a built-in reward or ``module:callable``. A class (and every built-in) is called
-    with the options; a plain function is used as is and takes no options.
+    ``name`` is a built-in reward or ``module:callable``; ``alias`` (optional) is the name it is
+    logged under. A class (and every built-in) is called with the options; a plain function is
+    used as is and takes no options.
     """
     spec = dict(spec)
     name = spec.pop("name", None)
     if not isinstance(name, str) or not name:
         raise ValueError(f"a reward spec needs a 'name', got {spec!r}")
     weight = float(spec.pop("weight", 1.0))
-    label = spec.pop("label", None)
+    alias = spec.pop("alias", None)
     if name in BUILTIN_REWARDS:
         factory = BUILTIN_REWARDS[name]
         fn = construct(name, import_callable(factory) if isinstance(factory, str) else factory, spec)
@@ -83,7 +84,7 @@ def build_reward(spec: Mapping[str, Any]) -> NamedReward:
         )
     if not callable(fn):
         raise ValueError(f"reward {name!r} is not callable")
-    return NamedReward(name=str(label or default_label), fn=fn, weight=weight)
+    return NamedReward(name=str(alias or default_label), fn=fn, weight=weight)
 
 
 def correctness_reward(rewards: list[NamedReward]) -> NamedReward | None:
