@@ -90,3 +90,17 @@ def test_code_reward_from_yaml(tmp_path, tiny_llama_dir):
     for m in metrics:
         assert m["reward/code/mean"] == 0.0  # random text is no program: scored 0, not None
         assert m["reward/none_frac"] == 0.0 and m["reward/failures"] == 0
+
+
+def test_the_run_log_names_the_sandbox_isolation(tmp_path, tiny_llama_dir):
+    task = tmp_path / "code.jsonl"
+    task.write_text(json.dumps({"prompt": "Print 1.", "answer": "-", "tests": [{"input": "", "output": "1\n"}]}) + "\n")
+    tree = base_tree(tiny_llama_dir, task, tmp_path / "out")
+    tree["train"]["steps"] = 1
+    tree["reward"] = {"functions": [{"name": "code"}], "timeout_s": 120}
+    run(tree, tmp_path)
+    log = (tmp_path / "out" / "run.log").read_text()
+    assert "programs run in a sandbox with" in log
+    from cohort.rewards.sandbox import sandbox_isolation
+
+    assert sandbox_isolation().split(" ")[0] in log

@@ -56,6 +56,10 @@ class RunDirectory:
         return self.root / "final"
 
     @property
+    def log(self) -> Path:
+        return self.root / "run.log"
+
+    @property
     def report(self) -> Path:
         return self.root / "report.html"
 

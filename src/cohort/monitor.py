@@ -103,16 +103,34 @@ class RunConsole:
         handler: logging.Handler = RichHandler(console=self.err, show_path=False) if mode == "rich" else logging.StreamHandler(sys.stderr)
         if mode != "rich":
             handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.INFO if mode in ("rich", "plain") else logging.WARNING)
         logger.handlers[:] = [handler]
-        logger.setLevel(logging.INFO if mode in ("rich", "plain") else logging.WARNING)
+        logger.setLevel(logging.INFO)
         logger.propagate = False
+        self._log_file: logging.Handler | None = None
+
+    def attach_log_file(self, path: Path) -> None:
+        """Also append status lines and warnings (every mode) to ``path``, the run's log."""
+        self.detach_log_file()
+        self._log_file = logging.FileHandler(path, encoding="utf-8")
+        self._log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self._log_file.setLevel(logging.INFO)
+        logger.addHandler(self._log_file)
+
+    def detach_log_file(self) -> None:
+        if self._log_file is not None:
+            logger.removeHandler(self._log_file)
+            self._log_file.close()
+            self._log_file = None
 
     def info(self, message: str) -> None:
-        """A status line on stderr (rich and plain modes)."""
+        """A status line on stderr (rich and plain modes) and in the run's log file."""
         if self.mode == "rich":
             self.err.print(message, highlight=False)
         elif self.mode == "plain":
             print(message, file=sys.stderr, flush=True)
+        if self._log_file is not None:
+            self._log_file.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, None, None))
 
     def result(self, message: str) -> None:
         """A closing line on stdout (every mode but json, whose stdout holds JSON only)."""

@@ -154,6 +154,7 @@ class Trainer:
         self.console = console or RunConsole(config.log.console, config.train.steps)
         self.run_dir = RunDirectory(Path(config.train.out_dir))
         self.resume_from = self.run_dir.prepare(resume=config.train.resume, overwrite=config.train.overwrite)
+        self.console.attach_log_file(self.run_dir.log)
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         seed_everything(config.train.seed)
@@ -166,6 +167,9 @@ class Trainer:
         self.rewards = build_rewards(config, self.task)
         self.scorer = RewardScorer(self.rewards, timeout_s=config.reward.timeout_s, strict=config.reward.strict)
         self.correctness = correctness_reward(self.rewards)
+        for reward in self.rewards:
+            if hasattr(reward.fn, "isolation"):
+                self.console.info(f"reward {reward.name!r}: programs run in a sandbox with {reward.fn.isolation}")
 
         path = model_path(config)
         self.tokenizer = load_tokenizer(path, trust_remote_code=config.model.trust_remote_code)
@@ -588,6 +592,7 @@ class Trainer:
         save_pretrained_atomic(self.run_dir.final, self.policy, self.tokenizer)
         after = self.evaluate("after") if config.train.eval_after else None
         self.writer.close()
+        self.console.detach_log_file()
         summary = {
             "steps": self.step,
             "train_seconds": train_seconds,
