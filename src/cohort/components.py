@@ -87,16 +87,6 @@ def sampling_params(config: Config, tokenizer, model) -> SamplingParams:
     )
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an explicit CUDA device must exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"model.device={name!r} but CUDA is not available on this machine")
-    return device
-
-
 def model_path(config: Config) -> str:
     return resolve_builtin(config.model.path)
 

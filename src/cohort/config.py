@@ -39,7 +39,9 @@ class ModelConfig:
     system_prompt: str | None = None
     """System message prepended when ``chat_template`` is on."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, more compute."""
     trust_remote_code: bool = False
+    """Allow model code shipped inside the model directory (Hugging Face ``trust_remote_code``)."""
 
 
 @dataclass
@@ -51,10 +53,13 @@ class DataConfig:
     test_fraction: float = 0.0
     """Or: hold out this fraction of the file task's rows (seeded, disjoint)."""
     prompt_column: str = "prompt"
+    """Column holding the prompt (a string, or a list of chat messages)."""
     answer_column: str = "answer"
+    """Column holding the reference answer (what exact_match / math compare against)."""
     prompt_template: str = "{prompt}"
     """Python format string applied to each row's columns to build the prompt text."""
     shuffle: bool = True
+    """Draw training prompts in a fresh seeded order each epoch (else in file order)."""
     eval_limit: int | None = None
     """Evaluate on at most this many held-out problems (None: all of them)."""
 
@@ -80,10 +85,13 @@ class RolloutConfig:
     prompts_per_step: int = 8
     """P: prompts per training step (the rollout batch holds P x G completions)."""
     max_new_tokens: int = 256
+    """Generation budget per completion (also Dr. GRPO's constant L_max)."""
     temperature: float = 1.0
+    """Sampling temperature; log-probs for the loss use the same temperature."""
     top_p: float = 1.0
+    """Nucleus sampling threshold (1 = off)."""
     top_k: int = 0
-    """0 = off."""
+    """Sample among the k most likely tokens (0 = off)."""
     stop: list[str] = field(default_factory=list)
     """Stop strings, in addition to the tokenizer's EOS ids."""
 
@@ -96,16 +104,27 @@ class AlgorithmConfig:
     preset: str = "grpo"
     """Named bundle of the knobs below (spec §8.5); explicit keys override it."""
     advantage: str = _KNOBS.advantage
+    """group_norm (GRPO), group_center (Dr. GRPO), batch_norm (group mean, batch std), rloo, or process (PRM steps)."""
     std_ddof: int = _KNOBS.std_ddof
+    """Std of the group rewards: 1 = sample std (TRL, verl), 0 = population std."""
     adv_eps: float = _KNOBS.adv_eps
+    """Added to the std (outside the square root) before dividing."""
     aggregation: str = _KNOBS.aggregation
+    """Token aggregation: seq_mean_token_mean (GRPO), token_mean (DAPO), seq_mean_token_sum, seq_sum_const (Dr. GRPO), decoupled (DeGRPO)."""
     eps_low: float = _KNOBS.eps_low
+    """Lower clip range: the ratio is clipped at 1 - eps_low."""
     eps_high: float = _KNOBS.eps_high
+    """Upper clip range: the ratio is clipped at 1 + eps_high (DAPO clip-higher: 0.28)."""
     dual_clip: float | None = _KNOBS.dual_clip
+    """Dual-clip bound (> 1) on the loss of negative-advantage tokens; null = off."""
     beta: float = 0.04
+    """KL coefficient against the reference model; 0 = no reference model is loaded."""
     kl_estimator: str = _KNOBS.kl_estimator
+    """k1, k2 or k3 (DeepSeekMath's unbiased, non-negative estimator)."""
     ratio_level: Literal["token", "sequence"] = "token"
+    """Importance ratio per token (GRPO/PPO) or per sequence, length-normalised (GSPO)."""
     control_weight: float = _KNOBS.control_weight
+    """Weight alpha of the first (control) token in the decoupled aggregation."""
     mu: int = 1
     """Optimisation passes over each rollout batch (GRPO iterations)."""
     ref_reset_every: int = 0
@@ -113,6 +132,7 @@ class AlgorithmConfig:
     dynamic_sampling: bool = False
     """DAPO: drop groups whose rewards are all equal and sample more prompts to refill the batch."""
     dynamic_sampling_max_rounds: int = 4
+    """Most sampling rounds per step when refilling the batch with informative groups."""
     overlong_filter: bool = False
     """DAPO: truncated completions keep their reward in the group statistics but get no loss."""
     overlong_buffer: float = 0.0
@@ -122,13 +142,19 @@ class AlgorithmConfig:
 @dataclass
 class OptimConfig:
     lr: float = 1e-6
+    """Peak learning rate of AdamW."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW's beta1, beta2."""
     weight_decay: float = 0.0
+    """AdamW's decoupled weight decay."""
     adam_eps: float = 1e-8
+    """AdamW's epsilon."""
     max_grad_norm: float = 1.0
     """Gradient clipping by global norm; 0 = off."""
     schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """Learning-rate schedule over train.steps (after the warm-up)."""
     warmup_steps: int = 0
+    """Steps of linear warm-up."""
     min_lr_ratio: float = 0.0
     """Final lr of the cosine / linear schedule as a fraction of ``lr``."""
     mini_batches: int = 1
@@ -140,8 +166,11 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     steps: int = 100
+    """Training steps (each: P x G samples, then mu passes of updates)."""
     seed: int = 0
+    """Seeds data order, sampling and initial RNG state: same seed, same machine, same run."""
     out_dir: str = "runs/cohort"
+    """The run directory (config.yaml, metrics.jsonl, checkpoints/, final/, report.html, ...)."""
     resume: bool = False
     """Continue from the latest checkpoint in out_dir."""
     overwrite: bool = False
@@ -149,8 +178,11 @@ class TrainConfig:
     save_every: int = 50
     """Checkpoint every N steps (0: only at the end)."""
     keep_checkpoints: int = 2
+    """Keep only the newest N checkpoints."""
     eval_before: bool = True
+    """Evaluate on the held-out split before training (eval_before.json)."""
     eval_after: bool = True
+    """Evaluate on the held-out split after training (eval_after.json)."""
     eval_samples: int = 4
     """Samples per held-out problem for sampled pass@1 (greedy accuracy is measured too)."""
     threads: int | None = None
@@ -164,7 +196,9 @@ class LogConfig:
     completions_every: int = 10
     """Write sampled completions to completions.jsonl every N steps (0 = never)."""
     completions_per_step: int = 16
+    """How many of a step's completions are written when it writes any."""
     tensorboard: bool = True
+    """Write TensorBoard event files into the run directory."""
     report: bool = True
     """Write report.html at checkpoints and at the end."""
 

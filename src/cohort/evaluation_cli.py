@@ -11,15 +11,27 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from cohort.assets import DEMO_CONFIG, resolve_builtin
 from cohort.checkpoint import RunDirectory
-from cohort.components import build_rewards, evaluate_held_out, held_out_rows, load_config_task, resolve_device, write_eval
+from cohort.components import (
+    build_rewards,
+    evaluate_held_out,
+    held_out_rows,
+    load_config_task,
+    write_eval,
+)
 from cohort.config import Config, load_config
 from cohort.evaluate import EvalSummary, default_ks
-from cohort.models import load_policy, load_tokenizer
+from cohort.models import load_policy, load_tokenizer, resolve_device
 from cohort.monitor import dumps
 
 

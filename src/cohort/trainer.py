@@ -40,14 +40,20 @@ from cohort.components import (
     load_config_task,
     model_path,
     read_eval,
-    resolve_device,
     sampling_params,
     write_eval,
 )
 from cohort.data.sampler import PromptSampler
 from cohort.data.tasks import Task, format_prompt, row_columns
 from cohort.evaluate import EvalSummary
-from cohort.models import completion_logprobs, completion_logprobs_and_entropy, load_policy, load_reference, load_tokenizer
+from cohort.models import (
+    completion_logprobs,
+    completion_logprobs_and_entropy,
+    load_policy,
+    load_reference,
+    load_tokenizer,
+    resolve_device,
+)
 from cohort.monitor import MetricsWriter, RunConsole
 from cohort.optim import build_optimizer
 from cohort.rewards import RewardFunctionError, RewardScorer, RewardScores, correctness_reward

@@ -16,8 +16,7 @@ import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from cohort.assets import resolve_builtin
-from cohort.models import resolve_dtype, resolve_model_source
-from cohort.rewards.reward_model import pick_device
+from cohort.models import resolve_device, resolve_dtype, resolve_model_source
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ class ProcessRewardModel:
         label: int = 1,
     ) -> None:
         source = resolve_model_source(resolve_builtin(path), what="model")
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.model = AutoModelForTokenClassification.from_pretrained(source, dtype=resolve_dtype(dtype)).to(self.device).eval()
         self.model.requires_grad_(False)
         self.tokenizer = AutoTokenizer.from_pretrained(source)

@@ -9,13 +9,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from cohort.assets import resolve_builtin
-from cohort.models import resolve_dtype, resolve_model_source
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from cohort.models import resolve_device, resolve_dtype, resolve_model_source
 
 
 def conversation_text(tokenizer, prompt: Any, completion: str) -> str:
@@ -47,7 +41,7 @@ class RewardModelReward:
         if batch_size < 1:
             raise ValueError(f"reward_model: batch_size must be >= 1, got {batch_size}")
         source = resolve_model_source(resolve_builtin(path), what="model")
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.model = AutoModelForSequenceClassification.from_pretrained(source, dtype=resolve_dtype(dtype)).to(self.device).eval()
         self.model.requires_grad_(False)
         self.tokenizer = AutoTokenizer.from_pretrained(source)

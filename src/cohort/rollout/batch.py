@@ -10,13 +10,17 @@ import torch
 FINISH_REASONS = ("eos", "stop", "length")
 
 
-def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(
+    sequences: Sequence[Sequence[int]], pad_token_id: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack token-id lists into a left-padded batch and its bool mask (True = real token).
 
     -> (ids [P, L] long, mask [P, L] bool), L = the longest sequence
     """
     rows = [torch.as_tensor(list(seq), dtype=torch.long) for seq in sequences]
-    ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad_token_id, padding_side="left")  # [P, L]
+    ids = torch.nn.utils.rnn.pad_sequence(
+        rows, batch_first=True, padding_value=pad_token_id, padding_side="left"
+    )  # [P, L]
     lengths = torch.tensor([len(row) for row in rows])  # [P]
     positions = torch.arange(ids.shape[1])  # [L]
     mask = positions.unsqueeze(0) >= (ids.shape[1] - lengths).unsqueeze(1)  # [P, L]
@@ -67,9 +71,12 @@ class Rollout:
         expected = (self.prompt_ids.shape[0] * self.group_size, self.completion_ids.shape[-1])
         for name in ("completion_ids", "completion_mask", "sampling_logprobs"):
             if tuple(getattr(self, name).shape) != expected:
-                raise ValueError(f"{name} must have shape [P*G, T] = {expected}, got {tuple(getattr(self, name).shape)}")
+                shape = tuple(getattr(self, name).shape)
+                raise ValueError(f"{name} must have shape [P*G, T] = {expected}, got {shape}")
         if len(self.finish_reasons) != expected[0]:
-            raise ValueError(f"finish_reasons must have one entry per completion ({expected[0]}), got {len(self.finish_reasons)}")
+            raise ValueError(
+                f"finish_reasons must have one entry per completion ({expected[0]}), got {len(self.finish_reasons)}"
+            )
         unknown = set(self.finish_reasons) - set(FINISH_REASONS)
         if unknown:
             raise ValueError(f"finish_reasons must be in {FINISH_REASONS}, got {sorted(unknown)}")
@@ -97,7 +104,8 @@ class Rollout:
     @property
     def group_ids(self) -> torch.Tensor:
         """The prompt (group) index of every completion: [0]*G + [1]*G + ... -> [N] long"""
-        return torch.arange(self.num_prompts, device=self.completion_ids.device).repeat_interleave(self.group_size)  # [N]
+        groups = torch.arange(self.num_prompts, device=self.completion_ids.device)  # [P]
+        return groups.repeat_interleave(self.group_size)  # [N]
 
     def expanded_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt ids and mask repeated to one row per completion. -> ([N, Lp], [N, Lp])"""

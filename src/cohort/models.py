@@ -1,0 +1,414 @@
+"""Load policy, reference model and tokenizer; render prompts; score completions token by token.
+
+Models are found in this order: a local directory, the local Hugging Face cache, the Hub. When
+none has the model, loading fails within seconds with :class:`ModelNotFoundError` instead of
+retrying downloads for minutes.
+
+The training forward :func:`completion_logprobs` scores right-padded completions after
+left-padded prompts with exactly the temperature scaling used by the rollout engine, so that the
+ratio pi_theta / pi_old is 1 at the first update when nothing has changed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Union
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from cohort.algo.ops import DEFAULT_CHUNK_ROWS, entropy_from_logits, token_logprobs
+
+Message = Mapping[str, str]
+Prompt = Union[str, Sequence[Message]]
+
+CONFIG_FILE = "config.json"
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+HUB_PROBE_TIMEOUT_S = 5.0
+# A Hub repo id: "name" or "owner/name" (letters, digits, "-", "_", ".").
+_HUB_ID = re.compile(r"^(?!\.)[\w.-]+(/[\w.-]+)?$")
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+class ModelNotFoundError(ValueError):
+    """The model (or tokenizer) is neither a local directory nor in the local HF cache, and the Hub
+    could not provide it."""
+
+
+# --------------------------------------------------------------------------------------------
+# Finding a model
+# --------------------------------------------------------------------------------------------
+
+
+def _missing_model_files(directory: Path) -> str | None:
+    """What a directory lacks to hold a model, or None when it holds one."""
+    if not (directory / CONFIG_FILE).is_file():
+        return f"missing {CONFIG_FILE}"
+    if not any((directory / name).is_file() for name in WEIGHT_FILES):
+        return f"no weights file (one of {', '.join(WEIGHT_FILES)})"
+    return None
+
+
+def _missing_tokenizer_files(directory: Path) -> str | None:
+    """What a directory lacks to hold a tokenizer, or None when it holds one."""
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        return f"no tokenizer files (one of {', '.join(TOKENIZER_FILES)})"
+    return None
+
+
+def _cached_snapshot(repo_id: str, required_file: str) -> Path | None:
+    """The snapshot folder of ``repo_id`` in the local HF cache if it holds ``required_file``."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(repo_id, required_file)
+    except HFValidationError:  # not a valid repo id after all
+        return None
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def _probe_hub(repo_id: str, searched: str) -> None:
+    """Raise ModelNotFoundError unless the Hub answers quickly that ``repo_id`` exists.
+
+    One short request (no retries), so a machine without network fails in seconds; the actual
+    download is left to ``from_pretrained``.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").upper() in {"1", "ON", "YES", "TRUE"}:
+        raise ModelNotFoundError(f"{searched}, and HF_HUB_OFFLINE is set so the Hub was not asked")
+    try:
+        HfApi().model_info(repo_id, timeout=HUB_PROBE_TIMEOUT_S)
+    except RepositoryNotFoundError:
+        raise ModelNotFoundError(
+            f"{searched}, and the Hugging Face Hub has no repository {repo_id!r} (or it is private: log in)"
+        ) from None
+    except Exception as error:  # network failures come from several HTTP libraries
+        raise ModelNotFoundError(
+            f"{searched}, and the Hugging Face Hub could not be reached ({type(error).__name__}: {error})"
+        ) from None
+
+
+def resolve_model_source(name_or_path: str | os.PathLike, *, what: str = "model") -> str:
+    """Where to load ``name_or_path`` from: a local directory, a cached snapshot, or a Hub id.
+
+    ``what`` is "model" or "tokenizer" (which files a local directory must hold). Raises
+    :class:`ModelNotFoundError` (a ValueError) when no source has it, and ValueError for a local
+    directory without the needed files.
+    """
+    if what not in {"model", "tokenizer"}:
+        raise ValueError(f"what must be 'model' or 'tokenizer', got {what!r}")
+    missing_files = _missing_model_files if what == "model" else _missing_tokenizer_files
+    name = os.fspath(name_or_path)
+    if not name:
+        raise ValueError(f"{what} name or path must be a non-empty string")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        missing = missing_files(path)
+        if missing is not None:
+            raise ValueError(f"directory {str(path)!r} holds no {what}: {missing}")
+        return str(path)
+    if path.exists():
+        raise ValueError(f"{what} path {str(path)!r} is a file; expected a model directory or a Hub id")
+    if not _HUB_ID.match(name):
+        raise ModelNotFoundError(f"{what} {name!r} not found locally: no such directory")
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    required = CONFIG_FILE if what == "model" else "tokenizer_config.json"
+    snapshot = _cached_snapshot(name, required)
+    if snapshot is not None and missing_files(snapshot) is None:
+        return str(snapshot)
+    searched = f"{what} {name!r} not found locally (no such directory, not in the local HF cache {HF_HUB_CACHE})"
+    _probe_hub(name, searched)
+    return name
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A torch dtype from a dtype or a name such as "float32", "bf16"."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in _DTYPES:
+        return _DTYPES[dtype.lower()]
+    raise ValueError(f"dtype must be a torch.dtype or one of {sorted(_DTYPES)}, got {dtype!r}")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device from a device or a name: "auto" (CUDA when available, else CPU), "cpu", "cuda:0"."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', a torch.device or a name like 'cpu' or 'cuda:0', got {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available on this machine")
+    return resolved
+
+
+def load_policy(
+    name_or_path: str | os.PathLike,
+    *,
+    dtype: str | torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """The trainable causal LM: weights in ``dtype`` on ``device``, gradients on.
+
+    Returned in eval mode (dropout off, the usual choice for RL fine-tuning); call ``.train()``
+    to enable dropout.
+    """
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    source = resolve_model_source(name_or_path, what="model")
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    model.to(target)
+    model.eval()
+    model.requires_grad_(True)
+    return model
+
+
+def load_reference(
+    name_or_path: str | os.PathLike,
+    *,
+    dtype: str | torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """A frozen copy of a causal LM for the KL term: eval mode, no parameter requires grad."""
+    model = load_policy(name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    model.requires_grad_(False)
+    return model
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer, with a pad token guaranteed (EOS is used when it defines none).
+
+    Raises ValueError when it has neither a pad nor an EOS token.
+    """
+    source = resolve_model_source(name_or_path, what="tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer {os.fspath(name_or_path)!r} has neither a pad token nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def eos_token_ids(
+    tokenizer: PreTrainedTokenizerBase, generation_config: GenerationConfig | None = None
+) -> tuple[int, ...]:
+    """Every token id that ends a completion: the tokenizer's EOS and the generation config's.
+
+    A model may declare several (e.g. ``<|im_end|>`` and ``<|endoftext|>``). Sorted, no repeats;
+    ValueError when neither source declares one.
+    """
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    declared = generation_config.eos_token_id if generation_config is not None else None
+    if isinstance(declared, int):
+        ids.add(declared)
+    elif declared is not None:
+        ids.update(int(i) for i in declared)
+    if not ids:
+        raise ValueError("neither the tokenizer nor the generation config declares an EOS token id")
+    return tuple(sorted(ids))
+
+
+# --------------------------------------------------------------------------------------------
+# Prompts
+# --------------------------------------------------------------------------------------------
+
+
+def _check_messages(messages: Sequence[Message], where: str) -> list[dict[str, str]]:
+    if len(messages) == 0:
+        raise ValueError(f"{where}: the message list is empty")
+    checked = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str) or not isinstance(
+            message.get("content"), str
+        ):
+            raise ValueError(
+                f"{where}: message {index} must be a dict with string 'role' and 'content', got {message!r}"
+            )
+        checked.append({"role": message["role"], "content": message["content"]})
+    return checked
+
+
+def render_prompt(
+    tokenizer: PreTrainedTokenizerBase, prompt: Prompt, *, chat: bool = False, where: str = "prompt"
+) -> str:
+    """The text the model sees for ``prompt``.
+
+    A string is used as is unless ``chat`` is True, in which case it becomes one user message.
+    A list of ``{"role", "content"}`` messages always goes through the tokenizer's chat template
+    (with the generation prompt appended). ``where`` names the prompt in error messages.
+    """
+    if isinstance(prompt, str):
+        if not chat:
+            return prompt
+        messages = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, Sequence):
+        messages = _check_messages(prompt, where)
+    else:
+        raise ValueError(f"{where}: expected a string or a list of messages, got {type(prompt).__name__}")
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(
+            f"{where}: chat formatting was asked for but the tokenizer has no chat template "
+            "(use plain string prompts with chat=False, or a tokenizer that defines chat_template)"
+        )
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], *, chat: bool = False
+) -> list[list[int]]:
+    """Token ids of each prompt, ready for the rollout engine.
+
+    Plain prompts get the tokenizer's special tokens (e.g. BOS); chat-rendered ones do not, since
+    the template already writes them.
+    """
+    encoded = []
+    for index, prompt in enumerate(prompts):
+        text = render_prompt(tokenizer, prompt, chat=chat, where=f"prompt {index}")
+        templated = chat or not isinstance(prompt, str)
+        ids = tokenizer(text, add_special_tokens=not templated)["input_ids"]
+        if len(ids) == 0:
+            raise ValueError(f"prompt {index} encodes to no tokens")
+        encoded.append(list(ids))
+    return encoded
+
+
+# --------------------------------------------------------------------------------------------
+# Per-token log-probs of completions (the training forward)
+# --------------------------------------------------------------------------------------------
+
+
+def left_padded_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that ignore padding: 0 at each row's first real token (pads get 0 too).
+
+    attention_mask: [n, L] bool -> [n, L] long
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [n, L]
+
+
+def supports_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the model's forward can compute only the last positions' logits."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def _check_scoring_inputs(
+    prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor, completion_mask: torch.Tensor
+) -> None:
+    for name, ids, mask in (("prompt", prompt_ids, prompt_mask), ("completion", completion_ids, completion_mask)):
+        if ids.dim() != 2:
+            raise ValueError(f"{name}_ids must be 2-D [n, length], got shape {tuple(ids.shape)}")
+        if mask.dtype != torch.bool:
+            raise ValueError(f"{name}_mask must be a bool tensor (True = real token), got {mask.dtype}")
+        if mask.shape != ids.shape:
+            raise ValueError(f"{name}_mask shape {tuple(mask.shape)} differs from {name}_ids shape {tuple(ids.shape)}")
+    if prompt_ids.shape[0] != completion_ids.shape[0]:
+        raise ValueError(
+            f"prompt_ids has {prompt_ids.shape[0]} rows but completion_ids has {completion_ids.shape[0]}; "
+            "expand the prompts to one row per completion first"
+        )
+    if prompt_ids.shape[1] == 0 or completion_ids.shape[1] == 0:
+        raise ValueError(
+            "prompts and completions need at least one column, got widths "
+            f"{prompt_ids.shape[1]} and {completion_ids.shape[1]}"
+        )
+    if not bool(prompt_mask[:, -1].all()):
+        raise ValueError("prompts must be left-padded: the last column of prompt_mask must be True in every row")
+
+
+def _completion_logits(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Logits that predict each completion token (position p predicts token p+1). -> [n, T, V]"""
+    _check_scoring_inputs(prompt_ids, prompt_mask, completion_ids, completion_mask)
+    width = completion_ids.shape[1]
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [n, Lp+T]
+    # Padding may hold any value (even ids outside the vocabulary); the model never attends to it.
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1).masked_fill(~attention_mask, 0)  # [n, Lp+T]
+    kwargs = {}
+    if supports_logits_to_keep(model):
+        kwargs["logits_to_keep"] = width + 1
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=left_padded_position_ids(attention_mask),
+        use_cache=False,
+        **kwargs,
+    ).logits  # [n, T+1, V] (or [n, Lp+T, V] without logits_to_keep)
+    return logits[:, -(width + 1) : -1, :]  # [n, T, V]
+
+
+def completion_logprobs(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> torch.Tensor:
+    """float32 log-prob of every completion token under ``softmax(logits / temperature)``.
+
+    prompt_ids/prompt_mask: [n, Lp] left-padded; completion_ids/completion_mask: [n, T]
+    right-padded -> [n, T]. Padded positions may hold any id; their values are finite but
+    meaningless (select them away with the mask). Differentiable; also runs under ``torch.no_grad()``.
+    Use the rollout's logprob temperature (1.0 for greedy sampling).
+    """
+    logits = _completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask)  # [n, T, V]
+    tokens = torch.where(completion_mask, completion_ids, torch.zeros_like(completion_ids))  # [n, T]
+    return token_logprobs(logits, tokens, temperature, chunk_rows)  # [n, T]
+
+
+def completion_logprobs_and_entropy(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like :func:`completion_logprobs`, plus the entropy (nats) of each predicting distribution,
+    from the same forward. The entropy is detached (a metric). -> ([n, T], [n, T])"""
+    logits = _completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask)  # [n, T, V]
+    tokens = torch.where(completion_mask, completion_ids, torch.zeros_like(completion_ids))  # [n, T]
+    logprobs = token_logprobs(logits, tokens, temperature, chunk_rows)  # [n, T]
+    with torch.no_grad():
+        entropy = entropy_from_logits(logits.detach(), temperature, chunk_rows)  # [n, T]
+    return logprobs, entropy
