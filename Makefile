@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 TORCH_CPU := torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-fast test-slow demo clean
+.PHONY: setup test test-fast demo system-deps clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,14 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# The bundled demo: a small model learns arithmetic with GRPO; held-out accuracy before and after.
+demo: setup
+	$(VENV)/bin/cohort train
+
+# Debian packages some tests use: bubblewrap (code sandbox) and chromium (report test). Idempotent.
+system-deps:
+	bash scripts/install_sandbox_deps.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
