@@ -39,6 +39,7 @@ demo: setup
 # Debian packages some tests use: bubblewrap (code sandbox) and chromium (report test). Idempotent.
 system-deps:
 	bash scripts/install_sandbox_deps.sh
+	bash scripts/install_chromium.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

@@ -27,7 +27,7 @@ def base_tree(model_dir, task, out):
         "algorithm": {"beta": 0.0},
         "optim": {"lr": 1e-3},
         "train": {"steps": 2, "out_dir": str(out), "eval_before": False, "eval_after": False, "save_every": 0},
-        "log": {"console": "quiet"},
+        "log": {"console": "quiet", "report": False},
     }
 
 

@@ -50,6 +50,7 @@ def run_config(out_dir, model_dir, task_file, *overrides):
         f"train.out_dir={out_dir}",
         "log.console=quiet",
         "log.completions_every=1",
+        "log.report=false",
         "reward.functions=[{name: 'reward_fixtures:digit_count'}, {name: exact_match, weight: 0.5}]",
     ]
     return load_config(None, base + list(overrides))
@@ -69,7 +70,9 @@ def comparable(metrics):
 
 def test_end_to_end_run_directory_contract(tmp_path, tiny_llama_dir, task_file):
     out = tmp_path / "run"
-    summary = train(run_config(out, tiny_llama_dir, task_file, "algorithm.beta=0.04", "algorithm.mu=2", "optim.mini_batches=2"))
+    summary = train(
+        run_config(out, tiny_llama_dir, task_file, "algorithm.beta=0.04", "algorithm.mu=2", "optim.mini_batches=2", "log.report=true")
+    )
     assert summary["steps"] == 3
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["algorithm"]["beta"] == 0.04 and resolved["rollout"]["group_size"] == 4
@@ -95,6 +98,9 @@ def test_end_to_end_run_directory_contract(tmp_path, tiny_llama_dir, task_file):
     after = json.loads((out / "eval_after.json").read_text())
     assert before["num_problems"] == after["num_problems"] == 6
     assert len((out / "eval_after.jsonl").read_text().splitlines()) == 6
+    report = (out / "report.html").read_text()
+    assert "pass@1" in report and 'id="plot-reward"' in report
+    assert (out / "run.log").is_file()
 
 
 def test_same_seed_same_metrics_and_resume_equals_straight_run(tmp_path, tiny_llama_dir, task_file):

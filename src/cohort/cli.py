@@ -1,4 +1,4 @@
-"""The ``cohort`` command: ``train``, ``eval``, ``config`` (print the resolved config), ``presets``.
+"""The ``cohort`` command: ``train``, ``eval``, ``report``, ``config`` (print the resolved config), ``presets``.
 
 ``cohort train`` with no config file trains the bundled demo (a small model on arithmetic);
 ``cohort train run.yaml rollout.group_size=16`` takes a YAML file and dotted overrides.
@@ -53,6 +53,14 @@ def _eval(args: argparse.Namespace) -> int:
     return run_eval(models, overrides, config_path=args.config, samples=args.samples, ks=ks, limit=args.limit, out=args.out)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from cohort.report import write_report
+
+    path = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(path)
+    return 0
+
+
 def _show_config(args: argparse.Namespace) -> int:
     config = _load(args.items)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
@@ -83,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="evaluate at most this many problems")
     evaluate.add_argument("--out", help="directory for summary.json and per-problem JSONL files")
     evaluate.set_defaults(run=_eval)
+    report = commands.add_parser("report", help="write RUN_DIR/report.html: curves, evaluation, config, completions")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("--out", help="where to write the HTML (default: RUN_DIR/report.html)")
+    report.set_defaults(run=_report)
     show = commands.add_parser("config", help="print the fully resolved config and exit (validates it)")
     show.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [key=value ...]")
     show.set_defaults(run=_show_config)

@@ -56,6 +56,7 @@ from cohort.models import (
 )
 from cohort.monitor import MetricsWriter, RunConsole
 from cohort.optim import build_optimizer
+from cohort.report import write_report
 from cohort.rewards import RewardFunctionError, RewardScorer, RewardScores, correctness_reward
 from cohort.rewards.process_model import ProcessRewardModel, StepScores, step_tensors
 from cohort.rewards.registry import construct
@@ -591,6 +592,7 @@ class Trainer:
                 self.console.step(metrics)
                 if config.train.save_every and self.step % config.train.save_every == 0 and self.step < config.train.steps:
                     self.save_checkpoint()
+                    self.refresh_report()
         finally:
             self.console.stop()
         train_seconds = time.perf_counter() - run_started
@@ -598,6 +600,7 @@ class Trainer:
         save_pretrained_atomic(self.run_dir.final, self.policy, self.tokenizer)
         after = self.evaluate("after") if config.train.eval_after else None
         self.writer.close()
+        self.refresh_report()
         self.console.detach_log_file()
         summary = {
             "steps": self.step,
@@ -611,6 +614,15 @@ class Trainer:
             summary["after"] = after.to_dict()
         self._print_summary(before, after, summary)
         return summary
+
+    def refresh_report(self) -> None:
+        """Rewrite report.html (if enabled); a report problem is logged, never stops training."""
+        if not self.config.log.report:
+            return
+        try:
+            write_report(self.run_dir.root)
+        except Exception as err:  # the report is a view; training must not die for it
+            logger.warning("could not write report.html: %s", err)
 
     def _print_summary(self, before: EvalSummary | None, after: EvalSummary | None, summary: dict[str, Any]) -> None:
         self.console.event("summary", summary)
