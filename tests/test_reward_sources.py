@@ -104,3 +104,36 @@ def test_the_run_log_names_the_sandbox_isolation(tmp_path, tiny_llama_dir):
     from cohort.rewards.sandbox import sandbox_isolation
 
     assert sandbox_isolation().split(" ")[0] in log
+
+
+def test_math_reward_on_gsm8k_format_from_yaml(tmp_path, tiny_llama_dir):
+    from cohort.data.samples import write_sample_math_files
+
+    files = write_sample_math_files(tmp_path / "data")
+    tree = base_tree(tiny_llama_dir, files["gsm8k"], tmp_path / "out")
+    tree["data"].update({"format": "gsm8k", "test_fraction": 0.2, "eval_limit": 3})
+    tree["train"].update({"eval_after": True, "eval_samples": 2})
+    tree["reward"] = {"functions": [{"name": "math", "extract": ["boxed", "last_number"]}]}
+    metrics = run(tree, tmp_path)
+    assert len(metrics) == 2 and all("reward/math/mean" in m and "accuracy" in m for m in metrics)
+    after = json.loads((tmp_path / "out" / "eval_after.json").read_text())
+    assert after["num_problems"] == 3
+
+
+def test_a_gsm8k_file_defaults_to_the_math_reward(tmp_path):
+    from cohort.data.samples import write_sample_math_files
+    from cohort.data.tasks import load_task
+
+    files = write_sample_math_files(tmp_path)
+    task = load_task(str(files["math"]), data_format="math", test_fraction=0.2)
+    assert task.default_rewards[0]["name"] == "math"
+    assert {"prompt", "answer"} <= set(task.train.column_names)
+
+
+def test_the_example_configs_validate():
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        load_config(path)

@@ -34,6 +34,9 @@ def load_config_task(config: Config) -> Task:
         test_fraction=data.test_fraction,
         prompt_column=data.prompt_column,
         answer_column=data.answer_column,
+        data_format=data.format,
+        question_column=data.question_column,
+        solution_column=data.solution_column,
     )
 
 

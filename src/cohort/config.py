@@ -52,6 +52,13 @@ class DataConfig:
     """Held-out file for a file task (same columns)."""
     test_fraction: float = 0.0
     """Or: hold out this fraction of the file task's rows (seeded, disjoint)."""
+    format: Literal["plain", "gsm8k", "math"] = "plain"
+    """How a file task's rows are read: plain (prompt and answer columns), gsm8k (question + worked
+    answer ending in '#### <answer>'), math (problem + solution whose last \\boxed{} is the answer)."""
+    question_column: str | None = None
+    """Formats gsm8k / math: the column holding the question (default: question / problem)."""
+    solution_column: str | None = None
+    """Formats gsm8k / math: the column holding the worked solution (default: answer / solution)."""
     prompt_column: str = "prompt"
     """Column holding the prompt (a string, or a list of chat messages)."""
     answer_column: str = "answer"
@@ -417,6 +424,13 @@ def _validate(config: Config) -> None:
     _check(0 <= d.test_fraction < 1, "data.test_fraction", d.test_fraction, "a fraction in [0, 1)")
     _check(not (d.test_path and d.test_fraction), "data.test_fraction", d.test_fraction, "0 when data.test_path is set (one held-out source)")
     _check(d.eval_limit is None or d.eval_limit >= 1, "data.eval_limit", d.eval_limit, "null or an int >= 1")
+    if d.format != "plain":
+        _check((d.prompt_column, d.answer_column) == ("prompt", "answer"), "data.format", d.format,
+               "plain when data.prompt_column / data.answer_column are changed (gsm8k / math name their source "
+               "columns with data.question_column / data.solution_column and produce prompt / answer)")
+    else:
+        _check(d.question_column is None and d.solution_column is None, "data.question_column", d.question_column,
+               "null unless data.format is gsm8k or math")
     _check(w.timeout_s > 0, "reward.timeout_s", w.timeout_s, "a float > 0")
     if a.advantage == "process":
         _check(bool(w.process_model) and isinstance(w.process_model.get("path"), str), "reward.process_model",

@@ -50,22 +50,41 @@ def load_task(
     test_fraction: float = 0.0,
     prompt_column: str = "prompt",
     answer_column: str = "answer",
+    data_format: str = "plain",
+    question_column: str | None = None,
+    solution_column: str | None = None,
 ) -> Task:
-    """The task named ``task`` (built-in) or read from the file at ``task``, rows checked."""
+    """The task named ``task`` (built-in) or read from the file at ``task``, rows checked.
+
+    ``data_format`` ``gsm8k`` / ``math`` turns GSM8K- or MATH-format rows into prompt / answer rows
+    (the question, and the reference answer taken from the worked solution); their default reward
+    is the math-verify ``math`` reward instead of exact match.
+    """
     if task in BUILTIN_TASKS:
         if test_path or test_fraction:
             raise DatasetError(f"built-in task {task!r} has its own held-out split; unset data.test_path / data.test_fraction")
+        if data_format != "plain":
+            raise DatasetError(f"built-in task {task!r} has its own format; unset data.format")
         return BUILTIN_TASKS[task](seed)
+
+    def read(file: str | Path) -> datasets.Dataset:
+        table = read_table(file)
+        if data_format == "plain":
+            return table
+        from cohort.data.math_formats import normalize_math_dataset  # math-verify loads only when used
+
+        return normalize_math_dataset(table, data_format, str(file), question_column, solution_column)
+
     path = Path(task)
     if not path.suffix:
         raise DatasetError(
             f"data.task={task!r} is neither a built-in task ({', '.join(sorted(BUILTIN_TASKS))}) nor a data file path"
         )
-    train = read_table(path)
+    train = read(path)
     check_rows(train, str(path), prompt_column, answer_column)
     test = None
     if test_path:
-        test = read_table(test_path)
+        test = read(test_path)
         check_rows(test, str(test_path), prompt_column, answer_column)
     elif test_fraction:
         if len(train) < 2:
@@ -78,7 +97,11 @@ def load_task(
         test=test,
         prompt_column=prompt_column,
         answer_column=answer_column,
-        default_rewards=({"name": "exact_match", "weight": 1.0, "answer_column": answer_column},),
+        default_rewards=(
+            {"name": "exact_match", "weight": 1.0, "answer_column": answer_column}
+            if data_format == "plain"
+            else {"name": "math", "weight": 1.0},
+        ),
     )
 
 

@@ -30,8 +30,12 @@ class RewardFunctionError(RuntimeError):
     """A reward function failed and ``strict`` mode asked for the run to stop."""
 
 
-class RewardTimeout(Exception):
-    """A reward call ran past its time limit."""
+class RewardTimeout(BaseException):
+    """A reward call ran past its time limit.
+
+    A BaseException, like KeyboardInterrupt, so that ``except Exception`` inside a reward function
+    (or a library it calls) cannot swallow it; the scorer catches it explicitly.
+    """
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ class RewardScorer:
         """Scores of one function; on failure retry sample by sample so one bad sample costs only itself."""
         try:
             return self._call(reward, prompts, completions, columns), 0
-        except Exception as err:  # any failure of user code is contained here
+        except (Exception, RewardTimeout) as err:  # any failure of user code is contained here
             if self.strict:
                 raise RewardFunctionError(f"reward function {reward.name!r} failed: {err}") from err
             logger.warning("reward %r failed on a batch of %d (%s); scoring sample by sample", reward.name, len(completions), err)
@@ -158,7 +162,7 @@ class RewardScorer:
             try:
                 scores.extend(self._call(reward, prompts[i : i + 1], completions[i : i + 1], _slice_columns(columns, i)))
                 timeouts_in_a_row = 0
-            except Exception as err:
+            except (Exception, RewardTimeout) as err:
                 timeouts_in_a_row = timeouts_in_a_row + 1 if isinstance(err, RewardTimeout) else 0
                 logger.warning("reward %r could not score sample %d: %s", reward.name, i, err)
                 scores.append(math.nan)
