@@ -103,12 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Hugging Face progress bars (weight loading, shard writing) would break our console output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command in ("train", "eval"):
+        _quiet_libraries()
     try:
         return args.run(args)
     except ValueError as err:  # bad input (config, data, model, run directory): one line, no traceback

@@ -18,7 +18,6 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
 from cohort.assets import DEMO_CONFIG, resolve_builtin
 from cohort.checkpoint import RunDirectory
@@ -30,9 +29,9 @@ from cohort.components import (
     write_eval,
 )
 from cohort.config import Config, load_config
-from cohort.evaluate import EvalSummary, default_ks
+from cohort.evaluate import default_ks
 from cohort.models import load_policy, load_tokenizer, resolve_device
-from cohort.monitor import dumps
+from cohort.monitor import comparison_table, dumps
 
 
 @dataclass(frozen=True)
@@ -61,39 +60,6 @@ def _base_config(config_path: str | None, sources: list[ModelSource], overrides:
     if run_config is not None:
         return load_config(run_config, overrides)
     return load_config(None, overrides, base=yaml.safe_load(DEMO_CONFIG.read_text()))
-
-
-def _rows(summaries: list[EvalSummary]) -> list[tuple[str, list[float]]]:
-    first = summaries[0]
-    rows = [("greedy accuracy", [s.greedy_accuracy for s in summaries])]
-    rows += [(f"pass@{k}", [s.pass_at_k[k] for s in summaries]) for k in first.pass_at_k]
-    rows += [(f"maj@{k}", [s.maj_at_k[k] for s in summaries]) for k in first.maj_at_k]
-    rows += [
-        ("mean reward", [s.mean_reward for s in summaries]),
-        ("mean length", [s.mean_length for s in summaries]),
-        ("truncation rate", [s.truncation_rate for s in summaries]),
-    ]
-    return rows
-
-
-def comparison_table(labels: list[str], summaries: list[EvalSummary]) -> Table:
-    """Metrics by model; with exactly two models, a last column with the change (second - first)."""
-    first = summaries[0]
-    table = Table(
-        title=f"held-out evaluation: {first.num_problems} problems, {first.num_samples} samples each at temperature {first.temperature:g}",
-        title_justify="left",
-    )
-    table.add_column("metric")
-    for label in labels:
-        table.add_column(label, justify="right", overflow="fold")
-    if len(summaries) == 2:
-        table.add_column("change", justify="right")
-    for name, values in _rows(summaries):
-        cells = [f"{v:.4f}" for v in values]
-        if len(values) == 2:
-            cells.append(f"{values[1] - values[0]:+.4f}")
-        table.add_row(name, *cells)
-    return table
 
 
 def run_eval(

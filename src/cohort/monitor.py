@@ -20,6 +20,8 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cohort.evaluate import EvalSummary
+
 logger = logging.getLogger("cohort")
 
 KEY_METRICS = (("reward", "reward/mean"), ("acc", "accuracy"), ("kl", "kl"), ("len", "completion_len/mean"))
@@ -141,10 +143,8 @@ class RunConsole:
         if self.mode != "rich":
             return
         self._progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
+            BarColumn(bar_width=12),
             MofNCompleteColumn(),
-            TextColumn("elapsed"),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
@@ -156,7 +156,11 @@ class RunConsole:
         self._task = self._progress.add_task("train", total=self.total_steps, completed=self.start_step, metrics="")
 
     def _summary_line(self, metrics: Mapping[str, Any]) -> str:
-        parts = [f"{label} {_format_number(metrics.get(key))}" for label, key in KEY_METRICS if key in metrics]
+        parts = [
+            f"{label} {_format_number(metrics[key])}"
+            for label, key in KEY_METRICS
+            if isinstance(metrics.get(key), (int, float)) and math.isfinite(metrics[key])
+        ]
         return " | ".join(parts)
 
     def step(self, metrics: Mapping[str, Any]) -> None:
@@ -185,13 +189,40 @@ class RunConsole:
         if self.mode == "json":
             print(dumps({"event": name, **payload}), flush=True)
 
-    def table(self, title: str, rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
-        """A small table on stdout (all modes but json)."""
-        if self.mode == "json":
-            return
-        table = Table(title=title, title_justify="left")
-        for name in header:
-            table.add_column(name, justify="right" if name != header[0] else "left")
-        for row in rows:
-            table.add_row(*[_format_number(cell) if not isinstance(cell, str) else cell for cell in row])
-        self.out.print(table)
+    def table(self, table: Table) -> None:
+        """A table on stdout (all modes but json)."""
+        if self.mode != "json":
+            self.out.print(table)
+
+
+def _eval_rows(summaries: list[EvalSummary]) -> list[tuple[str, list[float]]]:
+    first = summaries[0]
+    rows = [("greedy accuracy", [s.greedy_accuracy for s in summaries])]
+    rows += [(f"pass@{k}", [s.pass_at_k[k] for s in summaries]) for k in first.pass_at_k]
+    rows += [(f"maj@{k}", [s.maj_at_k[k] for s in summaries]) for k in first.maj_at_k]
+    rows += [
+        ("mean reward", [s.mean_reward for s in summaries]),
+        ("mean length", [s.mean_length for s in summaries]),
+        ("truncation rate", [s.truncation_rate for s in summaries]),
+    ]
+    return rows
+
+
+def comparison_table(labels: list[str], summaries: list[EvalSummary]) -> Table:
+    """Metrics by model; with exactly two models, a last column with the change (second - first)."""
+    first = summaries[0]
+    table = Table(
+        title=f"held-out: {first.num_problems} problems x {first.num_samples} samples, T={first.temperature:g}",
+        title_justify="left",
+    )
+    table.add_column("metric")
+    for label in labels:
+        table.add_column(label, justify="right", overflow="fold")
+    if len(summaries) == 2:
+        table.add_column("change", justify="right")
+    for name, values in _eval_rows(summaries):
+        cells = [f"{v:.4f}" for v in values]
+        if len(values) == 2:
+            cells.append(f"{values[1] - values[0]:+.4f}")
+        table.add_row(name, *cells)
+    return table

@@ -54,7 +54,7 @@ from cohort.models import (
     load_tokenizer,
     resolve_device,
 )
-from cohort.monitor import MetricsWriter, RunConsole
+from cohort.monitor import MetricsWriter, RunConsole, comparison_table
 from cohort.optim import build_optimizer
 from cohort.report import write_report
 from cohort.rewards import RewardFunctionError, RewardScorer, RewardScores, correctness_reward
@@ -626,23 +626,9 @@ class Trainer:
 
     def _print_summary(self, before: EvalSummary | None, after: EvalSummary | None, summary: dict[str, Any]) -> None:
         self.console.event("summary", summary)
-        if before is not None or after is not None:
-            rows = []
-            reference = before or after
-            metrics = [("greedy accuracy", lambda s: s.greedy_accuracy)]
-            metrics += [(f"pass@{k}", lambda s, k=k: s.pass_at_k[k]) for k in reference.pass_at_k]
-            metrics += [(f"maj@{k}", lambda s, k=k: s.maj_at_k[k]) for k in reference.maj_at_k if k > 1]
-            metrics += [("mean length", lambda s: s.mean_length)]
-            for name, read in metrics:
-                b = read(before) if before else float("nan")
-                a = read(after) if after else float("nan")
-                rows.append([name, b, a, a - b])
-            self.console.table(
-                f"held-out evaluation: {reference.num_problems} problems, {reference.num_samples} samples each "
-                f"at temperature {reference.temperature:g}",
-                rows,
-                ["metric", "before", "after", "change"],
-            )
+        labelled = [(label, s) for label, s in (("before", before), ("after", after)) if s is not None]
+        if labelled:
+            self.console.table(comparison_table([label for label, _ in labelled], [s for _, s in labelled]))
         median = summary["median_step_s"]
         self.console.result(
             f"trained {summary['steps']} steps in {summary['train_seconds']:.1f} s "
