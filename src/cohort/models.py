@@ -6,11 +6,13 @@ retrying downloads for minutes.
 
 The training forward :func:`completion_logprobs` scores right-padded completions after
 left-padded prompts with exactly the temperature scaling used by the rollout engine, so that the
-ratio pi_theta / pi_old is 1 at the first update when nothing has changed.
+ratio pi_theta / pi_old is 1 at the first update when nothing has changed. Rows that share a prompt
+(the G samples of a group) run that prompt through the model once, as the rollout engine does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import re
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Union
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, GenerationConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from cohort.algo.ops import DEFAULT_CHUNK_ROWS, entropy_from_logits, token_logprobs
@@ -170,6 +172,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+AUTOCAST_CHOICES = (None, "bfloat16", "float16")
+
+
+def autocast_context(device: torch.device, precision: str | None) -> contextlib.AbstractContextManager:
+    """torch.autocast to ``precision`` on ``device`` (matmuls in low precision, reductions such as
+    softmax in float32), or a no-op for None."""
+    if precision not in AUTOCAST_CHOICES:
+        raise ValueError(f"autocast must be one of {AUTOCAST_CHOICES}, got {precision!r}")
+    if precision is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=resolve_dtype(precision))
+
+
 def load_policy(
     name_or_path: str | os.PathLike,
     *,
@@ -293,14 +308,18 @@ def encode_prompts(
     Plain prompts get the tokenizer's special tokens (e.g. BOS); chat-rendered ones do not, since
     the template already writes them.
     """
-    encoded = []
-    for index, prompt in enumerate(prompts):
-        text = render_prompt(tokenizer, prompt, chat=chat, where=f"prompt {index}")
-        templated = chat or not isinstance(prompt, str)
-        ids = tokenizer(text, add_special_tokens=not templated)["input_ids"]
-        if len(ids) == 0:
+    texts = [render_prompt(tokenizer, prompt, chat=chat, where=f"prompt {index}") for index, prompt in enumerate(prompts)]
+    templated = [chat or not isinstance(prompt, str) for prompt in prompts]
+    encoded: list[list[int]] = [[] for _ in prompts]
+    for kind in (False, True):  # one tokenizer call per kind: batched encoding is much cheaper per prompt
+        indices = [index for index, flag in enumerate(templated) if flag == kind]
+        if indices:
+            ids = tokenizer([texts[index] for index in indices], add_special_tokens=not kind)["input_ids"]
+            for index, row in zip(indices, ids):
+                encoded[index] = list(row)
+    for index, row in enumerate(encoded):
+        if len(row) == 0:
             raise ValueError(f"prompt {index} encodes to no tokens")
-        encoded.append(list(ids))
     return encoded
 
 
@@ -346,6 +365,78 @@ def _check_scoring_inputs(
         raise ValueError("prompts must be left-padded: the last column of prompt_mask must be True in every row")
 
 
+def shared_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct prompts among the rows and which one each row has.
+
+    Two rows share a prompt when their real (masked-in) tokens are equal; padding ids are ignored.
+    prompt_ids/prompt_mask: [n, Lp] -> (first row holding each distinct prompt [u] long, row -> prompt [n] long)
+    """
+    keyed = torch.where(prompt_mask, prompt_ids, -1)  # [n, Lp]; token ids are >= 0, so -1 marks padding
+    _, inverse = torch.unique(keyed, dim=0, return_inverse=True)  # [n], values in 0..u-1
+    rows = torch.arange(inverse.shape[0], device=inverse.device)  # [n]
+    count = int(inverse.max()) + 1
+    first = torch.full((count,), inverse.shape[0], dtype=torch.long, device=inverse.device)  # [u]
+    first = first.scatter_reduce(0, inverse, rows, reduce="amin")  # [u]
+    return first, inverse
+
+
+def _prefix_sharing_pays(model: PreTrainedModel, distinct: int, rows: int) -> bool:
+    """Score shared prompts once when on average each is used at least twice (the second forward
+    call costs about as much as a few prompt tokens), and the model can take a KV cache."""
+    return 2 * distinct <= rows and not _recomputes_activations(model)
+
+
+def _recomputes_activations(model: torch.nn.Module) -> bool:
+    """Whether gradient (activation) checkpointing is active; it turns the KV cache off in training."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # transformers >= 5.x, older
+        if hasattr(type(model), name):
+            return bool(getattr(model, name)) and model.training
+    return False
+
+
+def _logits_with_shared_prompts(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    first: torch.Tensor,
+    inverse: torch.Tensor,
+) -> torch.Tensor:
+    """Each distinct prompt runs once; its KV cache is gathered for its rows (differentiably), then
+    the completions run on top. Same math as one forward per row. -> [n, T, V]"""
+    unique_mask = prompt_mask[first]  # [u, Lp]
+    unique_ids = torch.where(unique_mask, prompt_ids[first], 0)  # [u, Lp]
+    cache = DynamicCache(config=model.config)
+    kwargs = {"logits_to_keep": 1} if supports_logits_to_keep(model) else {}
+    last_prompt_logits = model(
+        input_ids=unique_ids,
+        attention_mask=unique_mask,
+        position_ids=left_padded_position_ids(unique_mask),
+        past_key_values=cache,
+        use_cache=True,
+        **kwargs,
+    ).logits[:, -1:, :]  # [u, 1, V]: predicts each completion's first token
+    pieces = [last_prompt_logits[inverse]]  # [n, 1, V]
+    width = completion_ids.shape[1]
+    if width > 1:
+        cache.batch_select_indices(inverse)  # [u, ...] -> [n, ...], gradients flow back to the shared prompt
+        row_mask = unique_mask[inverse]  # [n, Lp]
+        inputs = completion_ids[:, :-1]  # [n, T-1]: token t predicts token t+1
+        inputs_mask = completion_mask[:, :-1]  # [n, T-1]
+        positions = row_mask.sum(-1, keepdim=True) + torch.arange(width - 1, device=inputs.device)  # [n, T-1]
+        pieces.append(
+            model(
+                input_ids=torch.where(inputs_mask, inputs, 0),
+                attention_mask=torch.cat([row_mask, inputs_mask], dim=1),  # [n, Lp+T-1]
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            ).logits  # [n, T-1, V]
+        )
+    return torch.cat(pieces, dim=1)  # [n, T, V]
+
+
 def _completion_logits(
     model: PreTrainedModel,
     prompt_ids: torch.Tensor,
@@ -355,6 +446,9 @@ def _completion_logits(
 ) -> torch.Tensor:
     """Logits that predict each completion token (position p predicts token p+1). -> [n, T, V]"""
     _check_scoring_inputs(prompt_ids, prompt_mask, completion_ids, completion_mask)
+    first, inverse = shared_prompts(prompt_ids, prompt_mask)
+    if _prefix_sharing_pays(model, first.shape[0], prompt_ids.shape[0]):
+        return _logits_with_shared_prompts(model, prompt_ids, prompt_mask, completion_ids, completion_mask, first, inverse)
     width = completion_ids.shape[1]
     attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [n, Lp+T]
     # Padding may hold any value (even ids outside the vocabulary); the model never attends to it.
