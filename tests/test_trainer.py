@@ -214,3 +214,31 @@ def test_cli_refuses_to_overwrite_a_run(tmp_path, tiny_llama_dir, task_file, cap
     assert [line["event"] for line in lines] == ["step", "summary"]
     assert main(args) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_autocast_runs_every_forward_in_bfloat16_and_keeps_log_probs_float32(tmp_path, tiny_llama_dir, task_file):
+    """model.autocast=bfloat16: rollout, reference/pi_old and training forwards run their matmuls in
+    bf16 (seen at the LM head), weights and gradients stay float32, and training still works."""
+    config = run_config(tmp_path / "bf16", tiny_llama_dir, task_file, "model.autocast=bfloat16", "algorithm.beta=0.04",
+                        "algorithm.mu=2", "train.steps=2", "train.eval_before=false")
+    trainer = Trainer(config, RunConsole("quiet", config.train.steps))
+    head_dtypes = []
+    for model in (trainer.policy, trainer.reference):
+        model.lm_head.register_forward_hook(lambda module, args, output: head_dtypes.append(output.dtype))
+    summary = trainer.train()
+    assert head_dtypes and set(head_dtypes) == {torch.bfloat16}  # rollout, eval, pi_old, reference, training
+    assert all(p.dtype == torch.float32 for p in trainer.policy.parameters())
+    metrics = metric_lines(tmp_path / "bf16")
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(torch.isfinite(torch.tensor([m["loss"], m["grad_norm"], m["kl"]])).all() for m in metrics)
+    assert summary is not None
+
+
+def test_autocast_off_leaves_the_forward_in_float32(tmp_path, tiny_llama_dir, task_file):
+    config = run_config(tmp_path / "fp32", tiny_llama_dir, task_file, "train.steps=1", "train.eval_before=false",
+                        "train.eval_after=false")
+    trainer = Trainer(config, RunConsole("quiet", 1))
+    head_dtypes = []
+    trainer.policy.lm_head.register_forward_hook(lambda module, args, output: head_dtypes.append(output.dtype))
+    trainer.train()
+    assert head_dtypes and set(head_dtypes) == {torch.float32}

@@ -18,7 +18,7 @@ from cohort.config import Config
 from cohort.data.files import DatasetError
 from cohort.data.tasks import Task, format_prompt, load_task, row_columns
 from cohort.evaluate import EvalSummary, ProblemResult, evaluate
-from cohort.models import encode_prompts, eos_token_ids
+from cohort.models import autocast_context, encode_prompts, eos_token_ids
 from cohort.monitor import dumps
 from cohort.rewards import NamedReward, RewardScorer, SoftOverlongPunishment, build_reward, correctness_reward
 from cohort.rollout import SamplingParams
@@ -125,21 +125,22 @@ def evaluate_held_out(
     prompts = [renderer.prompt(row) for row in rows]
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(config.train.seed + 1 if seed is None else seed)
-    return evaluate(
-        model,
-        tokenizer,
-        prompts,
-        renderer.encode(prompts),
-        row_columns(rows),
-        correctness=correctness,
-        scorer=RewardScorer(rewards, timeout_s=config.reward.timeout_s, strict=config.reward.strict),
-        params=sampling_params(config, tokenizer, model),
-        num_samples=num_samples,
-        generator=generator,
-        ks=ks,
-        answer_column=task.answer_column,
-        on_progress=on_progress,
-    )
+    with autocast_context(device, config.model.autocast):
+        return evaluate(
+            model,
+            tokenizer,
+            prompts,
+            renderer.encode(prompts),
+            row_columns(rows),
+            correctness=correctness,
+            scorer=RewardScorer(rewards, timeout_s=config.reward.timeout_s, strict=config.reward.strict),
+            params=sampling_params(config, tokenizer, model),
+            num_samples=num_samples,
+            generator=generator,
+            ks=ks,
+            answer_column=task.answer_column,
+            on_progress=on_progress,
+        )
 
 
 def write_eval(summary: EvalSummary, problems: list[ProblemResult], summary_path: Path, problems_path: Path) -> None:

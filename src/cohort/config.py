@@ -40,6 +40,11 @@ class ModelConfig:
     """System message prepended when ``chat_template`` is on."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, more compute."""
+    autocast: Literal["bfloat16", "float16"] | None = None
+    """Run the model's forwards (rollout, training, evaluation) under torch.autocast in this precision:
+    matmuls in bf16/fp16, softmax and log-probs in float32, weights and optimiser state stay in
+    ``dtype``. Much faster on CPUs with bf16 matrix units (avx512_bf16, AMX) and on GPUs; the rounding
+    noise means the ratio at the first update is close to, not exactly, 1."""
     trust_remote_code: bool = False
     """Allow model code shipped inside the model directory (Hugging Face ``trust_remote_code``)."""
 

@@ -26,6 +26,13 @@ def lr_multiplier(step: int, *, schedule: str, total_steps: int, warmup_steps: i
     raise ValueError(f"schedule must be constant, cosine or linear, got {schedule!r}")
 
 
+def _fused_kernel_applies(parameters: list[torch.nn.Parameter]) -> bool:
+    """Whether AdamW's fused kernel (one pass over all parameters instead of a loop of small
+    ops per tensor; on CPU the default is that loop) supports every parameter: floating point on
+    CPU or CUDA."""
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in parameters)
+
+
 def build_optimizer(
     parameters: Iterable[torch.nn.Parameter],
     *,
@@ -42,7 +49,9 @@ def build_optimizer(
     trainable = [p for p in parameters if p.requires_grad]
     if not trainable:
         raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(trainable, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps)
+    optimizer = torch.optim.AdamW(
+        trainable, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, fused=_fused_kernel_applies(trainable)
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: lr_multiplier(

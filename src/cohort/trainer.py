@@ -47,6 +47,7 @@ from cohort.data.sampler import PromptSampler
 from cohort.data.tasks import Task, format_prompt, row_columns
 from cohort.evaluate import EvalSummary
 from cohort.models import (
+    autocast_context,
     completion_logprobs,
     completion_logprobs_and_entropy,
     load_policy,
@@ -147,6 +148,12 @@ class StepTimer:
     started: float = field(default_factory=time.perf_counter)
 
 
+def rows_at(dataset, indices: list[int]) -> list[dict[str, Any]]:
+    """The rows at ``indices`` as dicts, read in one batched lookup (row by row is far slower)."""
+    columns = dataset[indices]  # {column: [values]}
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -232,19 +239,24 @@ class Trainer:
 
     # --- one training step ------------------------------------------------------------------------
 
+    def autocast(self):
+        """The configured model.autocast precision for a forward (a no-op when unset)."""
+        return autocast_context(self.device, self.config.model.autocast)
+
     def _sample_and_score(self, rows: list[dict[str, Any]], timer: StepTimer) -> ScoredBatch:
         """Roll out G completions for each row's prompt and score them."""
         prompts = [self.renderer.prompt(row) for row in rows]
         started = time.perf_counter()
-        rollout = generate_rollout(
-            self.policy,
-            self.renderer.encode(prompts),
-            self.config.rollout.group_size,
-            self.sampling,
-            pad_token_id=self.tokenizer.pad_token_id,
-            generator=self.generator,
-            tokenizer=self.tokenizer,
-        )
+        with self.autocast():
+            rollout = generate_rollout(
+                self.policy,
+                self.renderer.encode(prompts),
+                self.config.rollout.group_size,
+                self.sampling,
+                pad_token_id=self.tokenizer.pad_token_id,
+                generator=self.generator,
+                tokenizer=self.tokenizer,
+            )
         completions = rollout.decode_completions(self.tokenizer)
         timer.rollout += time.perf_counter() - started
         started = time.perf_counter()
@@ -275,7 +287,7 @@ class Trainer:
         parts, kept, sampled, zero_std = [], 0, 0, 0
         rounds = self.config.algorithm.dynamic_sampling_max_rounds if dynamic else 1
         for _ in range(rounds):
-            rows = [self.task.train[i] for i in self.sampler.next_indices(wanted)]
+            rows = rows_at(self.task.train, self.sampler.next_indices(wanted))
             part = self._sample_and_score(rows, timer)
             sampled, zero_std = sampled + part.sampled_groups, zero_std + part.zero_std_groups
             last_sampled = part
@@ -348,9 +360,10 @@ class Trainer:
         lengths = rollout.completion_lengths
         for micro in self._micro_batches(rows, lengths):
             prompt_ids, prompt_mask, completion_ids, completion_mask = self._inputs(rollout, micro)
-            logprobs = completion_logprobs(
-                model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature=rollout.logprob_temperature
-            )  # [n, T']
+            with self.autocast():
+                logprobs = completion_logprobs(
+                    model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature=rollout.logprob_temperature
+                )  # [n, T']
             out[torch.tensor(micro, device=self.device), : logprobs.shape[1]] = logprobs
         return out
 
@@ -390,10 +403,11 @@ class Trainer:
                     prompt_ids, prompt_mask, completion_ids, completion_mask = self._inputs(rollout, micro)
                     width = completion_ids.shape[1]
                     index = torch.tensor(micro, device=self.device)
-                    logprobs, entropy = completion_logprobs_and_entropy(
-                        self.policy, prompt_ids, prompt_mask, completion_ids, completion_mask,
-                        temperature=rollout.logprob_temperature,
-                    )  # [n, T'] each
+                    with self.autocast():  # the backward runs each op in the dtype its forward used
+                        logprobs, entropy = completion_logprobs_and_entropy(
+                            self.policy, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                            temperature=rollout.logprob_temperature,
+                        )  # [n, T'] each, float32
                     mask = loss_mask[index, :width]  # [n, T']
                     token_advantages = advantages[index] if advantages.dim() == 1 else advantages[index, :width]
                     loss, stats = algo.policy_loss(
