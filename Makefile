@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 TORCH_CPU := torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-fast demo system-deps clean
+.PHONY: setup test test-fast demo bench system-deps clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml Makefile
 		|| $(PIP) install --quiet --no-deps $(TORCH_CPU) --index-url https://download.pytorch.org/whl/cpu; \
 		$(PIP) install --quiet $(TORCH_CPU); \
 	fi
-	@$(PIP) install --quiet -e ".[test]"
+	@# bench: TRL, for benchmarks/vs_trl.py and its smoke test (never imported by cohort itself)
+	@$(PIP) install --quiet -e ".[test,bench]"
 	@touch $(STAMP)
 	@$(PY) -c "import torch, transformers; print('setup: torch', torch.__version__, '| transformers', transformers.__version__)"
 
@@ -35,6 +36,10 @@ test-fast: setup
 # The bundled demo: a small model learns arithmetic with GRPO; held-out accuracy before and after.
 demo: setup
 	$(VENV)/bin/cohort train
+
+# cohort vs TRL's GRPOTrainer, side by side (benchmarks/RESULTS.md); e.g. make bench BENCH_ARGS="--model-size small"
+bench: setup
+	$(PY) benchmarks/vs_trl.py $(BENCH_ARGS)
 
 # Debian packages some tests use: bubblewrap (code sandbox) and chromium (report test). Idempotent.
 system-deps:

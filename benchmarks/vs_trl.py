@@ -1,0 +1,394 @@
+#!/usr/bin/env python
+"""cohort vs TRL's GRPOTrainer on the same machine, model, task and settings, side by side.
+
+Trains the same local Hugging Face model on cohort's arithmetic task (exact-match reward, the same
+reward object on both sides) with cohort's ``Trainer`` (preset ``trl_parity``) and with TRL's
+``GRPOTrainer`` (CPU, fp32, no vLLM), alternating cohort, TRL, cohort, TRL, ... with a fresh
+subprocess per run, and prints per side: median step time (the first step excluded as warm-up),
+completion tokens per second, peak resident memory of the run's process, mean reward over the last
+steps, achieved FLOP/s against this machine's matmul peak; then the ratios cohort/TRL, cohort's time
+split, and whether the targets hold.
+
+    python benchmarks/vs_trl.py                      # the bundled demo model, the demo's settings (~3 min)
+    python benchmarks/vs_trl.py --model-size small   # 25.7 M parameters (~15 min; +10 min to build it once)
+    python benchmarks/vs_trl.py --quick              # smoke run (< 1 min)
+
+Needs TRL: ``pip install -e .[bench]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from bench_workers import PRECISIONS
+
+# Targets of the promise "a cohort step takes a third of TRL's time or less" (half on the small model).
+STEP_RATIO_TARGETS = {"tiny": 0.33, "small": 0.5}
+# Per-size defaults. tiny: the bundled demo's own settings (64 prompts x 8, lr 5e-4); small: half the
+# prompts (a TRL step of the 25 M model already takes ~8 s here) and an lr at which its reward rises.
+DEFAULT_PROMPTS = {"tiny": 64, "small": 32}
+DEFAULT_LR = {"tiny": 5e-4, "small": 3e-5}
+MiB = 1024 * 1024
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", metavar="PATH", help="a local HF causal LM directory (overrides --model-size)")
+    model.add_argument("--model-size", choices=sorted(STEP_RATIO_TARGETS), default="tiny",
+                       help="tiny: the bundled demo model (0.44 M parameters); small: a 25.7 M-parameter Llama with "
+                            "a character tokenizer, warm-started by SFT once and cached (~10 min the first time)")
+    model.add_argument("--cache-dir", type=Path, help="where warm-started stand-in models are cached")
+    model.add_argument("--no-warm-start", action="store_true",
+                       help="use a random-weight stand-in (all rewards 0: a smoke test, not a comparison)")
+    run = parser.add_argument_group("identical settings for both trainers")
+    run.add_argument("--steps", type=int, default=30, help="training steps per run (default 30)")
+    run.add_argument("--prompts-per-step", type=int, help="P (default: 64 for tiny, as in the demo; 32 for small)")
+    run.add_argument("--group-size", type=int, default=8, help="G, completions per prompt (default 8)")
+    run.add_argument("--max-new-tokens", type=int, default=8, help="completion budget (default 8)")
+    run.add_argument("--temperature", type=float, default=1.0)
+    run.add_argument("--lr", type=float, help="AdamW learning rate, constant (default: 5e-4 tiny, 3e-5 small)")
+    run.add_argument("--beta", type=float, default=0.0, help="KL coefficient (default 0: no reference model)")
+    run.add_argument("--mu", type=int, default=1, help="optimisation passes per generation batch (default 1)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the first repeat; repeat r uses seed + r")
+    run.add_argument("--autocast", choices=PRECISIONS, default="off",
+                     help="mixed precision for both (cohort model.autocast, TRL bf16=True); weights stay float32")
+    run.add_argument("--threads", type=int, default=1,
+                     help="torch threads per run (default 1: on a shared machine, OpenMP threads that wait for a busy "
+                          "core make multi-threaded timings erratic)")
+    bench = parser.add_argument_group("benchmark")
+    bench.add_argument("--repeats", type=int, default=3, help="runs per side, alternating cohort/TRL (default 3)")
+    bench.add_argument("--micro-batch-size", type=int,
+                       help="cohort's completions per forward/backward (default P*G: one forward, as TRL does)")
+    bench.add_argument("--last-steps", type=int, help="steps whose mean reward is reported (default: last quarter)")
+    bench.add_argument("--cohort-override", action="append", default=[], metavar="KEY=VALUE",
+                       help="extra cohort config override (repeatable)")
+    bench.add_argument("--json", type=Path, metavar="PATH", help="also write every measurement to this JSON file")
+    bench.add_argument("--quick", action="store_true",
+                       help="smoke run: 4 steps, P=4, G=4, 1 repeat, 1 thread, random weights unless the demo model exists")
+    parser.add_argument("--worker", nargs=2, metavar=("SPEC", "RESULT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.prompts_per_step, args.group_size, args.repeats, args.threads = 4, 4, 4, 1, 1
+        args.no_warm_start = True
+    args.prompts_per_step = args.prompts_per_step or DEFAULT_PROMPTS[args.model_size]
+    for name in ("steps", "prompts_per_step", "max_new_tokens", "mu", "repeats", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.steps < 2:
+        parser.error("--steps must be >= 2 (the first step is warm-up and is not timed)")
+    if args.group_size < 2:
+        parser.error(f"--group-size must be >= 2 (GRPO needs a group), got {args.group_size}")
+    if args.temperature <= 0:
+        parser.error(f"--temperature must be > 0, got {args.temperature}")
+    if args.model and not Path(args.model).is_dir():
+        parser.error(f"--model {args.model!r} is not a directory")
+    args.micro_batch_size = args.micro_batch_size or args.prompts_per_step * args.group_size
+    args.lr = args.lr or DEFAULT_LR[args.model_size]
+    if args.lr <= 0:
+        parser.error(f"--lr must be > 0, got {args.lr}")
+    args.last_steps = args.last_steps or max(1, args.steps // 4)
+    if not 1 <= args.last_steps < args.steps:
+        parser.error(f"--last-steps must be in 1..{args.steps - 1}, got {args.last_steps}")
+    return args
+
+
+def require_trl() -> str:
+    """TRL's version; exits with a clear message when it is not installed."""
+    try:
+        found = importlib.util.find_spec("trl") is not None
+    except ImportError:  # a finder may refuse the name outright
+        found = False
+    if not found:
+        sys.exit("vs_trl.py needs TRL, which is not installed: pip install -e '.[bench]'  (or: pip install 'trl>=1.0')")
+    from importlib.metadata import version
+
+    return version("trl")
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def run_subprocess(spec, workdir: Path, index: int) -> dict[str, Any]:
+    """Run one spec in a fresh Python process; its result plus the process's peak RSS (bytes)."""
+    spec_path, result_path, log_path = (workdir / f"run{index}.{suffix}" for suffix in ("spec.json", "result.json", "log"))
+    spec_path.write_text(json.dumps(asdict(spec)))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
+               OMP_NUM_THREADS=str(spec.threads), MKL_NUM_THREADS=str(spec.threads))
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path), str(result_path)],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0 or not result_path.is_file():
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+        sys.exit(f"the {spec.side} run (seed {spec.seed}) failed with exit code {process.returncode}:\n{tail}")
+    result = json.loads(result_path.read_text())
+    # ru_maxrss is in KiB on Linux, bytes on macOS
+    result["peak_rss"] = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return result
+
+
+def run_all(args: argparse.Namespace, model_path: str, log=print) -> list[dict[str, Any]]:
+    """Alternate cohort and TRL runs, ``args.repeats`` each; repeat r uses seed ``args.seed + r``."""
+    from bench_workers import RunSpec
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vs-trl-") as tmp:
+        for repeat in range(args.repeats):
+            for side in ("cohort", "trl"):
+                spec = RunSpec(
+                    side=side, model_path=model_path, steps=args.steps, prompts_per_step=args.prompts_per_step,
+                    group_size=args.group_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                    lr=args.lr, beta=args.beta, mu=args.mu, seed=args.seed + repeat, threads=args.threads,
+                    micro_batch_size=args.micro_batch_size, extra_cohort=list(args.cohort_override),
+                    autocast=args.autocast,
+                )
+                log(f"  run {len(results) + 1}/{2 * args.repeats}: {side}, seed {spec.seed} ...", flush=True)
+                result = run_subprocess(spec, Path(tmp), len(results))
+                results.append(result)
+                log(f"    median step {statistics.median(result['step_s'][1:]):.3f} s, "
+                    f"peak RSS {result['peak_rss'] / MiB:.0f} MiB, reward (last {args.last_steps}) "
+                    f"{statistics.fmean(result['reward'][-args.last_steps:]):.3f}", flush=True)
+    return results
+
+
+# --- summarising --------------------------------------------------------------------------------
+
+
+def summarize_run(result: dict[str, Any], last_steps: int) -> dict[str, float]:
+    """One run's headline numbers; the first step is excluded from every time-based number."""
+    timed = result["step_s"][1:]
+    summary = {
+        "median_step_s": statistics.median(timed),
+        "tokens_per_s": sum(result["completion_tokens"][1:]) / sum(timed),
+        "completion_len": statistics.fmean(result["completion_tokens"][1:]) / result["spec"]["prompts_per_step"]
+        / result["spec"]["group_size"],
+        "peak_rss_mib": result["peak_rss"] / MiB,
+        "rss_before_train_mib": result["rss_before_train"] / MiB,
+        "reward_first": statistics.fmean(result["reward"][:last_steps]),
+        "reward_last": statistics.fmean(result["reward"][-last_steps:]),
+    }
+    if "split" in result:
+        for phase, values in result["split"].items():
+            summary[f"{phase}_s"] = statistics.median(values[1:])
+        phases = [sum(values) for values in zip(*result["split"].values())]
+        summary["other_s"] = statistics.median(step - spent for step, spent in zip(timed, phases[1:]))
+        summary["trained_frac"] = statistics.fmean(result["trained_frac"][1:])
+    return summary
+
+
+def reward_verdict(cohort: list[float], trl: list[float], samples_per_run: int) -> tuple[bool, str]:
+    """Is cohort's final reward not worse than TRL's beyond run-to-run noise?
+
+    Each run's final reward is a mean of ``samples_per_run`` 0/1 rewards. Run-to-run noise is the
+    spread of that number across repeats (different seeds), pooled over the two sides (they run
+    the same algorithm), and never taken below the binomial sampling noise of a single run, p(1-p)/n,
+    which is all that a handful of repeats can under-estimate. "Not worse" means
+    mean(cohort) >= mean(TRL) - 2 SE, with SE the standard error of the difference of the two means.
+    """
+    difference = statistics.fmean(cohort) - statistics.fmean(trl)
+    p = min(max(statistics.fmean(cohort + trl), 0.0), 1.0)
+    variance = p * (1 - p) / samples_per_run
+    pooled = "binomial floor only (1 repeat per side)"
+    if len(cohort) > 1 and len(trl) > 1:
+        spread = ((len(cohort) - 1) * statistics.variance(cohort) + (len(trl) - 1) * statistics.variance(trl)) / (
+            len(cohort) + len(trl) - 2
+        )
+        pooled = f"pooled sd over seeds {spread ** 0.5:.3f}, binomial floor {variance ** 0.5:.3f}"
+        variance = max(variance, spread)
+    se = (variance / len(cohort) + variance / len(trl)) ** 0.5
+    return difference >= -2 * se, f"difference {difference:+.3f}, 2 SE = {2 * se:.3f}; {pooled}"
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN when the denominator is 0."""
+    return numerator / denominator if denominator else float("nan")
+
+
+def report(args, results, machine, model_info, peaks, load_after, log=print) -> dict[str, Any]:
+    """Print the tables and the verdicts; return everything as one JSON-able dict."""
+    from bench_machine import executed_flops
+
+    per_run = [{"side": r["side"], "seed": r["seed"], **summarize_run(r, args.last_steps)} for r in results]
+    sides = {side: [run for run in per_run if run["side"] == side] for side in ("cohort", "trl")}
+
+    def median(side: str, key: str) -> float:
+        return statistics.median(run[key] for run in sides[side])
+
+    log("")
+    log(f"{'run':>3}  {'side':<6} {'seed':>4}  {'median step s':>13}  {'tokens/s':>9}  {'peak RSS MiB':>12}  "
+        f"{'reward first':>12}  {'reward last':>11}")
+    for index, run in enumerate(per_run, 1):
+        log(f"{index:>3}  {run['side']:<6} {run['seed']:>4}  {run['median_step_s']:>13.3f}  {run['tokens_per_s']:>9.0f}  "
+            f"{run['peak_rss_mib']:>12.0f}  {run['reward_first']:>12.3f}  {run['reward_last']:>11.3f}")
+
+    rows = [
+        ("median step time (s)", "median_step_s", "{:.3f}"),
+        ("completion tokens/s", "tokens_per_s", "{:.0f}"),
+        ("peak RSS (MiB)", "peak_rss_mib", "{:.0f}"),
+        ("RSS before training (MiB)", "rss_before_train_mib", "{:.0f}"),
+        ("mean completion length", "completion_len", "{:.2f}"),
+        (f"reward, first {args.last_steps} steps", "reward_first", "{:.3f}"),
+        (f"reward, last {args.last_steps} steps", "reward_last", "{:.3f}"),
+    ]
+    log("")
+    log(f"medians over {args.repeats} run(s) per side; step times exclude step 1 (warm-up)")
+    log(f"{'':<28} {'cohort':>10} {'TRL':>10} {'cohort/TRL':>11}")
+    table: dict[str, dict[str, float]] = {}
+    for label, key, fmt in rows:
+        c, t = median("cohort", key), median("trl", key)
+        table[key] = {"cohort": c, "trl": t, "ratio": ratio(c, t)}
+        log(f"{label:<28} {fmt.format(c):>10} {fmt.format(t):>10} {ratio(c, t):>11.2f}")
+
+    params = model_info["matmul_params"]
+    prompt_tokens = results[0]["prompt_tokens_mean"]
+    shape = dict(prompts=args.prompts_per_step, group_size=args.group_size, prompt_tokens=prompt_tokens)
+    flops = {
+        "cohort": executed_flops("cohort", params, **shape, completion_tokens=median("cohort", "completion_len"),
+                                 trained_frac=median("cohort", "trained_frac"), beta=args.beta, mu=args.mu),
+        "trl": executed_flops("trl", params, **shape, completion_tokens=median("trl", "completion_len"),
+                              beta=args.beta, mu=args.mu),
+    }
+    table["executed_gflop_per_step"] = {side: flops[side].total / 1e9 for side in flops}
+    table["achieved_gflops"] = {side: flops[side].total / median(side, "median_step_s") / 1e9 for side in flops}
+    for key, label in (("executed_gflop_per_step", "GFLOP executed per step"), ("achieved_gflops", "achieved GFLOP/s")):
+        c, t = table[key]["cohort"], table[key]["trl"]
+        table[key]["ratio"] = ratio(c, t)
+        log(f"{label:<28} {c:>10.2f} {t:>10.2f} {ratio(c, t):>11.2f}")
+    shares = "; ".join(
+        f"{name} peak {peaks[name] / 1e9:.1f} GFLOP/s: cohort {100 * table['achieved_gflops']['cohort'] * 1e9 / peaks[name]:.0f}%, "
+        f"TRL {100 * table['achieved_gflops']['trl'] * 1e9 / peaks[name]:.0f}%"
+        for name in ("float32", "bfloat16")
+    )
+    log(f"  matmul FLOPs each trainer runs: 2 x {params / 1e6:.2f} M matmul params per sampled token, 6 x per trained "
+        f"token ({prompt_tokens:.1f} prompt tokens per sequence; TRL samples and trains every prompt G times, cohort "
+        f"once per group and trains only non-zero-advantage sequences). Against the measured matmul peaks ({shares})")
+
+    split = {phase: median("cohort", f"{phase}_s") for phase in ("rollout", "reward", "logprob", "train", "other")}
+    log("")
+    log("cohort's step, median seconds per phase (time/* metrics; other = advantages, metrics, logging):")
+    log("  " + ", ".join(f"{phase} {seconds:.3f}" for phase, seconds in split.items())
+        + f"; step {median('cohort', 'median_step_s'):.3f}")
+    log(f"  rollout {flops['cohort'].generation / split['rollout'] / 1e9:.1f} GFLOP/s; train "
+        f"{ratio(flops['cohort'].training, split['train'] + split['logprob']) / 1e9:.1f} GFLOP/s "
+        f"(on the {100 * median('cohort', 'trained_frac'):.0f}% of sequences with a non-zero advantage)")
+
+    target = STEP_RATIO_TARGETS[args.model_size]
+    step_ratio = table["median_step_s"]["ratio"]
+    memory_ok = table["peak_rss_mib"]["cohort"] <= table["peak_rss_mib"]["trl"]
+    reward_ok, reward_note = reward_verdict(
+        [r["reward_last"] for r in sides["cohort"]], [r["reward_last"] for r in sides["trl"]],
+        samples_per_run=args.last_steps * args.prompts_per_step * args.group_size,
+    )
+    log("")
+    log("targets:")
+    log(f"  step time cohort/TRL <= {target}: {'HOLDS' if step_ratio <= target else 'DOES NOT HOLD'} ({step_ratio:.2f})")
+    log(f"  peak memory not above TRL's: {'HOLDS' if memory_ok else 'DOES NOT HOLD'} "
+        f"({table['peak_rss_mib']['cohort']:.0f} vs {table['peak_rss_mib']['trl']:.0f} MiB)")
+    log(f"  reward after {args.steps} steps not worse beyond noise: {'HOLDS' if reward_ok else 'DOES NOT HOLD'} ({reward_note})")
+    log(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
+    return {
+        "machine": {**machine, "load_after": load_after, "matmul_peak_flops": peaks},
+        "model": model_info,
+        "settings": {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items() if key != "worker"},
+        "runs": per_run,
+        "medians": table,
+        "cohort_split_s": split,
+        "targets": {"step_ratio": step_ratio, "step_ratio_target": target, "step_ratio_ok": step_ratio <= target,
+                    "memory_ok": memory_ok, "reward_ok": reward_ok, "reward_note": reward_note},
+        "raw": results,
+    }
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def describe_model(path: str) -> dict[str, Any]:
+    """Parameter counts of the model at ``path`` (loaded once, on CPU)."""
+    import torch
+    from bench_machine import matmul_parameters
+    from bench_models import parameter_count
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return {"path": path, "architecture": type(model).__name__, "params": parameter_count(model),
+            "matmul_params": matmul_parameters(model)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        from bench_workers import run_worker
+
+        run_worker(Path(args.worker[0]), Path(args.worker[1]))
+        return 0
+    trl_version = require_trl()
+    import torch
+    from bench_machine import load_average, machine_summary, matmul_peak
+    from bench_models import (
+        RECIPES,
+        build_char_tokenizer,
+        build_random_model,
+        demo_model_dir,
+        prepare_model,
+    )
+
+    torch.set_num_threads(args.threads)
+    machine = machine_summary(args.threads)
+    print(f"cohort vs TRL {trl_version} GRPOTrainer -- {machine['date']}")
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores ({' '.join(machine['flags'])}), torch {machine['torch']}, "
+          f"{args.threads} torch thread(s); load average before: {' '.join(f'{x:.2f}' for x in machine['load_before'])}")
+    peaks = {name: matmul_peak(getattr(torch, name), args.threads) for name in ("float32", "bfloat16")}
+    print(f"matmul peak (1024x1024, {args.threads} thread(s)): fp32 {peaks['float32'] / 1e9:.1f} GFLOP/s, "
+          f"bf16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s")
+
+    with tempfile.TemporaryDirectory(prefix="vs-trl-model-") as scratch:
+        if args.model:
+            model_path = args.model
+        elif args.no_warm_start and not (args.model_size == "tiny" and demo_model_dir() is not None):
+            model_path = scratch
+            tokenizer = build_char_tokenizer()
+            build_random_model(RECIPES[args.model_size], tokenizer).save_pretrained(scratch)
+            tokenizer.save_pretrained(scratch)
+            print("model: random-weight stand-in (no warm start): rewards are all 0, so this is a smoke run, "
+                  "not a comparison")
+        else:
+            model_path = str(prepare_model(args.model_size, args.cache_dir))
+        model_info = describe_model(model_path)
+        print(f"model: {model_path} ({model_info['architecture']}, {model_info['params'] / 1e6:.2f} M parameters, "
+              f"{model_info['matmul_params'] / 1e6:.2f} M in matmuls)")
+        print(f"settings (both trainers): P={args.prompts_per_step} prompts x G={args.group_size} = "
+              f"{args.prompts_per_step * args.group_size} completions/step, max_new_tokens={args.max_new_tokens}, "
+              f"temperature={args.temperature:g}, lr={args.lr:g} (constant), beta={args.beta:g}, mu={args.mu}, "
+              f"steps={args.steps}, fp32 weights on CPU; token-mean loss (TRL loss_type='dapo'), clip 0.2, "
+              f"(r-mean)/(std+1e-4) advantages; cohort micro_batch_size={args.micro_batch_size}"
+              + (f"; autocast {args.autocast} on both sides" if args.autocast != "off" else ""))
+        print(f"running {args.repeats} repeat(s) per side, alternating cohort/TRL, seeds {args.seed}.."
+              f"{args.seed + args.repeats - 1}, each in a fresh process:")
+        results = run_all(args, model_path)
+    summary = report(args, results, machine, model_info, peaks, load_average())
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1, default=str))
+        print(f"all measurements written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
