@@ -44,6 +44,7 @@ class RunSpec:
     micro_batch_size: int
     extra_cohort: list[str] = field(default_factory=list)  # extra cohort config overrides
     autocast: str = "off"  # one of PRECISIONS
+    device: str = "cpu"  # "cpu" or "cuda" (both sides)
 
     def __post_init__(self) -> None:
         if self.side not in SIDES:
@@ -77,7 +78,7 @@ def cohort_overrides(spec: RunSpec, out_dir: str) -> list[str]:
     """The cohort config for ``spec``: TRL's defaults (preset trl_parity) and TRL's run settings below."""
     return [
         f"model.path={spec.model_path}",
-        "model.device=cpu",
+        f"model.device={spec.device}",
         "model.dtype=float32",
         f"model.autocast={'null' if spec.autocast == 'off' else spec.autocast}",
         "data.task=arithmetic",
@@ -167,7 +168,7 @@ def trl_config(spec: RunSpec, out_dir: str):
     batch = spec.completions_per_step
     return GRPOConfig(
         output_dir=out_dir,
-        use_cpu=True,
+        use_cpu=spec.device == "cpu",
         bf16=spec.autocast == "bfloat16",
         fp16=False,
         gradient_checkpointing=False,  # TRL's default is True; cohort's is False -- compare like with like

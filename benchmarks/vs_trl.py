@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--seed", type=int, default=0, help="seed of the first repeat; repeat r uses seed + r")
     run.add_argument("--autocast", choices=PRECISIONS, default="off",
                      help="mixed precision for both (cohort model.autocast, TRL bf16=True); weights stay float32")
+    run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both trainers run (default cpu)")
     run.add_argument("--threads", type=int, default=1,
                      help="torch threads per run (default 1: on a shared machine, OpenMP threads that wait for a busy "
                           "core make multi-threaded timings erratic)")
@@ -158,7 +159,7 @@ def run_all(args: argparse.Namespace, model_path: str, log=print) -> list[dict[s
                     group_size=args.group_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                     lr=args.lr, beta=args.beta, mu=args.mu, seed=args.seed + repeat, threads=args.threads,
                     micro_batch_size=args.micro_batch_size, extra_cohort=list(args.cohort_override),
-                    autocast=args.autocast,
+                    autocast=args.autocast, device=args.device,
                 )
                 log(f"  run {len(results) + 1}/{2 * args.repeats}: {side}, seed {spec.seed} ...", flush=True)
                 result = run_subprocess(spec, Path(tmp), len(results))
@@ -298,7 +299,7 @@ def report(args, results, machine, model_info, peaks, load_after, log=print) -> 
         samples_per_run=args.last_steps * args.prompts_per_step * args.group_size,
     )
     log("")
-    log("targets:")
+    log("targets:" + ("  (--quick is a smoke run of the machinery; judge the targets on a full run)" if args.quick else ""))
     log(f"  step time cohort/TRL <= {target}: {'HOLDS' if step_ratio <= target else 'DOES NOT HOLD'} ({step_ratio:.2f})")
     log(f"  peak memory not above TRL's: {'HOLDS' if memory_ok else 'DOES NOT HOLD'} "
         f"({table['peak_rss_mib']['cohort']:.0f} vs {table['peak_rss_mib']['trl']:.0f} MiB)")
@@ -350,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         prepare_model,
     )
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda was asked for but CUDA is not available on this machine")
     torch.set_num_threads(args.threads)
     machine = machine_summary(args.threads)
     print(f"cohort vs TRL {trl_version} GRPOTrainer -- {machine['date']}")
@@ -377,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"settings (both trainers): P={args.prompts_per_step} prompts x G={args.group_size} = "
               f"{args.prompts_per_step * args.group_size} completions/step, max_new_tokens={args.max_new_tokens}, "
               f"temperature={args.temperature:g}, lr={args.lr:g} (constant), beta={args.beta:g}, mu={args.mu}, "
-              f"steps={args.steps}, fp32 weights on CPU; token-mean loss (TRL loss_type='dapo'), clip 0.2, "
+              f"steps={args.steps}, fp32 weights on {args.device}; token-mean loss (TRL loss_type='dapo'), clip 0.2, "
               f"(r-mean)/(std+1e-4) advantages; cohort micro_batch_size={args.micro_batch_size}"
               + (f"; autocast {args.autocast} on both sides" if args.autocast != "off" else ""))
         print(f"running {args.repeats} repeat(s) per side, alternating cohort/TRL, seeds {args.seed}.."
