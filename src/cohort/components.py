@@ -16,7 +16,7 @@ import torch
 from cohort.assets import resolve_builtin
 from cohort.config import Config
 from cohort.data.files import DatasetError
-from cohort.data.tasks import Task, format_prompt, load_task, row_columns
+from cohort.data.tasks import Task, format_prompt, load_task, row_columns, rows_at
 from cohort.evaluate import EvalSummary, ProblemResult, evaluate
 from cohort.models import autocast_context, encode_prompts, eos_token_ids
 from cohort.monitor import dumps
@@ -101,7 +101,7 @@ def held_out_rows(task: Task, limit: int | None) -> list[dict[str, Any]]:
             f"task {task.name!r} has no held-out split: set data.test_path (a second file) or data.test_fraction"
         )
     count = min(len(task.test), limit or len(task.test))
-    return [task.test[i] for i in range(count)]
+    return rows_at(task.test, list(range(count)))
 
 
 def evaluate_held_out(

@@ -44,7 +44,7 @@ from cohort.components import (
     write_eval,
 )
 from cohort.data.sampler import PromptSampler
-from cohort.data.tasks import Task, format_prompt, row_columns
+from cohort.data.tasks import Task, format_prompt, row_columns, rows_at
 from cohort.evaluate import EvalSummary
 from cohort.models import (
     autocast_context,
@@ -146,12 +146,6 @@ class StepTimer:
     logprob: float = 0.0
     train: float = 0.0
     started: float = field(default_factory=time.perf_counter)
-
-
-def rows_at(dataset, indices: list[int]) -> list[dict[str, Any]]:
-    """The rows at ``indices`` as dicts, read in one batched lookup (row by row is far slower)."""
-    columns = dataset[indices]  # {column: [values]}
-    return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
 
 def seed_everything(seed: int) -> None:

@@ -122,6 +122,12 @@ def format_prompt(row: Mapping[str, Any], template: str, prompt_column: str) -> 
         ) from None
 
 
+def rows_at(dataset: datasets.Dataset, indices: list[int]) -> list[dict[str, Any]]:
+    """The rows at ``indices`` as dicts, read in one batched lookup (row by row is far slower)."""
+    columns = dataset[indices]  # {column: [values]}
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
 def row_columns(rows: Sequence[Mapping[str, Any]], exclude: Sequence[str] = ()) -> dict[str, list[Any]]:
     """Columns of a list of rows as ``{name: [value per row]}`` (what reward functions receive)."""
     names = [name for name in (rows[0] if rows else {}) if name not in exclude]
