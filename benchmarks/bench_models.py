@@ -1,8 +1,7 @@
 """Models for the cohort-vs-TRL benchmark: the bundled demo model, or a warm-started stand-in.
 
-``tiny`` is the bundled demo model (``src/cohort/assets/demo_model``) when it exists, otherwise a
-~2 M-parameter Llama with the same kind of arithmetic character tokenizer. ``small`` is a ~25 M
-parameter Llama with that tokenizer. Stand-ins are built from a config with random weights and then
+``tiny`` is the bundled demo model (``src/cohort/assets/demo_model``). ``small`` is a 25.7 M
+parameter Llama with an arithmetic character tokenizer of the same kind. It is built from a config with random weights and then
 briefly supervised on the arithmetic task (SFT) until sampled accuracy reaches ``target_accuracy``:
 with purely random weights every exact-match reward is 0, every GRPO advantage is 0, and cohort
 (which skips zero-advantage sequences when beta = 0) would train nothing while TRL still runs a full
@@ -54,15 +53,11 @@ class ModelRecipe:
 
 
 RECIPES = {
-    "tiny": ModelRecipe("tiny", hidden_size=192, num_layers=4, intermediate_size=512, num_heads=4, sft_lr=1e-3),
     "small": ModelRecipe("small", hidden_size=512, num_layers=8, intermediate_size=1408, num_heads=8, sft_lr=5e-4),
 }
 
 
-def demo_model_dir() -> Path | None:
-    """The bundled demo model's directory, or None while it has not been built."""
-    path = Path(BUILTIN_MODELS["demo"])
-    return path if (path / "config.json").is_file() else None
+SIZES = ("tiny", "small")  # tiny: the bundled demo model; small: RECIPES["small"]
 
 
 def default_cache_dir() -> Path:
@@ -167,11 +162,11 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 def prepare_model(size: str, cache_dir: Path | None = None, log=print) -> Path:
-    """A model directory for ``size`` ("tiny" or "small"): the demo model, or a cached warm-started stand-in."""
-    if size not in RECIPES:
-        raise ValueError(f"model size must be one of {sorted(RECIPES)}, got {size!r}")
-    if size == "tiny" and demo_model_dir() is not None:
-        return demo_model_dir()
+    """A model directory for ``size`` ("tiny" or "small"): the demo model, or the cached warm-started stand-in."""
+    if size not in SIZES:
+        raise ValueError(f"model size must be one of {SIZES}, got {size!r}")
+    if size == "tiny":
+        return Path(BUILTIN_MODELS["demo"])
     recipe = RECIPES[size]
     directory = (cache_dir or default_cache_dir()) / f"{size}-v{CACHE_VERSION}"
     if (directory / "bench_model.json").is_file():

@@ -66,6 +66,11 @@ def current_rss_bytes() -> int:
         return 0
 
 
+def intervals(started: float, ends: list[float]) -> list[float]:
+    """Durations of consecutive steps from the start time and each step's end time."""
+    return [end - begin for begin, end in zip([started, *ends[:-1]], ends)]
+
+
 def mean_prompt_tokens(tokenizer, prompts: list[str]) -> float:
     """Average prompt length in tokens, as both trainers encode plain prompts (special tokens added)."""
     return sum(len(ids) for ids in tokenizer(list(prompts))["input_ids"]) / len(prompts)
@@ -146,7 +151,7 @@ def run_cohort(spec: RunSpec) -> dict[str, Any]:
             "setup_s": setup_s,
             "rss_before_train": rss_before,
             "prompt_tokens_mean": mean_prompt_tokens(trainer.tokenizer, prompts),
-            "step_s": [end - begin for begin, end in zip([started] + ends[:-1], ends)],
+            "step_s": intervals(started, ends),
             "reward": [m["reward/mean"] for m in records],
             "completion_tokens": [m["completion_len/mean"] * n for m in records],
             "trained_frac": [m["trained_frac"] for m in records],
@@ -249,7 +254,7 @@ def run_trl(spec: RunSpec) -> dict[str, Any]:
         setup_s = time.perf_counter() - setup_started
         rss_before = current_rss_bytes()
         trainer.train()
-        optimizer_steps = [end - begin for begin, end in zip([clock.started] + clock.ends[:-1], clock.ends)]
+        optimizer_steps = intervals(clock.started, clock.ends)
         # one cohort step = one generation batch = mu optimizer steps in TRL
         step_s = [sum(optimizer_steps[i : i + spec.mu]) for i in range(0, len(optimizer_steps), spec.mu)]
         # TRL logs every optimizer step; the reward exists only on the steps that generated (or repeats there)

@@ -54,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             "a character tokenizer, warm-started by SFT once and cached (~10 min the first time)")
     model.add_argument("--cache-dir", type=Path, help="where warm-started stand-in models are cached")
     model.add_argument("--no-warm-start", action="store_true",
-                       help="use a random-weight stand-in (all rewards 0: a smoke test, not a comparison)")
+                       help="small: random weights instead of the SFT warm start (all rewards 0: a smoke test, not "
+                            "a comparison); tiny is always the shipped demo model")
     run = parser.add_argument_group("identical settings for both trainers")
     run.add_argument("--steps", type=int, default=30, help="training steps per run (default 30)")
     run.add_argument("--prompts-per-step", type=int, help="P (default: 64 for tiny, as in the demo; 32 for small)")
@@ -80,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="extra cohort config override (repeatable)")
     bench.add_argument("--json", type=Path, metavar="PATH", help="also write every measurement to this JSON file")
     bench.add_argument("--quick", action="store_true",
-                       help="smoke run: 4 steps, P=4, G=4, 1 repeat, 1 thread, random weights unless the demo model exists")
+                       help="smoke run: 4 steps, P=4, G=4, 1 repeat, 1 thread, the demo model (or random weights for small)")
     parser.add_argument("--worker", nargs=2, metavar=("SPEC", "RESULT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -347,7 +348,6 @@ def main(argv: list[str] | None = None) -> int:
         RECIPES,
         build_char_tokenizer,
         build_random_model,
-        demo_model_dir,
         prepare_model,
     )
 
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vs-trl-model-") as scratch:
         if args.model:
             model_path = args.model
-        elif args.no_warm_start and not (args.model_size == "tiny" and demo_model_dir() is not None):
+        elif args.no_warm_start and args.model_size in RECIPES:  # tiny is always the shipped demo model
             model_path = scratch
             tokenizer = build_char_tokenizer()
             build_random_model(RECIPES[args.model_size], tokenizer).save_pretrained(scratch)

@@ -341,6 +341,23 @@ def supports_logits_to_keep(model: torch.nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
+def prefill_prompts(
+    model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
+) -> tuple[DynamicCache, torch.Tensor]:
+    """Run left-padded prompts once into a fresh KV cache (shared by the rollout engine and the
+    training forward). -> (cache with one row per prompt, logits of each prompt's last position [P, V])"""
+    cache = DynamicCache(config=model.config)
+    logits = model(
+        input_ids=prompt_ids,  # [P, Lp]
+        attention_mask=prompt_mask,
+        position_ids=left_padded_position_ids(prompt_mask),
+        past_key_values=cache,
+        use_cache=True,
+        **({"logits_to_keep": 1} if supports_logits_to_keep(model) else {}),
+    ).logits[:, -1, :]  # [P, V]
+    return cache, logits
+
+
 def _check_scoring_inputs(
     prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor, completion_mask: torch.Tensor
 ) -> None:
@@ -407,17 +424,8 @@ def _logits_with_shared_prompts(
     the completions run on top. Same math as one forward per row. -> [n, T, V]"""
     unique_mask = prompt_mask[first]  # [u, Lp]
     unique_ids = torch.where(unique_mask, prompt_ids[first], 0)  # [u, Lp]
-    cache = DynamicCache(config=model.config)
-    kwargs = {"logits_to_keep": 1} if supports_logits_to_keep(model) else {}
-    last_prompt_logits = model(
-        input_ids=unique_ids,
-        attention_mask=unique_mask,
-        position_ids=left_padded_position_ids(unique_mask),
-        past_key_values=cache,
-        use_cache=True,
-        **kwargs,
-    ).logits[:, -1:, :]  # [u, 1, V]: predicts each completion's first token
-    pieces = [last_prompt_logits[inverse]]  # [n, 1, V]
+    cache, last_prompt_logits = prefill_prompts(model, unique_ids, unique_mask)  # [u, V]: predicts each first token
+    pieces = [last_prompt_logits[inverse].unsqueeze(1)]  # [n, 1, V]
     width = completion_ids.shape[1]
     if width > 1:
         cache.batch_select_indices(inverse)  # [u, ...] -> [n, ...], gradients flow back to the shared prompt

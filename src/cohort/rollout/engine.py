@@ -15,7 +15,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.generation.stopping_criteria import StopStringCriteria
 
-from cohort.models import left_padded_position_ids, supports_logits_to_keep
+from cohort.models import prefill_prompts
 from cohort.rollout.batch import FINISH_REASONS, Rollout, left_pad
 from cohort.rollout.sampling import SamplingParams, choose_tokens
 
@@ -123,15 +123,8 @@ def _prefill(
 
     -> (cache with P*G rows, next-token logits [P*G, V] float32)
     """
-    cache = DynamicCache(config=model.config)
-    logits = model(
-        input_ids=prompts,  # [P, Lp]
-        attention_mask=prompt_mask,
-        position_ids=left_padded_position_ids(prompt_mask),
-        past_key_values=cache,
-        use_cache=True,
-        **({"logits_to_keep": 1} if supports_logits_to_keep(model) else {}),
-    ).logits[:, -1, :].float()  # [P, V]
+    cache, logits = prefill_prompts(model, prompts, prompt_mask)
+    logits = logits.float()  # [P, V]
     if group_size > 1:
         cache.batch_repeat_interleave(group_size)
         logits = logits.repeat_interleave(group_size, dim=0)  # [P*G, V]
