@@ -17,3 +17,43 @@ def fails_on_letter_a(prompts, completions, **_):
 
 def length_score(prompts, completions, **_):
     return [float(len(completion)) for completion in completions]
+
+
+def has_digit(prompts, completions, **_):
+    """A lenient 'correctness' rule for tiny random models: 1 when the completion holds a digit.
+
+    Marked as a correctness reward, so RFT keeps, DPO pairs and evaluation counts by it."""
+    return [1.0 if any(ch.isdigit() for ch in completion) else 0.0 for completion in completions]
+
+
+has_digit.is_correctness = True
+
+
+def never_correct(prompts, completions, **_):
+    """A correctness reward nothing satisfies (RFT must refuse to start with nothing to keep)."""
+    return [0.0 for _ in completions]
+
+
+never_correct.is_correctness = True
+
+
+class SignalAtCall:
+    """Scores like has_digit and, on its ``at``-th call, sends this process ``signal`` ``count`` times
+    (a scheduler's preemption; ``count=2`` is an impatient user pressing Ctrl-C twice)."""
+
+    is_correctness = True
+
+    def __init__(self, at: int = 3, signal: str = "SIGTERM", count: int = 1):
+        self.at, self.signal, self.count, self.calls = at, signal, count, 0
+
+    def __call__(self, prompts, completions, **_):
+        import os
+        import signal
+        import time
+
+        self.calls += 1
+        if self.calls == self.at:
+            for _ in range(self.count):
+                os.kill(os.getpid(), getattr(signal, self.signal))
+                time.sleep(0.05)  # let the handler run before the next one arrives
+        return has_digit(prompts, completions)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from cohort.algo import PRESETS
 from cohort.cli import main
-from cohort.config import FIELD_TYPES, ConfigError, build_config, load_config, parse_overrides
+from cohort.config import FIELD_TYPES, PRESETS, ConfigError, build_config, load_config, parse_overrides
+from cohort.methods import check_config
 
 REQUIRED_KEYS = [
     "model.path",
@@ -32,15 +32,11 @@ def test_the_issue_keys_exist_with_their_names():
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_every_preset_applies_and_its_run_defaults_are_real_keys(name):
-    for key in PRESETS[name].run_defaults:
+def test_every_preset_applies_and_its_settings_are_real_keys(name):
+    for key in PRESETS[name].settings:
         assert key in FIELD_TYPES, f"preset {name} sets unknown key {key}"
     config = build_config({"model.path": "m", "algorithm.preset": name})
-    knobs = PRESETS[name].loss
-    assert config.algorithm.aggregation == knobs.aggregation
-    assert config.algorithm.beta == knobs.beta
-    assert config.algorithm.eps_high == knobs.eps_high
-    for key, value in PRESETS[name].run_defaults.items():
+    for key, value in PRESETS[name].settings.items():
         section, field = key.split(".")
         assert getattr(getattr(config, section), field) == value
 
@@ -74,21 +70,50 @@ def test_unknown_key_suggests_the_closest():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("rollout.group_size=1", r"rollout.group_size=1 is not allowed: expected an int >= 2"),
+        ("rollout.group_size=0", r"rollout.group_size=0 is not allowed: expected an int >= 1"),
         ("rollout.group_size=many", r"rollout.group_size='many' is not allowed: expected int"),
         ("algorithm.preset=ppo2", r"algorithm.preset='ppo2' is not allowed: expected one of dapo, deepseekmath"),
-        ("algorithm.aggregation=mean", r"algorithm.aggregation='mean' is not allowed: expected one of decoupled"),
-        ("algorithm.ratio_level=group", r"expected one of 'token', 'sequence'"),
         ("rollout.temperature=0", r"rollout.temperature=0.0 is not allowed: expected a float > 0"),
         ("log.console=loud", r"log.console='loud' is not allowed: expected one of 'rich', 'plain', 'json', 'quiet'"),
         ("optim.betas=[0.9]", r"optim.betas=\[0.9\] is not allowed"),
         ("train.resume=maybe", r"train.resume='maybe' is not allowed: expected bool"),
         ("algorithm.dual_clip=0.5", r"algorithm.dual_clip=0.5 is not allowed: expected null or a float > 1"),
+        ("dpo.pairs=both", r"dpo.pairs='both' is not allowed: expected one of 'samples', 'dataset'"),
+        ("ppo.gamma=1.5", r"ppo.gamma=1.5 is not allowed: expected a float in \[0, 1\]"),
+        ("reward.functions=[{name: x", r"override 'reward.functions=\[\{name: x': the value is not valid YAML \(line 1, column"),
     ],
 )
 def test_invalid_values_name_key_value_and_what_is_allowed(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["model.path=m", override])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["rollout.group_size=1"], r"rollout.group_size=1 is not allowed: expected an int >= 2 \(GRPO's group_norm"),
+        (["algorithm.aggregation=mean"], r"algorithm.aggregation='mean' is not allowed: expected one of decoupled"),
+        (["algorithm.advantage=best"], r"algorithm.advantage='best' is not allowed: expected one of batch_norm"),
+        (["algorithm.policy_loss=ppo"], r"algorithm.policy_loss='ppo' is not allowed: expected one of clip, dual_clip"),
+        (["algorithm.dual_clip=3"], r"algorithm.dual_clip=3.0 is not allowed: expected a bound > 1 exactly when algorithm.policy_loss=dual_clip"),
+        (["algorithm.method=sft", "algorithm.mu=2"], r"algorithm.mu belongs to method grpo / ppo, not sft"),
+        (["algorithm.method=grpo", "ppo.gamma=0.9"], r"ppo.gamma belongs to method ppo, not grpo"),
+        (["algorithm.method=dpo", "algorithm.ref_reset_every=5"], r"algorithm.ref_reset_every belongs to method grpo / ppo, not dpo"),
+        (["train.batch_size=4"], r"train.batch_size belongs to method dpo / rft / sft, not grpo"),
+        (["algorithm.method=dpo", "offline.samples_per_prompt=1"], r"offline.samples_per_prompt=1 is not allowed: expected an int >= 2"),
+        (["algorithm.method=dqn"], r"algorithm.method='dqn' is not allowed: expected one of dpo, grpo, online_rft, ppo, rft, sft"),
+    ],
+)
+def test_method_rules_are_checked_before_anything_loads(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(load_config(None, ["model.path=m", *overrides]))
+
+
+def test_settings_at_their_default_or_from_a_base_layer_are_not_the_users():
+    config = load_config(None, ["model.path=m", "algorithm.method=sft", "algorithm.beta=0.04"], base={"algorithm": {"mu": 2}})
+    assert "algorithm.beta" not in config.user_keys and "algorithm.mu" not in config.user_keys
+    assert check_config(config).name == "sft"
+    assert {"model.path", "algorithm.method"} <= config.user_keys
 
 
 def test_model_path_is_required():
@@ -100,8 +125,12 @@ def test_bad_yaml_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: [unclosed")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    bad.write_text("model:\n  path: m\nrollout: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML: line 4, column 1: expected ',' or ']', but got '<stream end>'$") as error:
+        load_config(bad)
+    assert "\n" not in str(error.value)
+    bad.write_text("model:\n  path: m\n  dtype: a: b\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML: line 3, column 11: mapping values are not allowed here$"):
         load_config(bad)
     flat = tmp_path / "flat.yaml"
     flat.write_text("model: m\n")

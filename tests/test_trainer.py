@@ -10,10 +10,10 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from cohort.algo import PRESETS
 from cohort.cli import main
-from cohort.config import load_config
+from cohort.config import PRESETS, load_config
 from cohort.monitor import RunConsole
+from cohort.optimise import optimise
 from cohort.trainer import StepTimer, Trainer
 
 DESIGN_METRIC_KEYS = {
@@ -62,6 +62,16 @@ def train(config):
 
 def metric_lines(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def one_update(trainer):
+    """One batch from the trainer's source, its signal, and one pass of the shared optimisation loop."""
+    timer = StepTimer()
+    trainer.source.prepare()
+    batch = trainer.source.next_batch(timer)
+    signal = trainer.method.signal(batch, timer)
+    optimise(trainer.method, signal, batch.rollout, signal.loss_mask, signal.trainable, trainer.trainables, trainer.loop)
+    return signal
 
 
 def comparable(metrics):
@@ -139,13 +149,13 @@ def test_resume_after_a_crash_drops_metrics_written_after_the_checkpoint(tmp_pat
 def test_every_preset_trains_one_step(tmp_path, tiny_llama_dir, task_file, preset):
     config = run_config(
         tmp_path / preset, tiny_llama_dir, task_file,
-        f"algorithm.preset={preset}", f"algorithm.beta={PRESETS[preset].loss.beta}", "train.steps=1", "train.eval_before=false",
+        f"algorithm.preset={preset}", f"algorithm.beta={PRESETS[preset].settings['algorithm.beta']}", "train.steps=1", "train.eval_before=false",
         "train.eval_after=false", "optim.lr=1e-3",
     )
     train(config)
     (metrics,) = metric_lines(tmp_path / preset)
     assert metrics["step"] == 1 and torch.isfinite(torch.tensor(metrics["loss"]))
-    if PRESETS[preset].loss.beta > 0:
+    if PRESETS[preset].settings["algorithm.beta"] > 0:
         assert metrics["kl"] is not None
 
 
@@ -172,11 +182,8 @@ def test_micro_batch_size_does_not_change_the_gradient(tmp_path, tiny_llama_dir,
         config = run_config(tmp_path / f"micro{size}", tiny_llama_dir, task_file, f"optim.micro_batch_size={size}",
                             f"algorithm.aggregation={aggregation}", "optim.lr=1e-12", "algorithm.beta=0.04")
         trainer = Trainer(config, RunConsole("quiet", 1))
-        timer = StepTimer()
-        batch = trainer.collect_batch(timer)
-        advantages, loss_mask = trainer.advantages(batch)
-        stats = trainer.update(batch, advantages, loss_mask, timer)
-        assert stats["trained_frac"] > 0
+        signal = one_update(trainer)
+        assert signal.trainable.any()
         gradients.append({name: p.grad.clone() for name, p in trainer.policy.named_parameters()})
     for name, grad in gradients[0].items():
         assert torch.allclose(grad, gradients[1][name], rtol=1e-4, atol=1e-7), name

@@ -3,6 +3,10 @@
 A checkpoint (or ``final/``) is written completely into a hidden temporary directory beside its
 destination, flushed to disk, then renamed into place in one ``os.rename``: a crash at any moment
 leaves the previous checkpoint or the new one, never a half-written one.
+
+Nothing a resume reads can run code: weights are safetensors, and the trainer state is loaded with
+``torch.load(..., weights_only=True)``, which only accepts tensors and plain containers (the RNG
+states are stored in that form, see :func:`capture_rng_state`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import random
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,9 @@ import torch
 
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)$")
 TRAINER_STATE = "trainer_state.pt"
+DERIVED_DIRS = ("offline", "iterations")
+"""Subdirectories a run derives from its config (cached samples, per-iteration models); an
+overwritten run loses them with the rest."""
 
 
 class RunDirectoryError(ValueError):
@@ -110,7 +118,7 @@ class RunDirectory:
                     f"{self.root} already holds a run; pass train.resume=true to continue it, "
                     "train.overwrite=true to start afresh there, or another train.out_dir"
                 )
-            for child in (self.checkpoints, self.final):
+            for child in (self.checkpoints, self.final, *(self.root / name for name in DERIVED_DIRS)):
                 shutil.rmtree(child, ignore_errors=True)
             for child in self.root.iterdir():
                 if child.is_file():
@@ -160,11 +168,24 @@ def atomic_directory(destination: Path) -> Iterator[Path]:
         raise
 
 
+def _numpy_state_as_tensors(state: tuple) -> dict[str, Any]:
+    """numpy's legacy RNG state (name, uint32 keys, pos, has_gauss, cached) with the keys as a tensor."""
+    name, keys, position, has_gauss, cached = state
+    return {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(position),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _numpy_state_from_tensors(state: dict[str, Any]) -> tuple:
+    keys = state["keys"].numpy().astype(np.uint32)
+    return state["name"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]
+
+
 def capture_rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """Every random state a training step consumes."""
+    """Every random state a training step consumes, as tensors and plain values (weights-only loadable)."""
+    version, internal, gauss = random.getstate()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": _numpy_state_as_tensors(np.random.get_state()),
         "torch": torch.get_rng_state(),
         "generator": generator.get_state(),
     }
@@ -174,25 +195,46 @@ def capture_rng_state(generator: torch.Generator) -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python = state["python"]
+    random.setstate((python["version"], tuple(int(v) for v in python["internal"].tolist()), python["gauss"]))
+    np.random.set_state(_numpy_state_from_tensors(state["numpy"]))
     torch.set_rng_state(state["torch"])
     generator.set_state(state["generator"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_pretrained_atomic(destination: Path, model, tokenizer, extra: dict[str, Any] | None = None) -> None:
-    """Write an HF-format model + tokenizer (and optionally trainer state) atomically."""
+def save_pretrained_atomic(
+    destination: Path,
+    model,
+    tokenizer,
+    extra: dict[str, Any] | None = None,
+    write_more: Callable[[Path], None] | None = None,
+) -> None:
+    """Write an HF-format model + tokenizer (and optionally trainer state and more files, e.g. a
+    value model, written by ``write_more(directory)``) atomically."""
     with atomic_directory(destination) as temporary:
         model.save_pretrained(temporary, safe_serialization=True)
         tokenizer.save_pretrained(temporary)
         if extra is not None:
             torch.save(extra, temporary / TRAINER_STATE)
+        if write_more is not None:
+            write_more(temporary)
+
+
+class UnsafeCheckpointError(ValueError):
+    """The trainer state holds objects that only a full (code-running) unpickle could load."""
 
 
 def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
-    return torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=False)
+    """The trainer state of a checkpoint, loaded without running any code from the file."""
+    try:
+        return torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError (or RuntimeError) for anything but tensors and containers
+        raise UnsafeCheckpointError(
+            f"{checkpoint / TRAINER_STATE} holds more than tensors and plain values, so it is not loaded (loading it "
+            f"could run code); it may come from an older cohort or from someone else ({type(err).__name__})"
+        ) from None
 
 
 def prune_checkpoints(run: RunDirectory, keep: int) -> None:

@@ -1,4 +1,4 @@
-"""The ``cohort`` command: ``train``, ``eval``, ``report``, ``config`` (print the resolved config), ``presets``.
+"""The ``cohort`` command: ``train``, ``eval``, ``report``, ``config`` (print the resolved config), ``presets``, ``methods``.
 
 ``cohort train`` with no config file trains the bundled demo (a small model on arithmetic);
 ``cohort train run.yaml rollout.group_size=16`` takes a YAML file and dotted overrides.
@@ -40,8 +40,8 @@ def _train(args: argparse.Namespace) -> int:
 
     config = _load(args.items)
     console = RunConsole(config.log.console, config.train.steps)
-    Trainer(config, console).train()
-    return 0
+    summary = Trainer(config, console).train()
+    return 128 + summary["stopped_by"] if "stopped_by" in summary else 0  # the shell's convention for a signal
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -62,17 +62,28 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _show_config(args: argparse.Namespace) -> int:
+    from cohort.methods import check_config
+
     config = _load(args.items)
+    check_config(config)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
     return 0
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from cohort.algo import PRESETS
+    from cohort.config import PRESETS
 
     for name in sorted(PRESETS):
         preset = PRESETS[name]
         print(f"{name:14s} {preset.summary}")
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    from cohort.methods import METHODS
+
+    for name in METHODS.names():
+        print(f"{name:11s} {METHODS.get(name).summary}")
     return 0
 
 
@@ -98,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("config", help="print the fully resolved config and exit (validates it)")
     show.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [key=value ...]")
     show.set_defaults(run=_show_config)
-    presets = commands.add_parser("presets", help="list the algorithm presets")
+    presets = commands.add_parser("presets", help="list the algorithm presets (GRPO family)")
     presets.set_defaults(run=_presets)
+    methods = commands.add_parser("methods", help="list the training methods (algorithm.method)")
+    methods.set_defaults(run=_methods)
     return parser
 
 

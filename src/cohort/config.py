@@ -1,8 +1,10 @@
 """Typed, nested run configuration: YAML + dotted command-line overrides + algorithm presets.
 
 Precedence, lowest first: the defaults below, the chosen ``algorithm.preset`` (its loss knobs and
-recommended run settings), the YAML file, then ``key=value`` overrides. Every key and value is
-checked before any work starts; a wrong key names the closest valid one.
+recommended run settings), the YAML file, then ``key=value`` overrides. Every key, type and range
+is checked here; names that refer to registered pieces (aggregations, estimators, methods) and the
+method-specific rules are checked by :func:`cohort.methods.check_config` where the pieces are
+built, before any model loads. This module imports nothing from the rest of cohort.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from cohort.algo import AGGREGATIONS, KL_ESTIMATORS, OUTCOME_ESTIMATORS, PRESETS, LossKnobs, get_preset
+from types import MappingProxyType
+from typing import Mapping
 
 
 class ConfigError(ValueError):
@@ -108,37 +111,36 @@ class RolloutConfig:
     """Stop strings, in addition to the tokenizer's EOS ids."""
 
 
-_KNOBS = LossKnobs()
-
-
 @dataclass
 class AlgorithmConfig:
+    method: str = "grpo"
+    """The training method (DeepSeekMath's unified paradigm): grpo (and its family via ``preset``), ppo, dpo, sft, rft or online_rft."""
     preset: str = "grpo"
-    """Named bundle of the knobs below (spec §8.5); explicit keys override it."""
-    advantage: str = _KNOBS.advantage
-    """group_norm (GRPO), group_center (Dr. GRPO), batch_norm (group mean, batch std), rloo, or process (PRM steps)."""
-    std_ddof: int = _KNOBS.std_ddof
+    """Method grpo: a named bundle of the knobs below (spec §8.5, ``cohort presets``); explicit keys override it."""
+    advantage: str = "group_norm"
+    """group_norm (GRPO), group_center (Dr. GRPO), batch_norm (group mean, batch std), rloo, reinforce (no baseline), or process (PRM steps)."""
+    std_ddof: int = 1
     """Std of the group rewards: 1 = sample std (TRL, verl), 0 = population std."""
-    adv_eps: float = _KNOBS.adv_eps
+    adv_eps: float = 1e-4
     """Added to the std (outside the square root) before dividing."""
-    aggregation: str = _KNOBS.aggregation
+    aggregation: str = "seq_mean_token_mean"
     """Token aggregation: seq_mean_token_mean (GRPO), token_mean (DAPO), seq_mean_token_sum, seq_sum_const (Dr. GRPO), decoupled (DeGRPO)."""
-    eps_low: float = _KNOBS.eps_low
+    policy_loss: str = "clip"
+    """The surrogate: clip (per-token clipped ratio, PPO/GRPO), sequence_clip (GSPO's sequence ratio), dual_clip."""
+    eps_low: float = 0.2
     """Lower clip range: the ratio is clipped at 1 - eps_low."""
-    eps_high: float = _KNOBS.eps_high
+    eps_high: float = 0.2
     """Upper clip range: the ratio is clipped at 1 + eps_high (DAPO clip-higher: 0.28)."""
-    dual_clip: float | None = _KNOBS.dual_clip
-    """Dual-clip bound (> 1) on the loss of negative-advantage tokens; null = off."""
+    dual_clip: float | None = None
+    """policy_loss=dual_clip: the bound (> 1) on the loss of negative-advantage tokens."""
     beta: float = 0.04
-    """KL coefficient against the reference model; 0 = no reference model is loaded."""
-    kl_estimator: str = _KNOBS.kl_estimator
-    """k1, k2 or k3 (DeepSeekMath's unbiased, non-negative estimator)."""
-    ratio_level: Literal["token", "sequence"] = "token"
-    """Importance ratio per token (GRPO/PPO) or per sequence, length-normalised (GSPO)."""
-    control_weight: float = _KNOBS.control_weight
+    """KL coefficient against the reference model (GRPO: in the loss; PPO: in the reward); 0 = no reference model is loaded."""
+    kl_estimator: str = "k3"
+    """GRPO's KL estimator in the loss: k1, k2 or k3 (DeepSeekMath's unbiased, non-negative estimator)."""
+    control_weight: float = 1.0
     """Weight alpha of the first (control) token in the decoupled aggregation."""
     mu: int = 1
-    """Optimisation passes over each rollout batch (GRPO iterations)."""
+    """Optimisation passes over each rollout batch (GRPO iterations, PPO epochs)."""
     ref_reset_every: int = 0
     """Reset the reference to the current policy every N steps (iterative GRPO); 0 = never."""
     dynamic_sampling: bool = False
@@ -149,6 +151,52 @@ class AlgorithmConfig:
     """DAPO: truncated completions keep their reward in the group statistics but get no loss."""
     overlong_buffer: float = 0.0
     """DAPO soft overlong punishment: the last fraction of max_new_tokens is penalised linearly; 0 = off."""
+
+
+@dataclass
+class SFTConfig:
+    target_column: str | None = None
+    """Method sft: the column holding each row's target completion; null = 'target', else 'completion', else data.answer_column."""
+
+
+@dataclass
+class OfflineConfig:
+    samples_per_prompt: int = 8
+    """Methods rft and dpo (pairs from samples): completions drawn once per training prompt from the initial policy."""
+    max_prompts: int | None = None
+    """Draw for at most this many training prompts (a seeded choice); null = all of them."""
+
+
+@dataclass
+class DPOConfig:
+    beta: float = 0.1
+    """DPO's beta: the scale of the implicit reward beta * log(pi / pi_ref)."""
+    length_normalized: bool = False
+    """Use per-token means of the log-ratios (DeepSeekMath A.1.4 Eq. 12) instead of sums (standard DPO)."""
+    pairs: Literal["samples", "dataset"] = "samples"
+    """samples: (correct, incorrect) pairs from the initial policy's samples of each prompt (the paper); dataset: chosen/rejected columns of the training file."""
+    chosen_column: str = "chosen"
+    """pairs=dataset: the column holding the preferred completion."""
+    rejected_column: str = "rejected"
+    """pairs=dataset: the column holding the dispreferred completion."""
+    pairs_per_prompt: int = 1
+    """pairs=samples: at most this many distinct (correct, incorrect) pairs per prompt."""
+
+
+@dataclass
+class PPOConfig:
+    value_init: str = "policy"
+    """Where the value model starts: 'policy' (the policy's weights and a new zero scalar head) or a path to a reward model / value model directory (its head is kept)."""
+    value_lr: float | None = None
+    """Learning rate of the value model's AdamW; null = optim.lr."""
+    gamma: float = 1.0
+    """GAE discount."""
+    lam: float = 0.95
+    """GAE lambda."""
+    value_clip: float = 0.2
+    """Clip range of the value loss around the old values."""
+    whiten_advantages: bool = True
+    """Whiten the GAE advantages over the batch (mean 0, std 1), as verl and OpenRLHF do."""
 
 
 @dataclass
@@ -179,6 +227,8 @@ class OptimConfig:
 class TrainConfig:
     steps: int = 100
     """Training steps (each: P x G samples, then mu passes of updates)."""
+    batch_size: int | None = None
+    """Methods sft, rft, dpo: examples per step (rows; DPO: pairs); null = rollout.prompts_per_step x rollout.group_size sequences (DPO: half as many pairs)."""
     seed: int = 0
     """Seeds data order, sampling and initial RNG state: same seed, same machine, same run."""
     out_dir: str = "runs/cohort"
@@ -222,9 +272,18 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        self.user_keys: frozenset[str] = frozenset()
+        """Dotted keys the user set (YAML file or overrides) to a value other than the default or
+        preset one; method checks use it to reject options that belong to another method."""
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (tuples as lists), as written to the run's config.yaml."""
@@ -301,7 +360,10 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         if key not in FIELD_TYPES:
             raise _unknown_key(key)
-        flat[key] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            flat[key] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
     return flat
 
 
@@ -318,51 +380,52 @@ def _describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against ``annotation``; accept the obvious conversions (``"1e-5"`` -> float)."""
-    error = ConfigError(f"{key}={value!r} is not allowed: expected {_describe(annotation)}")
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(annotation)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(key, value, arg)
-            except ConfigError:
-                continue
-        raise error
-    if origin is Literal:
-        if value in typing.get_args(annotation):
-            return value
-        raise error
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise error
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise error
+def _coerce_union(key: str, value: Any, annotation: Any, error: ConfigError) -> Any:
+    args = typing.get_args(annotation)
+    if value is None and type(None) in args:
+        return None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(key, value, arg)
+        except ConfigError:
+            continue
+    raise error
+
+
+def _coerce_scalar(value: Any, annotation: Any, error: ConfigError) -> Any:
+    """bool, int, float and str, with the obvious conversions (``"1e-5"`` -> float, 3.0 -> 3)."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is bool and isinstance(value, bool):
+        return value
+    if annotation is int and is_number and float(value).is_integer():
+        return int(value)
     if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if is_number:
             return float(value)
         if isinstance(value, str):
             try:
                 return float(value)
             except ValueError:
                 raise error from None
-        raise error
-    if annotation is str:
-        if isinstance(value, str):
+    if annotation is str and (isinstance(value, str) or is_number):
+        return str(value)
+    raise error
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against ``annotation`` and return it in that type; ConfigError otherwise."""
+    error = ConfigError(f"{key}={value!r} is not allowed: expected {_describe(annotation)}")
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return _coerce_union(key, value, annotation, error)
+    if origin is Literal:
+        if value in typing.get_args(annotation):
             return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
         raise error
+    if annotation in (bool, int, float, str):
+        return _coerce_scalar(value, annotation, error)
     if origin is list:
         (item_type,) = typing.get_args(annotation)
         if isinstance(value, str) and item_type is str:
@@ -389,20 +452,26 @@ def _check(condition: bool, key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed: expected {expected}")
 
 
-def _validate(config: Config) -> None:
-    """Range and cross-field checks (types were checked while building)."""
-    r, a, o, t, d, w = config.rollout, config.algorithm, config.optim, config.train, config.data, config.reward
-    _check(bool(config.model.path), "model.path", config.model.path, "a model directory (or hub id)")
-    _check(r.group_size >= 2, "rollout.group_size", r.group_size, "an int >= 2 (GRPO needs a group)")
+def _validate_sampling(config: Config) -> None:
+    r, t = config.rollout, config.train
+    _check(r.group_size >= 1, "rollout.group_size", r.group_size, "an int >= 1")
     _check(r.prompts_per_step >= 1, "rollout.prompts_per_step", r.prompts_per_step, "an int >= 1")
     _check(r.max_new_tokens >= 1, "rollout.max_new_tokens", r.max_new_tokens, "an int >= 1")
     _check(r.temperature > 0, "rollout.temperature", r.temperature, "a float > 0 (training samples)")
     _check(0 < r.top_p <= 1, "rollout.top_p", r.top_p, "a float in (0, 1]")
     _check(r.top_k >= 0, "rollout.top_k", r.top_k, "an int >= 0 (0 = off)")
-    allowed_advantages = OUTCOME_ESTIMATORS.names() + ["process"]
-    _check(a.advantage in allowed_advantages, "algorithm.advantage", a.advantage, "one of " + ", ".join(allowed_advantages))
-    _check(a.aggregation in AGGREGATIONS, "algorithm.aggregation", a.aggregation, "one of " + ", ".join(AGGREGATIONS.names()))
-    _check(a.kl_estimator in KL_ESTIMATORS, "algorithm.kl_estimator", a.kl_estimator, "one of " + ", ".join(KL_ESTIMATORS.names()))
+    _check(t.steps >= 0, "train.steps", t.steps, "an int >= 0")
+    _check(t.batch_size is None or t.batch_size >= 1, "train.batch_size", t.batch_size, "null or an int >= 1")
+    _check(t.save_every >= 0, "train.save_every", t.save_every, "an int >= 0 (0 = only at the end)")
+    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, "an int >= 1")
+    _check(t.eval_samples >= 1, "train.eval_samples", t.eval_samples, "an int >= 1")
+    _check(t.threads is None or t.threads >= 1, "train.threads", t.threads, "null or an int >= 1")
+    _check(bool(t.out_dir), "train.out_dir", t.out_dir, "a directory path")
+    _check(config.log.completions_every >= 0, "log.completions_every", config.log.completions_every, "an int >= 0")
+
+
+def _validate_algorithm(config: Config) -> None:
+    a, o = config.algorithm, config.optim
     _check(a.std_ddof in (0, 1), "algorithm.std_ddof", a.std_ddof, "0 (population) or 1 (sample)")
     _check(a.adv_eps >= 0, "algorithm.adv_eps", a.adv_eps, "a float >= 0")
     _check(a.eps_low >= 0, "algorithm.eps_low", a.eps_low, "a float >= 0")
@@ -420,12 +489,22 @@ def _validate(config: Config) -> None:
     _check(o.mini_batches >= 1, "optim.mini_batches", o.mini_batches, "an int >= 1")
     _check(o.micro_batch_size >= 1, "optim.micro_batch_size", o.micro_batch_size, "an int >= 1")
     _check(all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas), "two floats in [0, 1)")
-    _check(t.steps >= 0, "train.steps", t.steps, "an int >= 0")
-    _check(t.save_every >= 0, "train.save_every", t.save_every, "an int >= 0 (0 = only at the end)")
-    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, "an int >= 1")
-    _check(t.eval_samples >= 1, "train.eval_samples", t.eval_samples, "an int >= 1")
-    _check(t.threads is None or t.threads >= 1, "train.threads", t.threads, "null or an int >= 1")
-    _check(bool(t.out_dir), "train.out_dir", t.out_dir, "a directory path")
+    p, d = config.ppo, config.dpo
+    _check(p.value_lr is None or p.value_lr > 0, "ppo.value_lr", p.value_lr, "null or a float > 0")
+    _check(0 <= p.gamma <= 1, "ppo.gamma", p.gamma, "a float in [0, 1]")
+    _check(0 <= p.lam <= 1, "ppo.lam", p.lam, "a float in [0, 1]")
+    _check(p.value_clip > 0, "ppo.value_clip", p.value_clip, "a float > 0")
+    _check(bool(p.value_init), "ppo.value_init", p.value_init, "'policy' or a model directory")
+    _check(d.beta > 0, "dpo.beta", d.beta, "a float > 0")
+    _check(d.pairs_per_prompt >= 1, "dpo.pairs_per_prompt", d.pairs_per_prompt, "an int >= 1")
+    off = config.offline
+    _check(off.samples_per_prompt >= 1, "offline.samples_per_prompt", off.samples_per_prompt, "an int >= 1")
+    _check(off.max_prompts is None or off.max_prompts >= 1, "offline.max_prompts", off.max_prompts, "null or an int >= 1")
+
+
+def _validate_data_and_rewards(config: Config) -> None:
+    d, w = config.data, config.reward
+    _check(bool(config.model.path), "model.path", config.model.path, "a model directory (or hub id)")
     _check(0 <= d.test_fraction < 1, "data.test_fraction", d.test_fraction, "a fraction in [0, 1)")
     _check(not (d.test_path and d.test_fraction), "data.test_fraction", d.test_fraction, "0 when data.test_path is set (one held-out source)")
     _check(d.eval_limit is None or d.eval_limit >= 1, "data.eval_limit", d.eval_limit, "null or an int >= 1")
@@ -437,7 +516,7 @@ def _validate(config: Config) -> None:
         _check(d.question_column is None and d.solution_column is None, "data.question_column", d.question_column,
                "null unless data.format is gsm8k or math")
     _check(w.timeout_s > 0, "reward.timeout_s", w.timeout_s, "a float > 0")
-    if a.advantage == "process":
+    if config.algorithm.advantage == "process":
         _check(bool(w.process_model) and isinstance(w.process_model.get("path"), str), "reward.process_model",
                w.process_model, "a mapping with a 'path' to a process reward model, since algorithm.advantage=process")
     else:
@@ -446,33 +525,113 @@ def _validate(config: Config) -> None:
         _check(isinstance(spec.get("name"), str) and bool(spec["name"]), f"reward.functions[{i}]", spec, "a mapping with a 'name'")
         weight = spec.get("weight", 1.0)
         _check(isinstance(weight, (int, float)) and not isinstance(weight, bool), f"reward.functions[{i}].weight", weight, "a number")
-    _check(config.log.completions_every >= 0, "log.completions_every", config.log.completions_every, "an int >= 0")
 
 
-def build_config(flat: dict[str, Any]) -> Config:
-    """A validated Config from dotted user values layered over the preset and the defaults."""
-    for key in flat:
+# --- presets (spec §8.5): named bundles of settings of method grpo ---------------------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named GRPO-family algorithm: dotted config settings applied under the user's own values."""
+
+    name: str
+    summary: str
+    settings: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+
+
+_PRESETS = [
+    Preset("grpo", "GRPO as in DeepSeekMath Eq. 3 (group-normalised advantages, per-sequence token mean, k3 KL "
+           "with beta 0.04), without the paper's large-scale run settings", {"algorithm.beta": 0.04}),
+    Preset("deepseekmath", "GRPO with DeepSeekMath's published settings: G=64, beta=0.04, mu=1, lr 1e-6",
+           {"algorithm.beta": 0.04, "rollout.group_size": 64, "algorithm.mu": 1, "optim.lr": 1e-6}),
+    Preset("r1_zero", "DeepSeek-R1-Zero: GRPO with beta=0.001, G=16, temperature 1, reference reset every 400 steps",
+           {"algorithm.beta": 0.001, "rollout.group_size": 16, "rollout.temperature": 1.0,
+            "algorithm.ref_reset_every": 400, "optim.lr": 3e-6}),
+    Preset("dr_grpo", "Dr. GRPO: centred advantages (no std), token sums over a constant L_max, no KL",
+           {"algorithm.advantage": "group_center", "algorithm.aggregation": "seq_sum_const", "algorithm.beta": 0.0,
+            "rollout.group_size": 8, "rollout.temperature": 1.0, "optim.lr": 1e-6, "optim.betas": (0.9, 0.95),
+            "optim.weight_decay": 0.0, "optim.max_grad_norm": 1.0}),
+    Preset("dapo", "DAPO: clip-higher (0.2/0.28), token-mean loss, no KL, dynamic sampling, soft overlong punishment",
+           {"algorithm.aggregation": "token_mean", "algorithm.eps_low": 0.2, "algorithm.eps_high": 0.28,
+            "algorithm.beta": 0.0, "rollout.group_size": 16, "rollout.temperature": 1.0,
+            "algorithm.dynamic_sampling": True, "algorithm.overlong_buffer": 0.2}),
+    Preset("gspo", "GSPO: sequence-level (length-normalised) importance ratio with a tight clip, no KL",
+           {"algorithm.policy_loss": "sequence_clip", "algorithm.eps_low": 3e-4, "algorithm.eps_high": 4e-4,
+            "algorithm.beta": 0.0}),
+    Preset("rloo", "RLOO: leave-one-out baseline (r_i minus the mean of the other samples), no std, no KL",
+           {"algorithm.advantage": "rloo", "algorithm.aggregation": "token_mean", "algorithm.beta": 0.0}),
+    Preset("degrpo", "DeGRPO (Thinkless): centred advantages, control token weighted apart (alpha=0.001), k3 KL 0.001",
+           {"algorithm.advantage": "group_center", "algorithm.aggregation": "decoupled",
+            "algorithm.control_weight": 0.001, "algorithm.beta": 0.001}),
+    Preset("trl_parity", "TRL GRPOTrainer defaults (sample std + 1e-4, token-mean loss, beta 0) for side-by-side comparisons",
+           {"algorithm.aggregation": "token_mean", "algorithm.beta": 0.0, "algorithm.std_ddof": 1, "algorithm.adv_eps": 1e-4}),
+]
+
+PRESETS: Mapping[str, Preset] = MappingProxyType({preset.name: preset for preset in _PRESETS})
+"""The algorithm presets by name (``algorithm.preset``; ``cohort presets`` lists them)."""
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; a ConfigError lists the available ones otherwise."""
+    if name not in PRESETS:
+        raise ConfigError(f"algorithm.preset={name!r} is not allowed: expected one of {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
+
+
+# --- building -----------------------------------------------------------------------------------------
+
+
+def _resolve(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Later layers win; every value coerced to its field's type."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    return {key: _coerce(key, value, FIELD_TYPES[key]) for key, value in merged.items()}
+
+
+def _default_value(key: str) -> Any:
+    section, name = key.split(".", 1)
+    return getattr(_sections()[section](), name)
+
+
+def build_config(flat: dict[str, Any], *, base: dict[str, Any] | None = None) -> Config:
+    """A validated Config from the user's dotted values (``flat``) over ``base``, the preset and the defaults.
+
+    ``Config.user_keys`` records which of ``flat``'s keys differ from what the lower layers give.
+    """
+    base = base or {}
+    for key in [*base, *flat]:
         if key not in FIELD_TYPES:
             raise _unknown_key(key)
-    preset_name = flat.get("algorithm.preset", AlgorithmConfig.preset)
-    if preset_name not in PRESETS:
-        raise ConfigError(f"algorithm.preset={preset_name!r} is not allowed: expected one of {', '.join(sorted(PRESETS))}")
-    preset = get_preset(preset_name)
-    layered = {f"algorithm.{name}": value for name, value in dataclasses.asdict(preset.loss).items()}
-    layered.update(preset.run_defaults)
-    layered.update(flat)
+    preset = get_preset(flat.get("algorithm.preset", base.get("algorithm.preset", AlgorithmConfig.preset)))
+    lower = _resolve([dict(preset.settings), base])
+    resolved = _resolve([lower, flat])
     sections: dict[str, dict[str, Any]] = {name: {} for name in _sections()}
-    for key, value in layered.items():
+    for key, value in resolved.items():
         section, name = key.split(".", 1)
-        sections[section][name] = _coerce(key, value, FIELD_TYPES[key])
+        sections[section][name] = value
     config = Config(**{name: cls(**sections[name]) for name, cls in _sections().items()})
-    _validate(config)
+    _validate_data_and_rewards(config)
+    _validate_sampling(config)
+    _validate_algorithm(config)
+    config.user_keys = frozenset(key for key in flat if resolved[key] != lower.get(key, _default_value(key)))
     return config
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error as 'line L, column C: problem' (1-based), in one line."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or getattr(err, "context", None) or str(err)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
     """Config from an optional YAML file and ``key=value`` overrides (``base`` is a lower YAML layer)."""
-    flat = _flatten(base, "base config") if base else {}
+    flat: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -480,10 +639,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             tree = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
         flat.update(_flatten(tree, str(path)))
     flat.update(parse_overrides(overrides or []))
-    return build_config(flat)
+    return build_config(flat, base=_flatten(base, "base config") if base else None)
 
 
 def save_config(config: Config, path: str | Path) -> None:

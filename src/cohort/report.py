@@ -236,6 +236,9 @@ class Panel:
     style: Literal["lines", "band", "stacked"] = "lines"
     """lines: one line per key; band: first key ± second key (mean ± std); stacked: stacked areas
     of all keys but the last, which is drawn as a line on top (parts of a total)."""
+    methods: tuple[str, ...] | None = None
+    """The training methods that record these metrics (None: every method); a run of another
+    method neither draws the panel nor lists its metrics as missing."""
 
 
 REWARD_FUNCTION_KEY = re.compile(r"^reward/(?P<name>.+)/mean$")
@@ -244,30 +247,51 @@ TIME_PARTS = (
 )
 
 
-def metric_panels(keys: set[str]) -> list[Panel]:
-    """The panels of the report, in page order (reward functions found among ``keys``)."""
+ONLINE = ("grpo", "ppo", "online_rft")
+SCORED = ONLINE + ("rft", "dpo")
+
+
+def metric_panels(keys: set[str], method: str | None = None) -> list[Panel]:
+    """The panels of the report for a run of ``method`` (None: all), in page order (reward
+    functions found among ``keys``)."""
     reward_functions = tuple(
         (key, match["name"]) for key in sorted(keys) if (match := REWARD_FUNCTION_KEY.match(key))
     )
-    return [
+    panels = [
         Panel("reward", "Reward (mean ± std over the batch)", "reward",
-              (("reward/mean", "mean"), ("reward/std", "std")), "band"),
-        Panel("reward-functions", "Reward by function (mean)", "reward", reward_functions),
-        Panel("accuracy", "Accuracy (correct samples)", "fraction", (("accuracy", "accuracy"),)),
-        Panel("kl", "KL to the reference model", "KL", (("kl", "kl"),)),
+              (("reward/mean", "mean"), ("reward/std", "std")), "band", SCORED),
+        Panel("reward-functions", "Reward by function (mean)", "reward", reward_functions, methods=SCORED),
+        Panel("accuracy", "Accuracy (correct samples)", "fraction", (("accuracy", "accuracy"),), methods=SCORED),
+        Panel("kl", "KL to the reference model", "KL", (("kl", "kl"),), methods=("grpo", "ppo")),
+        Panel("dpo-rewards", "DPO implicit rewards (beta x log-ratio, mean over pairs)", "reward",
+              (("dpo/reward_chosen", "chosen"), ("dpo/reward_rejected", "rejected"), ("dpo/margin", "margin")), methods=("dpo",)),
+        Panel("dpo-accuracy", "DPO preference accuracy (margin > 0)", "fraction", (("dpo/accuracy", "accuracy"),), methods=("dpo",)),
+        Panel("value-loss", "Value model: clipped value loss", "loss", (("value/loss", "value loss"),), methods=("ppo",)),
+        Panel("value-fit", "Value model: explained variance of the returns", "fraction",
+              (("value/explained_variance", "explained variance"),), methods=("ppo",)),
+        Panel("kl-in-reward", "KL penalty in the reward (beta x KL, per sequence)", "reward",
+              (("kl_in_reward", "beta x KL"),), methods=("ppo",)),
+        Panel("kept-frac", "Samples kept (correct, deduplicated)", "fraction", (("rft/kept_frac", "kept"),),
+              methods=("rft", "online_rft")),
+        Panel("nll", "Negative log-likelihood of the kept / target tokens", "nats / token", (("nll", "nll"),),
+              methods=("sft", "rft", "online_rft")),
         Panel("entropy", "Policy entropy", "nats / token", (("entropy", "entropy"),)),
         Panel("clip-frac", "Clipped fraction of tokens", "fraction",
-              (("clip_frac/low", "low (ratio < 1-ε)"), ("clip_frac/high", "high (ratio > 1+ε)"))),
+              (("clip_frac/low", "low (ratio < 1-ε)"), ("clip_frac/high", "high (ratio > 1+ε)")), methods=("grpo", "ppo")),
         Panel("completion-len", "Completion length", "tokens",
               (("completion_len/mean", "mean"), ("completion_len/max", "max"))),
-        Panel("truncated-frac", "Truncated completions (hit max_new_tokens)", "fraction", (("truncated_frac", "truncated"),)),
-        Panel("frac-zero-std", "Groups with zero reward std (no signal)", "fraction", (("frac_zero_std", "zero-std groups"),)),
+        Panel("truncated-frac", "Truncated completions (hit max_new_tokens)", "fraction", (("truncated_frac", "truncated"),),
+              methods=ONLINE),
+        Panel("frac-zero-std", "Groups with zero reward std (no signal)", "fraction", (("frac_zero_std", "zero-std groups"),),
+              methods=("grpo",)),
         Panel("step-time", "Step time by phase", "seconds", (*TIME_PARTS, ("time/step_s", "step total")), "stacked"),
         Panel("tokens-per-s", "Throughput", "completion tokens / s", (("tokens_per_s", "tokens/s"),)),
         Panel("loss", "Loss", "loss", (("loss", "loss"),)),
-        Panel("grad-norm", "Gradient norm (before clipping)", "norm", (("grad_norm", "grad norm"),)),
+        Panel("grad-norm", "Gradient norm (before clipping)", "norm",
+              (("grad_norm", "policy"), ("value/grad_norm", "value model"))),
         Panel("lr", "Learning rate", "lr", (("lr", "lr"),)),
     ]
+    return [panel for panel in panels if method is None or panel.methods is None or method in panel.methods]
 
 
 @dataclass(frozen=True)
@@ -353,12 +377,12 @@ def render_panel(panel: Panel, steps: np.ndarray, columns: dict[str, np.ndarray]
     return Plot(panel.id, panel.title, alt, tuple(key for key, _ in present), png, width, height)
 
 
-def render_metric_plots(metrics: list[dict[str, Any]]) -> tuple[list[Plot], list[Omission]]:
-    """All metric panels that have data, and the expected metrics that were left out (and why)."""
+def render_metric_plots(metrics: list[dict[str, Any]], method: str | None = None) -> tuple[list[Plot], list[Omission]]:
+    """All metric panels of ``method`` that have data, and the expected metrics that were left out (and why)."""
     columns = metric_columns(metrics)
     steps = columns.pop("step")  # [S]
     plots, omissions = [], []
-    for panel in metric_panels(set(columns)):
+    for panel in metric_panels(set(columns), method):
         plot = render_panel(panel, steps, columns)
         if plot is not None:
             plots.append(plot)
@@ -370,7 +394,7 @@ def render_metric_plots(metrics: list[dict[str, Any]]) -> tuple[list[Plot], list
             if plot is None and panel.style == "band" and key != panel.series[0][0]:
                 reason = f"not drawn without {panel.series[0][0]}"
             omissions.append(Omission(key, reason))
-    if not any(REWARD_FUNCTION_KEY.match(key) for key in columns):
+    if not any(REWARD_FUNCTION_KEY.match(key) for key in columns) and (method is None or method in SCORED):
         omissions.append(Omission("reward/<name>/mean", "no per-function rewards recorded"))
     return plots, omissions
 
@@ -586,6 +610,7 @@ def build_page(run: RunData) -> ReportPage:
         ("run directory", str(run.root)),
         ("model", _text(_section(run.config, "model").get("path"))),
         ("task", _text(_section(run.config, "data").get("task"))),
+        ("method", _text(_section(run.config, "algorithm").get("method", "grpo"))),
         ("preset", _text(_section(run.config, "algorithm").get("preset"))),
         ("steps", progress),
         ("training time", f"{format_duration(wall)} (sum of step times)"),
@@ -608,7 +633,7 @@ def build_page(run: RunData) -> ReportPage:
             Headline("headline-pass1", "pass@1 before → after",
                      _before_after(run.eval_before, run.eval_after, lambda s: dict(_curve(s, "pass_at_k")).get(1))),
         ]
-    plots, omissions = render_metric_plots(run.metrics)
+    plots, omissions = render_metric_plots(run.metrics, _section(run.config, "algorithm").get("method", "grpo") if run.config else None)
     has_eval = run.eval_before is not None or run.eval_after is not None
     shown = len(run.completions)
     return ReportPage(

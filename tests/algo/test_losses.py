@@ -150,7 +150,7 @@ def test_clip_higher_and_dual_clip():
     _, stats = policy_loss(logp, old, adv, mask, eps_low=0.2, eps_high=0.2)
     assert float(stats["clip_frac_high"]) == pytest.approx(1 / 3)
     # dual clip bounds the negative-advantage token with rho = 5 at 3 * |A|
-    loss, _ = policy_loss(logp, old, adv, mask, eps_high=0.28, dual_clip=3.0, aggregation="seq_mean_token_sum")
+    loss, _ = policy_loss(logp, old, adv, mask, eps_high=0.28, loss="dual_clip", dual_clip=3.0, aggregation="seq_mean_token_sum")
     assert float(loss.detach()) == pytest.approx(-1.25 + 1.25 + 3.0)
     loss.backward()
     assert logp.grad[0, 2] == 0.0  # the dual-clipped token carries no gradient
@@ -163,7 +163,7 @@ def test_sequence_level_ratio_is_gspo():
     old = logp.detach() - torch.tensor([[0.01, -0.02, 0.04]], dtype=F64)
     mask = torch.tensor([[True, True, False]])
     adv = torch.tensor([2.0], dtype=F64)
-    loss, stats = policy_loss(logp, old, adv, mask, ratio_level="sequence", eps_low=0.1, eps_high=0.1)
+    loss, stats = policy_loss(logp, old, adv, mask, loss="sequence_clip", eps_low=0.1, eps_high=0.1)
     seq_ratio = math.exp((0.01 - 0.02) / 2)
     assert float(loss.detach()) == pytest.approx(-seq_ratio * 2.0)
     assert float(stats["ratio_mean"]) == pytest.approx(seq_ratio)
@@ -209,11 +209,15 @@ class TestPolicyLossBadInput:
 
     def test_bad_knobs(self):
         with pytest.raises(ValueError, match="dual_clip must be > 1"):
-            policy_loss(**self.args(), dual_clip=0.5)
+            policy_loss(**self.args(), loss="dual_clip", dual_clip=0.5)
+        with pytest.raises(ValueError, match="is the bound of loss='dual_clip'"):
+            policy_loss(**self.args(), dual_clip=3.0)
+        with pytest.raises(ValueError, match="policy loss 'dual_clip' needs dual_clip > 1"):
+            policy_loss(**self.args(advantages=torch.tensor([1.0, -1.0])), loss="dual_clip")
         with pytest.raises(ValueError, match="eps_low and eps_high must be >= 0"):
             policy_loss(**self.args(), eps_low=-0.1)
-        with pytest.raises(ValueError, match="ratio_level must be 'token' or 'sequence'"):
-            policy_loss(**self.args(), ratio_level="group")
+        with pytest.raises(ValueError, match="unknown policy loss 'group_clip'; allowed: clip, dual_clip, sequence_clip"):
+            policy_loss(**self.args(), loss="group_clip")
         with pytest.raises(ValueError, match="unknown loss aggregation 'mean'; allowed: decoupled"):
             policy_loss(**self.args(), aggregation="mean")
         with pytest.raises(ValueError, match="unknown KL estimator 'k4'"):

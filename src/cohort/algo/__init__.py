@@ -1,8 +1,9 @@
-"""Pure GRPO math: tensors in, tensors out. Imports torch only (a test enforces it)."""
+"""Pure math of every method: tensors in, tensors out. Imports torch only (a test enforces it)."""
 
 from cohort.algo.advantages import (
     OUTCOME_ESTIMATORS,
     Advantages,
+    OutcomeEstimator,
     degenerate_groups,
     gae_advantages,
     outcome_advantages,
@@ -11,40 +12,44 @@ from cohort.algo.advantages import (
 from cohort.algo.losses import (
     AGGREGATIONS,
     KL_ESTIMATORS,
+    POLICY_LOSSES,
+    ClipRange,
     LossNormalizers,
     aggregate,
     clipped_value_loss,
+    coefficient_loss,
     dpo_loss,
     first_token_mask,
     kl_penalty,
     policy_loss,
 )
-from cohort.algo.metrics import maj_at_k, majority_answer, pass_at_k
-from cohort.algo.ops import entropy_from_logits, masked_mean, masked_sum, token_logprobs
-from cohort.algo.presets import PRESETS, LossKnobs, Preset, get_preset
+from cohort.algo.metrics import explained_variance, maj_at_k, majority_answer, pass_at_k
+from cohort.algo.ops import entropy_from_logits, masked_mean, masked_sum, masked_whiten, token_logprobs
 
 __all__ = [
     "AGGREGATIONS",
     "KL_ESTIMATORS",
     "OUTCOME_ESTIMATORS",
-    "PRESETS",
+    "POLICY_LOSSES",
     "Advantages",
-    "LossKnobs",
+    "ClipRange",
     "LossNormalizers",
-    "Preset",
+    "OutcomeEstimator",
     "aggregate",
     "clipped_value_loss",
+    "coefficient_loss",
     "degenerate_groups",
     "dpo_loss",
     "entropy_from_logits",
+    "explained_variance",
     "first_token_mask",
     "gae_advantages",
-    "get_preset",
     "kl_penalty",
     "maj_at_k",
     "majority_answer",
     "masked_mean",
     "masked_sum",
+    "masked_whiten",
     "outcome_advantages",
     "pass_at_k",
     "policy_loss",

@@ -40,33 +40,68 @@ class GroupStats:
     degenerate: torch.Tensor  # [N] bool: group has < 2 valid rewards or zero range
 
 
-OutcomeEstimator = Callable[[GroupStats, float], torch.Tensor]
+EstimatorFn = Callable[[GroupStats, float], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class OutcomeEstimator:
+    """An advantage estimator and the properties the rest of the code asks it about.
+
+    ``zeroes_equal_groups``: a group whose valid rewards are all equal (or fewer than two) gets
+    advantage exactly 0 (spec §10.1); estimators with a group baseline need this, one without a
+    baseline (REINFORCE: the reward itself, e.g. online RFT's coefficient) does not.
+    ``needs_group``: the estimator compares samples of one prompt, so the group size must be >= 2.
+    """
+
+    fn: EstimatorFn
+    zeroes_equal_groups: bool = True
+    needs_group: bool = True
+
+
 OUTCOME_ESTIMATORS: Registry[OutcomeEstimator] = Registry("advantage estimator")
 
 
-@OUTCOME_ESTIMATORS.register("group_norm")
+def _estimator(name: str, *, zeroes_equal_groups: bool = True, needs_group: bool = True) -> Callable[[EstimatorFn], EstimatorFn]:
+    """Decorator: register ``fn`` as the outcome estimator ``name`` with its properties."""
+
+    def register(fn: EstimatorFn) -> EstimatorFn:
+        OUTCOME_ESTIMATORS.register(name)(OutcomeEstimator(fn, zeroes_equal_groups, needs_group))
+        return fn
+
+    return register
+
+
+@_estimator("group_norm")
 def _group_norm(stats: GroupStats, eps: float) -> torch.Tensor:
     """GRPO (DeepSeekMath §4.1.2): (r - mean_group) / (std_group + eps)."""
     return (stats.rewards - stats.mean) / (stats.std + eps)
 
 
-@OUTCOME_ESTIMATORS.register("group_center")
+@_estimator("group_center")
 def _group_center(stats: GroupStats, eps: float) -> torch.Tensor:
     """Dr. GRPO: r - mean_group, no std division (eps unused)."""
     return stats.rewards - stats.mean
 
 
-@OUTCOME_ESTIMATORS.register("batch_norm")
+@_estimator("batch_norm")
 def _batch_norm(stats: GroupStats, eps: float) -> torch.Tensor:
     """Group mean as baseline, std of the whole batch as scale (TRL ``scale_rewards="batch"``)."""
     return (stats.rewards - stats.mean) / (stats.batch_std + eps)
 
 
-@OUTCOME_ESTIMATORS.register("rloo")
+@_estimator("rloo")
 def _leave_one_out(stats: GroupStats, eps: float) -> torch.Tensor:
     """RLOO: r_i - mean of the other valid rewards of the group = n/(n-1) * (r_i - mean)."""
     n = stats.count.to(stats.rewards.dtype)
     return (stats.rewards - stats.mean) * n / (n - 1).clamp(min=1)
+
+
+@_estimator("reinforce", zeroes_equal_groups=False, needs_group=False)
+def _reinforce(stats: GroupStats, eps: float) -> torch.Tensor:
+    """REINFORCE without a baseline: the reward itself. With a 0/1 correctness reward this is online
+    RFT's gradient coefficient I(o) (DeepSeekMath Eq. 10-11): a correct sample keeps 1 even when
+    its whole group is correct."""
+    return stats.rewards
 
 
 def _stat_dtype(rewards: torch.Tensor) -> torch.dtype:
@@ -74,7 +109,7 @@ def _stat_dtype(rewards: torch.Tensor) -> torch.dtype:
 
 
 def group_index(
-    num_samples: int, group_size: int | None, group_ids: torch.Tensor | None, device: torch.device
+    num_samples: int, group_size: int | None, group_ids: torch.Tensor | None, device: torch.device, min_group_size: int = 2
 ) -> tuple[torch.Tensor, int]:
     """Dense group index per sample and the number of groups, from a group size or explicit ids.
 
@@ -90,8 +125,8 @@ def group_index(
             raise ValueError(f"group_ids must be an integer tensor, got dtype {group_ids.dtype}")
         labels, index = torch.unique(group_ids, return_inverse=True)
         return index.to(device), int(labels.numel())
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
-        raise ValueError(f"group_size must be an int >= 2 (G samples per prompt), got {group_size!r}")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < min_group_size:
+        raise ValueError(f"group_size must be an int >= {min_group_size} (G samples per prompt), got {group_size!r}")
     if num_samples % group_size != 0:
         raise ValueError(
             f"the batch of {num_samples} samples is not divisible by group_size={group_size}; "
@@ -147,6 +182,9 @@ def outcome_advantages(
 ) -> Advantages:
     """Group-relative outcome advantages, one value per sample (spec §3, §8.1, §10).
 
+    Whether an all-equal group gets 0 is a property of the estimator
+    (``OUTCOME_ESTIMATORS.get(name).zeroes_equal_groups``).
+
     rewards: [N] (NaN = could not score) -> Advantages(values [N], valid [N] bool)
 
     >>> outcome_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64), 4, ddof=0, eps=0.0).values
@@ -160,7 +198,7 @@ def outcome_advantages(
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     estimate = OUTCOME_ESTIMATORS.get(estimator)
-    index, num_groups = group_index(rewards.shape[0], group_size, group_ids, rewards.device)
+    index, num_groups = group_index(rewards.shape[0], group_size, group_ids, rewards.device, 2 if estimate.needs_group else 1)
     valid = _check_finite(rewards, "rewards", strict)
     values = rewards.to(_stat_dtype(rewards))  # [N]
     count, mean, std, spread = _grouped_stats(values, valid, index, num_groups, ddof)  # each [K]
@@ -175,8 +213,9 @@ def outcome_advantages(
         batch_std=batch_std[0],
         degenerate=((count < 2) | (spread == 0))[index],
     )
-    raw = estimate(stats, eps)  # [N]
-    return Advantages(torch.where(valid & ~stats.degenerate, raw, zero), valid)
+    raw = estimate.fn(stats, eps)  # [N]
+    keep = valid & ~stats.degenerate if estimate.zeroes_equal_groups else valid  # [N]
+    return Advantages(torch.where(keep, raw, zero), valid)
 
 
 def degenerate_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -185,38 +224,22 @@ def degenerate_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     These carry no policy-gradient signal (DAPO's dynamic sampling drops them).
     rewards: [N] (NaN = could not score), group-contiguous -> [N // group_size] bool
     """
-    index, num_groups = group_index(rewards.shape[0], group_size, None, rewards.device)
+    index, num_groups = group_index(rewards.shape[0], group_size, None, rewards.device, min_group_size=1)
     valid = ~torch.isnan(rewards)
     count, _, _, spread = _grouped_stats(rewards.to(_stat_dtype(rewards)), valid, index, num_groups, 0)
     return (count < 2) | (spread == 0)  # [N // group_size]
 
 
-def process_advantages(
+def _check_process_inputs(
     step_rewards: torch.Tensor,
     step_ends: torch.Tensor,
     step_mask: torch.Tensor,
     completion_lengths: torch.Tensor,
     num_tokens: int,
-    group_size: int | None = None,
-    *,
-    group_ids: torch.Tensor | None = None,
-    ddof: int = 1,
-    eps: float = 1e-4,
-    strict: bool = False,
-    scored: torch.Tensor | None = None,
-) -> Advantages:
-    """Process-supervision token advantages (DeepSeekMath §4.1.3, spec §4, §10.11).
-
-    Step rewards of a whole group are pooled, normalised ``(r - mean(R)) / (std(R) + eps)``, and
-    each token gets the sum of the normalised rewards of the steps that end at or after it.
-
-    step_rewards: [N, K] (NaN = could not score: the sample contributes nothing, valid=False)
-    step_ends: [N, K] long, 1-based index of each step's last token within the completion
-    step_mask: [N, K] bool, True for real steps; real steps come first in each row
-    completion_lengths: [N] long (|o_i|); num_tokens: T, width of the completion tensors
-    scored: [N] bool or None; False marks a sample the PRM could not score at all (valid=False)
-    -> Advantages(values [N, T], valid [N])
-    """
+    ddof: int,
+    eps: float,
+) -> None:
+    """Shapes, dtypes, step padding, and step ends strictly increasing within [1, |o_i|] (spec §10.11)."""
     if step_rewards.dim() != 2:
         raise ValueError(f"step_rewards must be 2-D [N, K], got shape {tuple(step_rewards.shape)}")
     shape = tuple(step_rewards.shape)
@@ -254,6 +277,36 @@ def process_advantages(
             f"{int(ends[row, col])} then {int(ends[row, col + 1])}"
         )
 
+
+def process_advantages(
+    step_rewards: torch.Tensor,
+    step_ends: torch.Tensor,
+    step_mask: torch.Tensor,
+    completion_lengths: torch.Tensor,
+    num_tokens: int,
+    group_size: int | None = None,
+    *,
+    group_ids: torch.Tensor | None = None,
+    ddof: int = 1,
+    eps: float = 1e-4,
+    strict: bool = False,
+    scored: torch.Tensor | None = None,
+) -> Advantages:
+    """Process-supervision token advantages (DeepSeekMath §4.1.3, spec §4, §10.11).
+
+    Step rewards of a whole group are pooled, normalised ``(r - mean(R)) / (std(R) + eps)``, and
+    each token gets the sum of the normalised rewards of the steps that end at or after it.
+
+    step_rewards: [N, K] (NaN = could not score: the sample contributes nothing, valid=False)
+    step_ends: [N, K] long, 1-based index of each step's last token within the completion
+    step_mask: [N, K] bool, True for real steps; real steps come first in each row
+    completion_lengths: [N] long (|o_i|); num_tokens: T, width of the completion tensors
+    scored: [N] bool or None; False marks a sample the PRM could not score at all (valid=False)
+    -> Advantages(values [N, T], valid [N])
+    """
+    _check_process_inputs(step_rewards, step_ends, step_mask, completion_lengths, num_tokens, ddof, eps)
+    num_samples, max_steps = step_rewards.shape
+    ends = torch.where(step_mask, step_ends, torch.ones_like(step_ends))  # [N, K]
     index, num_groups = group_index(num_samples, group_size, group_ids, step_rewards.device)
     finite = _check_finite(torch.where(step_mask, step_rewards, torch.zeros_like(step_rewards)), "step_rewards", strict)
     valid = finite.all(dim=1)  # [N]: one unscorable step voids the sample
@@ -287,10 +340,18 @@ def gae_advantages(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over right-padded completions (spec §1.1, PPO baseline).
 
-    ``V(s_{|o|+1}) = 0``: the value after the last counted token is zero. Returns
-    ``(advantages, returns)`` with ``returns = advantages + values``, both 0 where ``mask`` is False.
+    ``delta_t = r_t + gamma V(s_{t+1}) - V(s_t)`` with ``V(s_{|o|+1}) = 0`` (the value after the last
+    counted token is zero), ``A_t = sum_l (gamma lam)^l delta_{t+l}``. Returns
+    ``(advantages, returns)`` with ``returns = advantages + values`` (the value model's regression
+    target), both 0 where ``mask`` is False.
 
-    token_rewards, values: [B, T]; mask: [B, T] bool (a prefix of each row) -> ([B, T], [B, T])
+    The advantages are NOT whitened here. verl whitens them inside its GAE function
+    (``masked_whiten`` over the batch); cohort keeps GAE a pure estimator and lets the PPO method
+    whiten afterwards with :func:`cohort.algo.masked_whiten` (``ppo.whiten_advantages``, on by
+    default), so the returns the value model regresses on are never affected by the whitening.
+
+    token_rewards, values: [B, T]; mask: [B, T] bool, a prefix of each row (True then False)
+    -> ([B, T], [B, T])
     """
     if token_rewards.shape != values.shape or mask.shape != values.shape:
         raise ValueError(
@@ -299,6 +360,9 @@ def gae_advantages(
         )
     if mask.dtype != torch.bool:
         raise ValueError(f"mask must be a bool tensor, got dtype {mask.dtype}")
+    if mask.shape[1] > 1 and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+        row = int((mask[:, 1:] & ~mask[:, :-1]).any(dim=1).nonzero()[0])
+        raise ValueError(f"mask must be a prefix of each row (True tokens, then padding); row {row} has a gap")
     if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
         raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={gamma}, lam={lam}")
     dtype = torch.promote_types(values.dtype, torch.float32)

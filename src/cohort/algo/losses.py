@@ -155,6 +155,81 @@ def _check_same_shape(reference: torch.Tensor, **tensors: torch.Tensor | None) -
             raise ValueError(f"{name} must have shape {tuple(reference.shape)} (like logprobs), got {tuple(tensor.shape)}")
 
 
+def _per_token(values: torch.Tensor, logprobs: torch.Tensor, mask: torch.Tensor, name: str) -> torch.Tensor:
+    """Check logprobs [B, T] and mask, and broadcast per-sequence ``values`` [B] to [B, T]."""
+    if logprobs.dim() != 2:
+        raise ValueError(f"logprobs must be [B, T], got shape {tuple(logprobs.shape)}")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor (True = counts), got dtype {mask.dtype}")
+    if values.dim() == 1:
+        if values.shape[0] != logprobs.shape[0]:
+            raise ValueError(f"{name} must be [B] or [B, T] with B={logprobs.shape[0]}, got {tuple(values.shape)}")
+        values = values.unsqueeze(1).expand_as(logprobs)  # [B, T]
+    _check_same_shape(logprobs, **{name: values, "mask": mask})
+    return values
+
+
+# --- policy losses (one signature; a variant is one registered function) -------------------------
+
+
+@dataclass(frozen=True)
+class ClipRange:
+    """The trust region of a clipped surrogate: ratios outside [1 - low, 1 + high] get no gradient
+    where clipping binds; ``dual`` (> 1, ``dual_clip`` only) bounds the loss of negative-advantage tokens."""
+
+    low: float = 0.2
+    high: float = 0.2
+    dual: float | None = None
+
+
+PolicyLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, ClipRange, float], tuple[torch.Tensor, torch.Tensor]]
+POLICY_LOSSES: Registry[PolicyLoss] = Registry("policy loss")
+"""``fn(log_ratio, advantages, mask, clip, log_ratio_limit) -> (per-token loss, ratio)``, all [B, T];
+inputs are already clean (0) at masked positions; the loss is minimised."""
+
+
+def _clipped_surrogate_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip: ClipRange) -> torch.Tensor:
+    """-min(rho A, clip(rho, 1 - low, 1 + high) A) per token. [B, T]"""
+    clipped_ratio = ratio.clamp(1.0 - clip.low, 1.0 + clip.high)  # [B, T]
+    return -torch.minimum(ratio * advantages, clipped_ratio * advantages)  # [B, T]
+
+
+@POLICY_LOSSES.register("clip")
+def _token_clip(log_ratio, advantages, mask, clip: ClipRange, log_ratio_limit: float):
+    """PPO / GRPO (DeepSeekMath Eq. 1, 3): per-token ratio rho = pi_theta / pi_old, clipped surrogate."""
+    ratio = torch.exp(log_ratio.clamp(-log_ratio_limit, log_ratio_limit))  # [B, T]
+    return _clipped_surrogate_loss(ratio, advantages, clip), ratio
+
+
+@POLICY_LOSSES.register("sequence_clip")
+def _sequence_clip(log_ratio, advantages, mask, clip: ClipRange, log_ratio_limit: float):
+    """GSPO: one length-normalised ratio per sequence, exp(mean_t log rho), for all its tokens."""
+    sequence_log_ratio = masked_mean(log_ratio, mask, dim=-1).unsqueeze(-1).expand_as(log_ratio)  # [B, T]
+    ratio = torch.exp(sequence_log_ratio.clamp(-log_ratio_limit, log_ratio_limit))  # [B, T]
+    return _clipped_surrogate_loss(ratio, advantages, clip), ratio
+
+
+@POLICY_LOSSES.register("dual_clip")
+def _dual_clip(log_ratio, advantages, mask, clip: ClipRange, log_ratio_limit: float):
+    """Dual-clip PPO (Ye et al. 2020): the token clip, and for A < 0 the loss is at most dual * |A|."""
+    if clip.dual is None or clip.dual <= 1:
+        raise ValueError(f"policy loss 'dual_clip' needs dual_clip > 1, got {clip.dual!r}")
+    loss, ratio = _token_clip(log_ratio, advantages, mask, clip, log_ratio_limit)  # [B, T] each
+    bounded = torch.minimum(loss, -clip.dual * advantages)  # [B, T]
+    return torch.where(advantages < 0, bounded, loss), ratio
+
+
+def _check_policy_knobs(loss: str, eps_low: float, eps_high: float, dual_clip: float | None, beta: float, has_ref: bool) -> None:
+    if eps_low < 0 or eps_high < 0:
+        raise ValueError(f"eps_low and eps_high must be >= 0, got {eps_low}, {eps_high}")
+    if dual_clip is not None and (dual_clip <= 1 or loss != "dual_clip"):
+        raise ValueError(f"dual_clip must be > 1 and is the bound of loss='dual_clip' (got dual_clip={dual_clip}, loss={loss!r})")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if beta > 0 and not has_ref:
+        raise ValueError("beta > 0 needs ref_logprobs (the reference policy's log-probs)")
+
+
 def policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -164,46 +239,31 @@ def policy_loss(
     ref_logprobs: torch.Tensor | None = None,
     beta: float = 0.0,
     kl_estimator: str = "k3",
+    loss: str = "clip",
     eps_low: float = 0.2,
     eps_high: float = 0.2,
     dual_clip: float | None = None,
-    ratio_level: str = "token",
     aggregation: str = "seq_mean_token_mean",
     normalizers: LossNormalizers | None = None,
     max_length: int | None = None,
     control_weight: float = 1.0,
     log_ratio_limit: float = 20.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The GRPO-family loss: clipped importance-weighted surrogate plus ``beta`` x KL, aggregated.
+    """The GRPO-family loss: a registered clipped surrogate (``POLICY_LOSSES[loss]``) plus ``beta`` x KL, aggregated.
 
     Per token: ``-min(rho A, clip(rho, 1-eps_low, 1+eps_high) A) + beta * KL`` with
-    ``rho = exp(l_theta - l_old)``; ``ratio_level="sequence"`` uses GSPO's length-normalised
-    sequence ratio for every token of a sequence. ``dual_clip`` (> 1) bounds the loss of
-    negative-advantage tokens by ``dual_clip * |A|``.
+    ``rho = exp(l_theta - l_old)`` for ``loss="clip"``; ``"sequence_clip"`` uses GSPO's
+    length-normalised sequence ratio for every token of a sequence; ``"dual_clip"`` bounds the loss
+    of negative-advantage tokens by ``dual_clip * |A|``.
 
     logprobs, old_logprobs, ref_logprobs: [B, T] float32; advantages: [B] or [B, T]; mask: [B, T] bool
     -> (loss [], stats) with stats 0-d tensors ``clip_frac_low``, ``clip_frac_high``, ``ratio_mean``,
     ``kl``, normalised by ``normalizers.num_tokens`` so micro-batch stats add up to the batch's.
     """
-    if logprobs.dim() != 2:
-        raise ValueError(f"logprobs must be [B, T], got shape {tuple(logprobs.shape)}")
-    if mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a bool tensor (True = counts), got dtype {mask.dtype}")
-    if advantages.dim() == 1:
-        if advantages.shape[0] != logprobs.shape[0]:
-            raise ValueError(f"advantages must be [B] or [B, T] with B={logprobs.shape[0]}, got {tuple(advantages.shape)}")
-        advantages = advantages.unsqueeze(1).expand_as(logprobs)  # [B, T]
-    _check_same_shape(logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask, ref_logprobs=ref_logprobs)
-    if eps_low < 0 or eps_high < 0:
-        raise ValueError(f"eps_low and eps_high must be >= 0, got {eps_low}, {eps_high}")
-    if dual_clip is not None and dual_clip <= 1:
-        raise ValueError(f"dual_clip must be > 1 (or None), got {dual_clip}")
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
-    if beta > 0 and ref_logprobs is None:
-        raise ValueError("beta > 0 needs ref_logprobs (the reference policy's log-probs)")
-    if ratio_level not in ("token", "sequence"):
-        raise ValueError(f"ratio_level must be 'token' or 'sequence' (GSPO), got {ratio_level!r}")
+    advantages = _per_token(advantages, logprobs, mask, "advantages")  # [B, T]
+    _check_same_shape(logprobs, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs)
+    _check_policy_knobs(loss, eps_low, eps_high, dual_clip, beta, ref_logprobs is not None)
+    surrogate = POLICY_LOSSES.get(loss)
     norm = normalizers if normalizers is not None else LossNormalizers.from_mask(mask)
 
     dtype = _at_least_float32(logprobs, old_logprobs, advantages, ref_logprobs)
@@ -211,16 +271,7 @@ def policy_loss(
     logp = torch.where(mask, logprobs.to(dtype), zero)  # [B, T]
     old = torch.where(mask, old_logprobs.to(dtype), zero)  # [B, T]
     adv = torch.where(mask, advantages.to(dtype), zero)  # [B, T]
-
-    log_ratio = logp - old  # [B, T]
-    if ratio_level == "sequence":
-        log_ratio = masked_mean(log_ratio, mask, dim=-1).unsqueeze(-1).expand_as(logp)  # [B, T]
-    ratio = torch.exp(log_ratio.clamp(-log_ratio_limit, log_ratio_limit))  # [B, T]
-    clipped_ratio = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)  # [B, T]
-    surrogate = torch.minimum(ratio * adv, clipped_ratio * adv)  # [B, T]
-    if dual_clip is not None:
-        surrogate = torch.where(adv < 0, torch.maximum(surrogate, dual_clip * adv), surrogate)  # [B, T]
-    per_token = -surrogate  # [B, T]
+    per_token, ratio = surrogate(logp - old, adv, mask, ClipRange(eps_low, eps_high, dual_clip), log_ratio_limit)  # [B, T]
 
     kl = torch.zeros_like(logp)  # [B, T]
     if ref_logprobs is not None:
@@ -229,7 +280,7 @@ def policy_loss(
         if beta > 0:
             per_token = per_token + beta * kl
 
-    loss = aggregate(per_token, mask, aggregation, norm, max_length=max_length, control_weight=control_weight)
+    total = aggregate(per_token, mask, aggregation, norm, max_length=max_length, control_weight=control_weight)
 
     with torch.no_grad():
         token_count = _at_least_one(norm.num_tokens)
@@ -239,6 +290,40 @@ def policy_loss(
             "ratio_mean": masked_sum(ratio, mask) / token_count,
             "kl": masked_sum(kl, mask) / token_count,
         }
+    return total, stats
+
+
+# --- the unified coefficient loss (DeepSeekMath Eq. 5; SFT, RFT, online RFT) ---------------------
+
+
+def coefficient_loss(
+    logprobs: torch.Tensor,
+    coefficients: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    aggregation: str = "seq_mean_token_mean",
+    normalizers: LossNormalizers | None = None,
+    max_length: int | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The unified paradigm's gradient as a loss: ``-aggregate(GC * log pi_theta)`` (spec §7, Eq. 5).
+
+    Its gradient is ``E[(1/|o|) sum_t GC(q, o, t) grad log pi(o_t | q, o_<t)]`` under the default
+    per-sequence token mean. GC = 1 gives SFT (Eq. 7); GC = I(o correct) gives RFT and online RFT
+    (Eq. 10-11). The coefficients carry no gradient.
+
+    logprobs: [B, T]; coefficients: [B] or [B, T]; mask: [B, T] bool
+    -> (loss [], stats: ``nll``, the token mean of -log pi over the counted tokens, normalised by
+    ``normalizers.num_tokens`` so micro-batch stats add up)
+    """
+    coefficients = _per_token(coefficients, logprobs, mask, "coefficients")  # [B, T]
+    norm = normalizers if normalizers is not None else LossNormalizers.from_mask(mask)
+    dtype = _at_least_float32(logprobs, coefficients)
+    zero = torch.zeros((), dtype=dtype, device=logprobs.device)
+    logp = torch.where(mask, logprobs.to(dtype), zero)  # [B, T]
+    weight = torch.where(mask, coefficients.detach().to(dtype), zero)  # [B, T]
+    loss = aggregate(-weight * logp, mask, aggregation, norm, max_length=max_length)
+    with torch.no_grad():
+        stats = {"nll": masked_sum(-logp, mask) / _at_least_one(norm.num_tokens)}
     return loss, stats
 
 
@@ -255,11 +340,13 @@ def dpo_loss(
     *,
     beta: float = 0.1,
     length_normalized: bool = False,
+    num_pairs: Count | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """DPO: ``-log sigmoid(beta (log-ratio chosen - log-ratio rejected))``, mean over pairs.
 
     Log-ratios are token sums of ``log pi_theta - log pi_ref`` (standard DPO) or token means
-    (``length_normalized``, DeepSeekMath A.1.4 Eq. 12).
+    (``length_normalized``, DeepSeekMath A.1.4 Eq. 12). ``num_pairs`` is the number of pairs of the
+    whole optimisation batch (default: this call's), so micro-batch losses and stats add up.
 
     *_logprobs: per-token [B, T_c] (chosen) and [B, T_r] (rejected); masks bool of the same shapes.
     -> (loss [], stats: ``reward_chosen``, ``reward_rejected``, ``margin``, ``accuracy``)
@@ -278,13 +365,14 @@ def dpo_loss(
     chosen = reduce(chosen_logprobs.to(dtype) - ref_chosen_logprobs.to(dtype), chosen_mask, dim=-1)  # [B]
     rejected = reduce(rejected_logprobs.to(dtype) - ref_rejected_logprobs.to(dtype), rejected_mask, dim=-1)  # [B]
     logits = beta * (chosen - rejected)  # [B]
-    loss = -F.logsigmoid(logits).mean()
+    pairs = _at_least_one(chosen.shape[0] if num_pairs is None else num_pairs)
+    loss = -F.logsigmoid(logits).sum() / pairs
     with torch.no_grad():
         stats = {
-            "reward_chosen": (beta * chosen).mean(),
-            "reward_rejected": (beta * rejected).mean(),
-            "margin": logits.mean(),
-            "accuracy": (logits > 0).to(dtype).mean(),
+            "reward_chosen": (beta * chosen).sum() / pairs,
+            "reward_rejected": (beta * rejected).sum() / pairs,
+            "margin": logits.sum() / pairs,
+            "accuracy": (logits > 0).to(dtype).sum() / pairs,
         }
     return loss, stats
 

@@ -64,3 +64,21 @@ def maj_at_k(answers: Sequence[Hashable | None], reference: Hashable, k: int) ->
         raise ValueError(f"k={k} is larger than the number of samples ({len(answers)}); need k <= n")
     winner = majority_answer(answers[:k])
     return float(winner is not None and winner == reference)
+
+
+def explained_variance(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``1 - Var(targets - predictions) / Var(targets)`` over the masked entries (PPO's value-fit
+    diagnostic: 1 = perfect, 0 = no better than predicting the mean, < 0 = worse).
+
+    predictions, targets: [...] float; mask: [...] bool -> [] float (NaN when targets have no variance)
+    """
+    if predictions.shape != targets.shape or mask.shape != targets.shape or mask.dtype != torch.bool:
+        raise ValueError("predictions, targets and a bool mask must share one shape")
+    dtype = torch.promote_types(targets.dtype, torch.float32)
+    y = targets[mask].to(dtype)  # [M]
+    residual = y - predictions[mask].to(dtype)  # [M]
+    if y.numel() < 2:
+        return torch.tensor(float("nan"), dtype=dtype)
+    variance = y.var(unbiased=False)
+    nan = torch.tensor(float("nan"), dtype=dtype, device=y.device)
+    return torch.where(variance > 0, 1 - residual.var(unbiased=False) / variance.clamp(min=torch.finfo(dtype).tiny), nan)

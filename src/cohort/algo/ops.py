@@ -41,6 +41,20 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     return total / count.clamp(min=1).to(total.dtype)
 
 
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``(v - mean) / sqrt(var + eps)`` over the masked entries (sample variance, as verl's
+    ``masked_whiten``); 0 where ``mask`` is False. With fewer than two entries only the mean is removed.
+
+    values: [...]; mask: [...] bool -> [...]
+    """
+    count = mask.sum()
+    mean = masked_mean(values, mask)
+    centred = torch.where(mask, values - mean, torch.zeros((), dtype=values.dtype, device=values.device))
+    variance = centred.square().sum() / (count - 1).clamp(min=1).to(values.dtype)
+    scale = torch.where(count > 1, torch.rsqrt(variance + eps), torch.ones((), dtype=values.dtype, device=values.device))
+    return centred * scale
+
+
 def token_logprobs(
     logits: torch.Tensor,
     tokens: torch.Tensor,

@@ -1,0 +1,147 @@
+"""GRPO and its family (DeepSeekMath §4.1; Dr. GRPO, DAPO, GSPO, RLOO, DeGRPO via presets).
+
+Data: online rollouts, G per prompt. Gradient coefficient: the group-relative advantage (outcome,
+or process supervision from a PRM's step scores), clipped, plus beta x KL to the reference in the
+loss (spec §2.2).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from cohort import algo
+from cohort.batches import ScoredBatch
+from cohort.config import Config, ConfigError
+from cohort.methods.base import Method, TrainingSignal, rows_of, take
+from cohort.methods.registry import register_method
+from cohort.optimise import MicroBatch
+from cohort.rewards.process_model import step_tensors
+from cohort.sources import OnlineRollouts, SourcePieces, StepTimer
+
+GRPO_KEYS = frozenset({
+    "preset", "advantage", "std_ddof", "adv_eps", "aggregation", "policy_loss", "eps_low", "eps_high", "dual_clip",
+    "beta", "kl_estimator", "control_weight", "mu", "ref_reset_every", "dynamic_sampling",
+    "dynamic_sampling_max_rounds", "overlong_filter", "overlong_buffer",
+})
+
+
+def per_sample_advantage(advantages: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """One number per sample: the outcome advantage, or the token mean of a process advantage. -> [N]"""
+    if advantages.dim() == 1:
+        return advantages
+    return algo.masked_mean(advantages, completion_mask[:, : advantages.shape[1]], dim=1)  # [N]
+
+
+def group_advantages(config: Config, batch: ScoredBatch) -> algo.Advantages:
+    """Outcome advantages [N] from the rewards, or process advantages [N, T] from the PRM's steps."""
+    knobs, rollout = config.algorithm, batch.rollout
+    if knobs.advantage == "process":
+        step_rewards, step_ends, step_mask, scored = step_tensors(batch.steps)
+        return algo.process_advantages(
+            step_rewards, step_ends, step_mask, rollout.completion_lengths.cpu(), rollout.completion_ids.shape[1],
+            batch.group_size, ddof=knobs.std_ddof, eps=knobs.adv_eps, strict=config.reward.strict, scored=scored,
+        )
+    return algo.outcome_advantages(
+        batch.scores.total, batch.group_size, estimator=knobs.advantage, ddof=knobs.std_ddof,
+        eps=knobs.adv_eps, strict=config.reward.strict,
+    )
+
+
+def check_clip_settings(config: Config) -> None:
+    a = config.algorithm
+    if a.policy_loss not in algo.POLICY_LOSSES:
+        raise ConfigError(f"algorithm.policy_loss={a.policy_loss!r} is not allowed: expected one of {', '.join(algo.POLICY_LOSSES.names())}")
+    if (a.policy_loss == "dual_clip") != (a.dual_clip is not None):
+        raise ConfigError(f"algorithm.dual_clip={a.dual_clip!r} is not allowed: expected a bound > 1 exactly when "
+                          f"algorithm.policy_loss=dual_clip (policy_loss is {a.policy_loss!r})")
+
+
+@register_method
+class GRPO(Method):
+    name = "grpo"
+    summary = "online samples, group-relative advantage (outcome or process), clipped, KL to the reference in the loss"
+    unit = "group"
+    algorithm_keys = GRPO_KEYS
+    resets_reference = True
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        a = config.algorithm
+        allowed = algo.OUTCOME_ESTIMATORS.names() + ["process"]
+        if a.advantage not in allowed:
+            raise ConfigError(f"algorithm.advantage={a.advantage!r} is not allowed: expected one of {', '.join(allowed)}")
+        for key, registry in (("aggregation", algo.AGGREGATIONS), ("kl_estimator", algo.KL_ESTIMATORS)):
+            if getattr(a, key) not in registry:
+                raise ConfigError(f"algorithm.{key}={getattr(a, key)!r} is not allowed: expected one of {', '.join(registry.names())}")
+        check_clip_settings(config)
+        needs_group = a.advantage == "process" or algo.OUTCOME_ESTIMATORS.get(a.advantage).needs_group
+        if needs_group and config.rollout.group_size < 2:
+            raise ConfigError(f"rollout.group_size={config.rollout.group_size} is not allowed: expected an int >= 2 "
+                              f"(GRPO's {a.advantage} advantage compares the samples of a group)")
+
+    @classmethod
+    def needs_reference(cls, config: Config) -> bool:
+        return config.algorithm.beta > 0
+
+    def source(self, pieces: SourcePieces) -> OnlineRollouts:
+        a = self.config.algorithm
+        return OnlineRollouts(pieces, dynamic_sampling=a.dynamic_sampling, max_rounds=a.dynamic_sampling_max_rounds)
+
+    def signal(self, batch: ScoredBatch, timer: StepTimer) -> TrainingSignal:
+        knobs, rollout = self.config.algorithm, batch.rollout
+        result = group_advantages(self.config, batch)
+        advantages = result.values.to(self.context.device, torch.float32)  # [N] or [N, T]
+        keep = result.valid.to(rollout.completion_mask.device)  # [N]
+        if knobs.overlong_filter:
+            keep = keep & ~rollout.truncated
+        loss_mask = rollout.completion_mask & keep.unsqueeze(1)  # [N, T]
+        trainable = loss_mask.any(dim=1)  # [N]
+        if knobs.beta == 0:
+            # with no KL term a zero-advantage sequence adds nothing to loss or gradient: skip its
+            # forward/backward, but keep it in the normalisers (it still counts in the means)
+            trainable = trainable & (advantages != 0).reshape(rollout.num_completions, -1).any(dim=1)
+        started = time.perf_counter()
+        tensors = {"advantages": advantages, "old_logprobs": rollout.sampling_logprobs}  # mu = 1: pi_old is the sampler
+        if knobs.mu > 1:
+            tensors["old_logprobs"] = self.no_grad_logprobs(self.context.policy, rollout, rows_of(trainable))
+        if self.context.reference is not None:
+            tensors["ref_logprobs"] = self.no_grad_logprobs(self.context.reference, rollout, rows_of(trainable))
+        timer.logprob += time.perf_counter() - started
+        metrics = {
+            "frac_zero_std": batch.zero_std_groups / max(1, batch.sampled_groups),
+            "advantage/abs_mean": float(per_sample_advantage(advantages, rollout.completion_mask).abs().mean()),
+            "groups_sampled": batch.sampled_groups,
+        }
+        return TrainingSignal(loss_mask, trainable, tensors, metrics)
+
+    def loss(self, micro: MicroBatch, signal: TrainingSignal, norm: algo.LossNormalizers):
+        knobs, tensors = self.config.algorithm, signal.tensors
+        loss, stats = algo.policy_loss(
+            micro.logprobs,
+            take(tensors["old_logprobs"], micro),
+            take(tensors["advantages"], micro),
+            micro.mask,
+            ref_logprobs=take(tensors["ref_logprobs"], micro) if "ref_logprobs" in tensors else None,
+            beta=knobs.beta,
+            kl_estimator=knobs.kl_estimator,
+            loss=knobs.policy_loss,
+            eps_low=knobs.eps_low,
+            eps_high=knobs.eps_high,
+            dual_clip=knobs.dual_clip,
+            aggregation=knobs.aggregation,
+            normalizers=norm,
+            max_length=self.config.rollout.max_new_tokens,
+            control_weight=knobs.control_weight,
+        )
+        stats["ratio_token_sum"] = stats.pop("ratio_mean") * norm.num_tokens  # -> mean over trained tokens
+        return loss, stats
+
+    def metrics(self, batch: ScoredBatch, signal: TrainingSignal, stats: dict[str, float]) -> dict[str, float]:
+        return {
+            "kl": stats.get("kl", float("nan")) if self.context.reference is not None else float("nan"),
+            "clip_frac/low": stats.get("clip_frac_low", 0.0),
+            "clip_frac/high": stats.get("clip_frac_high", 0.0),
+            "ratio/mean": stats.get("ratio_mean", float("nan")),
+        }

@@ -1,0 +1,152 @@
+"""PPO as DeepSeekMath reviews it (§4.1.1, Eq. 1-2; spec §1.1): a value model, GAE, two clipped losses.
+
+Data: online rollouts. Reward per token: the reward functions' total at the last token, minus
+``beta * (log pi_old - log pi_ref)`` at every token (Eq. 2, the KL inside the reward). Advantages:
+GAE(gamma, lambda) with the value model, then whitened over the batch (``ppo.whiten_advantages``).
+Losses: the clipped policy surrogate (no KL term: it is in the reward) and the clipped value loss.
+The value model (its weights and optimizer) is checkpointed and resumed like the policy.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from cohort import algo
+from cohort.batches import ScoredBatch
+from cohort.config import Config
+from cohort.methods.base import Method, MethodContext, TrainingSignal, rows_of, take
+from cohort.methods.grpo import check_clip_settings
+from cohort.methods.coefficient import check_aggregation
+from cohort.methods.registry import register_method
+from cohort.optimise import MicroBatch, Trainable, batch_inputs
+from cohort.rollout import Rollout
+from cohort.sources import OnlineRollouts, SourcePieces, StepTimer
+from cohort.value_model import completion_values, load_value_model
+
+VALUE_DIR = "value_model"
+
+
+@register_method
+class PPO(Method):
+    name = "ppo"
+    summary = "online samples, GAE advantages from a value model, per-token KL in the reward, clipped policy and value losses"
+    algorithm_keys = frozenset({"aggregation", "policy_loss", "eps_low", "eps_high", "dual_clip", "beta", "mu",
+                                "ref_reset_every", "overlong_filter", "overlong_buffer"})
+    sections = frozenset({"ppo"})
+    resets_reference = True
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        check_aggregation(config)
+        check_clip_settings(config)
+
+    @classmethod
+    def needs_reference(cls, config: Config) -> bool:
+        return config.algorithm.beta > 0
+
+    def __init__(self, context: MethodContext) -> None:
+        super().__init__(context)
+        init = self.config.ppo.value_init
+        self.value_model = load_value_model(
+            context.model_path if init == "policy" else init, from_policy=init == "policy", dtype=self.config.model.dtype,
+            device=context.device, trust_remote_code=self.config.model.trust_remote_code,
+        )
+        if self.value_model.config.vocab_size != context.policy.config.vocab_size:
+            raise ValueError(f"ppo.value_init={init!r} has a vocabulary of {self.value_model.config.vocab_size} tokens; "
+                             f"the policy's has {context.policy.config.vocab_size}: they must share the tokenizer")
+        optimizer, scheduler = context.build_optimizer(self.value_model, self.config.ppo.value_lr or self.config.optim.lr)
+        self.value = Trainable("value", self.value_model, optimizer, scheduler, self.config.optim.max_grad_norm)
+
+    def trainables(self) -> list[Trainable]:
+        return [self.value]
+
+    def source(self, pieces: SourcePieces) -> OnlineRollouts:
+        return OnlineRollouts(pieces)
+
+    @torch.no_grad()
+    def _values(self, rollout: Rollout, rows: list[int]) -> torch.Tensor:
+        """V(s_t) of every completion token of ``rows`` before the update. -> [N, T]"""
+        out = torch.zeros(rollout.completion_ids.shape, dtype=torch.float32, device=rollout.completion_ids.device)
+        size = self.config.optim.micro_batch_size
+        for start in range(0, len(rows), size):
+            micro = rows[start : start + size]
+            with self.context.autocast():
+                values = completion_values(self.value_model, *batch_inputs(rollout, micro, out.device))  # [n, T']
+            out[torch.tensor(micro, device=out.device), : values.shape[1]] = values
+        return out
+
+    def _token_rewards(self, batch: ScoredBatch, loss_mask: torch.Tensor, old: torch.Tensor, ref: torch.Tensor | None):
+        """r_t = score at the last token - beta * (log pi_old - log pi_ref) (Eq. 2). -> ([N, T], KL per token [N, T])"""
+        kl = torch.zeros_like(old) if ref is None else torch.where(loss_mask, old - ref, torch.zeros_like(old))  # [N, T]
+        rewards = -self.config.algorithm.beta * kl  # [N, T]
+        score = torch.nan_to_num(batch.scores.total, nan=0.0).to(old.device, torch.float32)  # [N]
+        last = (batch.rollout.completion_lengths - 1).clamp(min=0)  # [N]
+        rewards[torch.arange(rewards.shape[0], device=old.device), last] += score
+        return rewards, kl
+
+    def signal(self, batch: ScoredBatch, timer: StepTimer) -> TrainingSignal:
+        knobs, rollout = self.config.algorithm, batch.rollout
+        keep = ~torch.isnan(batch.scores.total).to(rollout.completion_ids.device)  # [N]
+        if knobs.overlong_filter:
+            keep = keep & ~rollout.truncated
+        loss_mask = rollout.completion_mask & keep.unsqueeze(1)  # [N, T]
+        rows = rows_of(keep)
+        started = time.perf_counter()
+        old = rollout.sampling_logprobs if knobs.mu == 1 else self.no_grad_logprobs(self.context.policy, rollout, rows)
+        ref = self.no_grad_logprobs(self.context.reference, rollout, rows) if self.context.reference is not None else None
+        values = self._values(rollout, rows)  # [N, T]
+        timer.logprob += time.perf_counter() - started
+        rewards, kl = self._token_rewards(batch, loss_mask, old, ref)
+        advantages, returns = algo.gae_advantages(rewards, values, loss_mask, self.config.ppo.gamma, self.config.ppo.lam)
+        raw_mean = float(algo.masked_mean(advantages, loss_mask))
+        if self.config.ppo.whiten_advantages:
+            advantages = algo.masked_whiten(advantages, loss_mask)
+        metrics = {
+            "kl": float(algo.masked_mean(kl, loss_mask)) if ref is not None else float("nan"),
+            "kl_in_reward": float(self.config.algorithm.beta * algo.masked_sum(kl, loss_mask) / max(1, len(rows))),
+            "value/mean": float(algo.masked_mean(values, loss_mask)),
+            "value/explained_variance": float(algo.explained_variance(values, returns, loss_mask)),
+            "returns/mean": float(algo.masked_mean(returns, loss_mask)),
+            "advantage/mean": raw_mean,
+        }
+        tensors = {"advantages": advantages, "old_logprobs": old, "old_values": values, "returns": returns}
+        return TrainingSignal(loss_mask, keep & loss_mask.any(dim=1), tensors, metrics)
+
+    def loss(self, micro: MicroBatch, signal: TrainingSignal, norm: algo.LossNormalizers):
+        knobs, tensors = self.config.algorithm, signal.tensors
+        policy, stats = algo.policy_loss(
+            micro.logprobs, take(tensors["old_logprobs"], micro), take(tensors["advantages"], micro), micro.mask,
+            loss=knobs.policy_loss, eps_low=knobs.eps_low, eps_high=knobs.eps_high, dual_clip=knobs.dual_clip,
+            aggregation=knobs.aggregation, normalizers=norm, max_length=self.config.rollout.max_new_tokens,
+        )
+        with self.context.autocast():
+            values = completion_values(self.value_model, *micro.inputs)  # [n, T'] with gradient
+        value, value_stats = algo.clipped_value_loss(
+            values, take(tensors["old_values"], micro), take(tensors["returns"], micro), micro.mask,
+            clip_range=self.config.ppo.value_clip, normalizers=norm,
+        )
+        stats.pop("kl")
+        stats["ratio_token_sum"] = stats.pop("ratio_mean") * norm.num_tokens
+        stats.update(policy_loss=policy.detach(), value_loss=value.detach(), **value_stats)
+        return policy + value, stats
+
+    def metrics(self, batch: ScoredBatch, signal: TrainingSignal, stats: dict[str, float]) -> dict[str, float]:
+        return {
+            "policy_loss": stats.get("policy_loss", float("nan")),
+            "value/loss": stats.get("value_loss", float("nan")),
+            "value/clip_frac": stats.get("value_clip_frac", float("nan")),
+            "clip_frac/low": stats.get("clip_frac_low", 0.0),
+            "clip_frac/high": stats.get("clip_frac_high", 0.0),
+            "ratio/mean": stats.get("ratio_mean", float("nan")),
+        }
+
+    def save(self, directory: Path) -> None:
+        self.value_model.save_pretrained(directory / VALUE_DIR, safe_serialization=True)
+
+    def restore(self, directory: Path) -> None:
+        self.value_model.load_state_dict(
+            load_value_model(directory / VALUE_DIR, from_policy=False, device=self.context.device).state_dict()
+        )

@@ -1,0 +1,219 @@
+"""The one optimisation loop every method shares: mu passes over a step's batch, in mini-batches of
+optimizer steps, each accumulated over micro-batches of forward/backward passes.
+
+The loop knows nothing about any method. It asks the method for the batch-wide normalisers of a
+mini-batch (so micro-batching never changes the gradient, spec §10.9) and for the loss of each
+micro-batch given the policy's log-probs; it clips and steps every :class:`Trainable` (the policy,
+and e.g. PPO's value model). Micro-batches are cut from whole units: single rows, or whole groups
+(a GRPO group, a DPO pair) that are never split.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from cohort import algo
+from cohort.models import completion_logprobs, completion_logprobs_and_entropy
+from cohort.rollout import Rollout
+
+
+@dataclass
+class Trainable:
+    """A model the loop updates, with its optimizer, learning-rate schedule and gradient clip."""
+
+    name: str
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    max_grad_norm: float = 0.0  # 0 = no clipping
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """One forward/backward's rows and the policy's outputs on them (widths trimmed to the rows)."""
+
+    rows: torch.Tensor  # [n] long, indices into the step's batch
+    logprobs: torch.Tensor  # [n, T'] float32, with gradient
+    entropy: torch.Tensor  # [n, T'] float32, detached
+    mask: torch.Tensor  # [n, T'] bool, the loss mask of these rows
+    inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # prompt ids/mask [n, Lp'], completion ids/mask [n, T']
+
+
+class Objective(Protocol):
+    """What the loop needs from a method."""
+
+    unit: str  # "row" or "group"
+
+    def normalizers(self, signal: Any, rows: list[int]) -> algo.LossNormalizers: ...
+
+    def loss(self, micro: MicroBatch, signal: Any, norm: algo.LossNormalizers) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+
+def batch_inputs(rollout: Rollout, rows: list[int], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Prompt and completion tensors of ``rows``, trimmed to the widths those rows need."""
+    index = torch.tensor(rows, device=device)
+    prompt_ids, prompt_mask = rollout.expanded_prompts()  # [N, Lp]
+    prompt_ids, prompt_mask = prompt_ids[index], prompt_mask[index]  # [n, Lp]
+    prompt_width = int(prompt_mask.sum(1).max())
+    completion_mask = rollout.completion_mask[index]  # [n, T]
+    width = max(1, int(completion_mask.sum(1).max()))
+    return (
+        prompt_ids[:, -prompt_width:],  # [n, Lp']
+        prompt_mask[:, -prompt_width:],  # [n, Lp']
+        rollout.completion_ids[index, :width],  # [n, T']
+        completion_mask[:, :width],  # [n, T']
+    )
+
+
+def mini_batches(num_rows: int, count: int, group_size: int, unit: str) -> list[list[int]]:
+    """Split the rows into ``count`` contiguous mini-batches (on group boundaries for unit "group")."""
+    if unit == "group":
+        groups = np.array_split(np.arange(num_rows // group_size), min(count, num_rows // group_size))
+        return [[int(g) * group_size + i for g in chunk for i in range(group_size)] for chunk in groups if len(chunk)]
+    return [[int(r) for r in chunk] for chunk in np.array_split(np.arange(num_rows), min(count, num_rows)) if len(chunk)]
+
+
+def micro_batches(rows: list[int], lengths: torch.Tensor, size: int, group_size: int = 1, unit: str = "row") -> list[list[int]]:
+    """Cut ``rows`` into micro-batches of about ``size`` rows, shortest first so each pads little.
+
+    Unit "row" sorts rows by completion length; unit "group" keeps each group's rows together (a
+    DPO pair is never split), sorts groups by their longest row and packs whole groups up to
+    ``size`` rows (at least one group per micro-batch).
+    """
+    if unit == "row":
+        ordered = sorted(rows, key=lambda r: int(lengths[r]))
+        return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+    by_group: dict[int, list[int]] = {}
+    for row in rows:
+        by_group.setdefault(row // group_size, []).append(row)
+    ordered_groups = sorted(by_group.values(), key=lambda members: max(int(lengths[r]) for r in members))
+    batches: list[list[int]] = [[]]
+    for members in ordered_groups:
+        if batches[-1] and len(batches[-1]) + len(members) > size:
+            batches.append([])
+        batches[-1].extend(members)
+    return [batch for batch in batches if batch]
+
+
+@torch.no_grad()
+def logprobs_without_grad(
+    model: torch.nn.Module,
+    rollout: Rollout,
+    rows: list[int],
+    micro_batch_size: int,
+    autocast: Callable[[], AbstractContextManager],
+) -> torch.Tensor:
+    """Log-probs of the completions of ``rows`` under ``model`` (pi_old or reference), micro-batched. -> [N, T]"""
+    device = rollout.completion_ids.device
+    out = torch.zeros(rollout.completion_ids.shape, dtype=torch.float32, device=device)  # [N, T]
+    for micro in micro_batches(rows, rollout.completion_lengths, micro_batch_size):
+        prompt_ids, prompt_mask, completion_ids, completion_mask = batch_inputs(rollout, micro, device)
+        with autocast():
+            logprobs = completion_logprobs(
+                model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature=rollout.logprob_temperature
+            )  # [n, T']
+        out[torch.tensor(micro, device=device), : logprobs.shape[1]] = logprobs
+    return out
+
+
+@dataclass
+class LoopSettings:
+    """How the loop cuts and repeats a batch."""
+
+    passes: int  # mu
+    mini_batches: int
+    micro_batch_size: int
+    autocast: Callable[[], AbstractContextManager]
+
+
+class _Totals:
+    """Sums of the per-update statistics, averaged at the end."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.updates = 0
+        self.entropy_sum = 0.0
+        self.trained_tokens = 0
+        self.grad_norms: dict[str, list[float]] = {}
+
+    def add_micro(self, loss: torch.Tensor, stats: dict[str, torch.Tensor], micro: MicroBatch, sums: dict[str, float]) -> None:
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        for name, value in stats.items():
+            sums[name] = sums.get(name, 0.0) + float(value)
+        self.entropy_sum += float(algo.masked_sum(micro.entropy, micro.mask))
+        self.trained_tokens += int(micro.mask.sum())
+
+    def result(self) -> dict[str, float]:
+        """Stats averaged over updates; a ``<name>_token_sum`` stat becomes ``<name>_mean``, its
+        sum divided by the number of tokens trained on (e.g. the mean ratio of trained tokens)."""
+        result = {}
+        for name, value in self.sums.items():
+            if name.endswith("_token_sum"):
+                result[name[: -len("_token_sum")] + "_mean"] = value / self.trained_tokens if self.trained_tokens else float("nan")
+            else:
+                result[name] = value / max(1, self.updates)
+        result["entropy"] = self.entropy_sum / self.trained_tokens if self.trained_tokens else float("nan")
+        for name, norms in self.grad_norms.items():
+            key = "grad_norm" if name == "policy" else f"{name}/grad_norm"
+            result[key] = statistics.fmean(norms) if norms else 0.0
+        return result
+
+
+def _step(trainables: list[Trainable], totals: _Totals) -> None:
+    """Clip each trainable's gradient by its own norm and make its optimizer step."""
+    for trainable in trainables:
+        limit = trainable.max_grad_norm or float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(trainable.module.parameters(), limit)
+        totals.grad_norms.setdefault(trainable.name, []).append(float(norm))
+        trainable.optimizer.step()
+
+
+def optimise(
+    objective: Objective,
+    signal: Any,
+    rollout: Rollout,
+    loss_mask: torch.Tensor,
+    trainable_rows: torch.Tensor,
+    trainables: list[Trainable],
+    settings: LoopSettings,
+) -> dict[str, float]:
+    """mu passes of mini-batch optimizer steps over the batch; returns the averaged statistics.
+
+    ``trainable_rows`` [N] bool marks rows whose loss can be non-zero: the others are skipped in the
+    forward/backward but still count in the normalisers the method gives.
+    """
+    policy = trainables[0].module
+    device = rollout.completion_ids.device
+    totals = _Totals()
+    minis = mini_batches(rollout.num_completions, settings.mini_batches, rollout.group_size, objective.unit)
+    for _ in range(settings.passes):
+        for mini in minis:
+            norm = objective.normalizers(signal, mini)
+            rows = [r for r in mini if trainable_rows[r]]
+            for trainable in trainables:
+                trainable.optimizer.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            for micro_rows in micro_batches(rows, rollout.completion_lengths, settings.micro_batch_size, rollout.group_size, objective.unit):
+                inputs = batch_inputs(rollout, micro_rows, device)
+                index = torch.tensor(micro_rows, device=device)
+                with settings.autocast():  # the backward runs each op in the dtype its forward used
+                    logprobs, entropy = completion_logprobs_and_entropy(
+                        policy, *inputs, temperature=rollout.logprob_temperature
+                    )  # [n, T'] each, float32
+                micro = MicroBatch(index, logprobs, entropy, loss_mask[index, : logprobs.shape[1]], inputs)
+                loss, stats = objective.loss(micro, signal, norm)
+                loss.backward()
+                totals.add_micro(loss, stats, micro, sums)
+            if rows:
+                _step(trainables, totals)
+            totals.updates += 1
+            for name, value in sums.items():
+                totals.sums[name] = totals.sums.get(name, 0.0) + value
+    return totals.result()
