@@ -4,7 +4,8 @@
 
 Prints the isolation in use, then programs/s for a trivial program, for a typical small
 stdin/stdout solution, and for an unsandboxed ``python -I`` baseline run the same way, which shows
-what the sandbox itself costs.
+what the sandbox itself costs; then an MBPP-style problem (a function and three asserts) scored
+through ``CodeExecutionReward``: completions/s and the sandboxes/s that took.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from cohort.rewards.code import CodeExecutionReward
 from cohort.rewards.sandbox import ISOLATIONS, ExecutionRequest, Sandbox, SandboxLimits
 
 TRIVIAL = "pass"
@@ -30,6 +32,16 @@ for i, v in enumerate(values, 1):
 print(best[n])
 """
 TYPICAL_INPUT = "200\n" + " ".join(str((i * 37) % 101) for i in range(200)) + "\n"
+# An MBPP-style problem (MBPP task 2): a function checked by three assert statements.
+MBPP_SOLUTION = """\
+def similar_elements(test_tup1, test_tup2):
+    return tuple(set(test_tup1) & set(test_tup2))
+"""
+MBPP_TESTS = [
+    "assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))",
+    "assert set(similar_elements((1, 2, 3, 4),(5, 4, 3, 7))) == set((3, 4))",
+    "assert set(similar_elements((11, 12, 14, 13),(17, 15, 14, 13))) == set((13, 14))",
+]
 
 
 def programs_per_second(sandbox: Sandbox, request: ExecutionRequest, runs: int) -> float:
@@ -56,6 +68,24 @@ def baseline_per_second(python: str, source: str, stdin: str, runs: int, workers
     return runs / (time.perf_counter() - start)
 
 
+def assertion_throughput(sandbox: Sandbox, runs: int) -> tuple[float, float]:
+    """(completions/s, sandboxes/s) scoring distinct correct MBPP completions through the reward."""
+    reward = CodeExecutionReward(sandbox=sandbox)
+    completions = [f"```python\n# attempt {i}\n{MBPP_SOLUTION}```" for i in range(runs)]  # distinct: no dedup
+    reward(None, completions[: sandbox.workers], tests=[MBPP_TESTS] * sandbox.workers)  # warm up
+    started_before = getattr(sandbox, "sandboxes_started", None)
+    start = time.perf_counter()
+    scores = reward(None, completions, tests=[MBPP_TESTS] * runs)
+    elapsed = time.perf_counter() - start
+    if scores != [1.0] * runs:
+        raise SystemExit(f"correct MBPP completions did not all score 1: {sorted(set(scores))}")
+    if started_before is None:  # an older cohort without the counter: one process per assert
+        sandboxes = runs * len(MBPP_TESTS)
+    else:
+        sandboxes = sandbox.sandboxes_started - started_before
+    return runs / elapsed, sandboxes / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=64, help="programs per measurement")
@@ -73,6 +103,8 @@ def main() -> None:
     print(f"trivial program ({TRIVIAL!r}):        {trivial:6.1f} programs/s")
     print(f"typical stdin/stdout solution:    {typical:6.1f} programs/s")
     print(f"same, plain subprocess, no sandbox: {plain:6.1f} programs/s")
+    completions, sandboxes = assertion_throughput(sandbox, args.runs)
+    print(f"MBPP-style, 3 asserts, via reward: {completions:6.1f} completions/s ({sandboxes:.1f} sandboxes/s)")
 
 
 if __name__ == "__main__":

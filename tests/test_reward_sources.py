@@ -6,6 +6,7 @@ import json
 
 import pytest
 import yaml
+from system_deps import requires_bubblewrap
 from transformers import LlamaForSequenceClassification, LlamaForTokenClassification
 
 from cohort.config import load_config
@@ -76,6 +77,7 @@ def test_process_advantage_without_a_prm_is_a_config_error(tmp_path, tiny_llama_
         load_config(write_yaml(tmp_path / "run.yaml", tree))
 
 
+@requires_bubblewrap  # the code reward refuses to run programs without it
 def test_code_reward_from_yaml(tmp_path, tiny_llama_dir):
     task = tmp_path / "code.jsonl"
     rows = [
@@ -92,6 +94,7 @@ def test_code_reward_from_yaml(tmp_path, tiny_llama_dir):
         assert m["reward/none_frac"] == 0.0 and m["reward/failures"] == 0
 
 
+@requires_bubblewrap
 def test_the_run_log_names_the_sandbox_isolation(tmp_path, tiny_llama_dir):
     task = tmp_path / "code.jsonl"
     task.write_text(json.dumps({"prompt": "Print 1.", "answer": "-", "tests": [{"input": "", "output": "1\n"}]}) + "\n")

@@ -1,7 +1,8 @@
 """The code-execution reward: program extraction, test formats, scoring, and hostile programs.
 
-Programs really run in the sandbox (strongest isolation on this machine). The hostile suite runs
-each attack once in one batch, next to a correct program, and then checks the host.
+Programs really run in the sandbox (the default isolation: bubblewrap; tests that run programs are
+marked ``requires_bubblewrap``). The hostile suite runs each attack once in one batch, next to a
+correct program, and then checks the host. Reward hacking has its own suite (test_reward_hacking.py).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import socket
 import sys
 import tempfile
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+from system_deps import requires_bubblewrap
 
 from cohort.rewards.code import (
     AssertionTest,
@@ -28,7 +31,8 @@ from cohort.rewards.code import (
     outputs_match,
     parse_tests,
 )
-from cohort.rewards.sandbox import Sandbox, SandboxLimits
+from cohort.rewards.registry import build_reward
+from cohort.rewards.sandbox import IsolationUnavailable, Sandbox, SandboxLimits
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -118,6 +122,11 @@ def test_parse_tests_reads_every_format():
     assert parse_tests(["assert f(1) == 1"]) == [AssertionTest("assert f(1) == 1")]
     mixed = parse_tests(["assert True", {"input": "", "output": ""}])
     assert mixed == [AssertionTest("assert True"), StdioTest("", "")]
+    mbpp = {"test_list": ["assert math.isclose(f(1), 2.0)"], "test_imports": ["import math"], "test_setup_code": "K = 2"}
+    assert parse_tests(mbpp) == [AssertionTest("assert math.isclose(f(1), 2.0)", setup="import math\nK = 2")]
+    humaneval = {"test": "def check(candidate):\n    assert candidate(1) == 2\n", "entry_point": "f", "task_id": "X/0"}
+    assert parse_tests(json.dumps(humaneval)) == [AssertionTest(humaneval["test"], entry_point="f")]
+    assert parse_tests({**humaneval, "prompt": "def f(x):\n    pass\n"})[0].setup == "def f(x):\n    pass\n"
 
 
 @pytest.mark.parametrize(
@@ -134,6 +143,12 @@ def test_parse_tests_reads_every_format():
         ({"inputs": ["1"], "outputs": [1]}, "must be a str"),
         ({"inputs": ["1"], "outputs": ["1"], "fn_name": "solve"}, "call-based"),
         ({"cases": []}, "needs lists"),
+        ({"test": "assert True", "entry_point": "f"}, "must define check"),
+        ({"test": "def check(c): pass", "entry_point": "not a name"}, "identifier 'entry_point'"),
+        ({"entry_point": "f"}, "non-empty str 'test'"),
+        ({"test": "def check(c): pass", "entry_point": "f", "prompt": 3}, "'prompt' must be a str"),
+        ({"test_list": []}, "'test_list' must be a non-empty list"),
+        ({"test_list": ["assert True"], "test_imports": "import math"}, "'test_imports' must be a list"),
     ],
 )
 def test_parse_tests_rejects_malformed_specs(spec, message):
@@ -144,6 +159,7 @@ def test_parse_tests_rejects_malformed_specs(spec, message):
 # ---------------------------------------------------------------- scoring
 
 
+@requires_bubblewrap
 def test_correct_wrong_and_partial_programs(reward):
     completions = [
         _fenced(SUM_PROGRAM),
@@ -156,12 +172,14 @@ def test_correct_wrong_and_partial_programs(reward):
     assert scores == [1.0, pytest.approx(1 / 3), pytest.approx(2 / 3), 0.0, 0.0]
 
 
+@requires_bubblewrap
 def test_all_or_nothing(sandbox):
     reward = CodeExecutionReward("all_or_nothing", sandbox=sandbox)
     completions = [_fenced(SUM_PROGRAM), _fenced("print(int(input().split()[0]) * 2)")]
     assert reward(None, completions, tests=[SUM_TESTS, SUM_TESTS]) == [1.0, 0.0]
 
 
+@requires_bubblewrap
 def test_assertion_tests(reward):
     completions = [
         _fenced("def f(x):\n    return x * x"),
@@ -172,21 +190,25 @@ def test_assertion_tests(reward):
     assert scores == [1.0, pytest.approx(1 / 3), 0.0]
 
 
+@requires_bubblewrap
 @pytest.mark.parametrize("exit_call", ["import sys; sys.exit(0)", "import os; os._exit(0)", "raise SystemExit"])
 def test_exiting_before_the_assertions_does_not_pass_them(reward, exit_call):
     assert reward(None, [_fenced(f"def f(x):\n    return 0\n{exit_call}")], tests=[SQUARE_TESTS]) == [0.0]
 
 
+@requires_bubblewrap
 def test_required_code_block(sandbox):
     reward = CodeExecutionReward(sandbox=sandbox, require_code_block=True)
     assert reward(None, [SUM_PROGRAM, _fenced(SUM_PROGRAM)], tests=[SUM_TESTS, SUM_TESTS]) == [0.0, 1.0]
 
 
+@requires_bubblewrap
 def test_max_tests_uses_the_first_tests(sandbox):
     reward = CodeExecutionReward(sandbox=sandbox, max_tests=1)
     assert reward(None, [_fenced("print(3)")], tests=[SUM_TESTS]) == [1.0]
 
 
+@requires_bubblewrap
 def test_unreadable_tests_score_none_and_the_rest_is_scored(reward, caplog):
     with caplog.at_level("WARNING", logger="cohort.rewards.code"):
         scores = reward(None, [_fenced(SUM_PROGRAM)] * 3, tests=["{broken", SUM_TESTS, []])
@@ -194,6 +216,7 @@ def test_unreadable_tests_score_none_and_the_rest_is_scored(reward, caplog):
     assert "row 0" in caplog.text and "row 2" in caplog.text
 
 
+@requires_bubblewrap
 def test_protocol_errors(reward):
     with pytest.raises(KeyError, match="tests"):
         reward(None, ["print(1)"], answer=["1"])
@@ -203,6 +226,7 @@ def test_protocol_errors(reward):
         reward(None, [[{"role": "assistant", "content": "print(1)"}]], tests=[SUM_TESTS])
 
 
+@requires_bubblewrap
 def test_trl_style_call_with_other_columns_and_a_custom_column(sandbox):
     reward = CodeExecutionReward(sandbox=sandbox, tests_column="test_list")
     scores = reward(
@@ -219,6 +243,7 @@ def test_trl_style_call_with_other_columns_and_a_custom_column(sandbox):
     assert "rlimits" in reward.isolation
 
 
+@requires_bubblewrap
 def test_constructor_validation(sandbox):
     with pytest.raises(ValueError, match="mode"):
         CodeExecutionReward("best_of")
@@ -232,6 +257,7 @@ def test_constructor_validation(sandbox):
         CodeExecutionReward(memory_mb=-5)
 
 
+@requires_bubblewrap
 def test_default_construction_builds_its_own_sandbox():
     reward = CodeExecutionReward(timeout_s=2.5, memory_mb=512, workers=3)
     assert reward.sandbox.workers == 3
@@ -240,6 +266,66 @@ def test_default_construction_builds_its_own_sandbox():
 
 
 # ---------------------------------------------------------------- hostile programs
+
+
+@requires_bubblewrap
+def test_one_crashing_or_hanging_test_cannot_hide_the_others(reward):
+    crash = "import os\ndef f(x):\n    if x == 3:\n        os._exit(0)\n    return x * x"
+    hang = "import time\ndef f(x):\n    if x == 3:\n        time.sleep(60)\n    return x * x"
+    kill = "import os, signal\ndef f(x):\n    if x == 3:\n        os.kill(os.getpid(), signal.SIGKILL)\n    return x * x"
+    scores = reward(None, [_fenced(crash), _fenced(hang), _fenced(kill)], tests=[SQUARE_TESTS] * 3)
+    assert scores == [pytest.approx(2 / 3)] * 3  # test 2 fails; tests 1 and 3 still ran and passed
+
+
+@requires_bubblewrap
+def test_no_sandbox_process_outlives_the_scoring(reward):
+    hang = "import time\ndef f(x):\n    time.sleep(60)"
+    assert reward(None, [_fenced(hang)], tests=[SQUARE_TESTS[:1]]) == [0.0]
+    time.sleep(0.2)  # the kernel may take a moment to reap a killed namespace
+    leftovers = []
+    for entry in os.scandir("/proc"):
+        try:
+            if entry.name.isdigit() and b"/sandbox/harness." in open(f"/proc/{entry.name}/cmdline", "rb").read():
+                leftovers.append(entry.name)
+        except OSError:
+            pass
+    assert leftovers == []
+
+
+@requires_bubblewrap
+def test_exceptions_and_values_of_the_program_reach_the_tests(reward):
+    program = "LIMIT = 10\nimport math\ndef root(x):\n    if x < 0:\n        raise ValueError(f'{x} < 0')\n    return math.sqrt(x)"
+    tests = [
+        "try:\n    root(-4)\nexcept ValueError as error:\n    assert str(error) == '-4 < 0'\nelse:\n    raise AssertionError",
+        "assert LIMIT == 10 and math.isclose(root(2), 1.4142135623730951)",
+        "assert isinstance(root(4), float) and root(0.25) == 0.5",
+    ]
+    assert reward(None, [_fenced(program)], tests=[tests]) == [1.0]
+
+
+@requires_bubblewrap
+def test_assertion_tests_under_another_interpreter(tmp_root):
+    """The harness then travels as source (not precompiled), and bwrap may run as uid 65534."""
+    if not os.access("/usr/bin/python3", os.X_OK) or os.path.realpath("/usr/bin/python3") == os.path.realpath(sys.executable):
+        pytest.skip("no other interpreter at /usr/bin/python3")
+    sandbox = Sandbox(SandboxLimits(wall_time_s=3.0, cpu_time_s=2), workers=2, python="/usr/bin/python3", tmp_root=tmp_root)
+    honest, forged = "def f(x):\n    return x * x", "class A:\n    def __eq__(s, o): return True\ndef f(x):\n    return A()"
+    assert CodeExecutionReward(sandbox=sandbox)(None, [_fenced(honest), _fenced(forged)], tests=[SQUARE_TESTS] * 2) == [1.0, 0.0]
+
+
+def test_isolation_option_and_refusal_at_construction(tmp_path, monkeypatch):
+    monkeypatch.setenv("COHORT_BWRAP", str(tmp_path / "no-such-bwrap"))
+    with pytest.raises(IsolationUnavailable, match="bubblewrap is not installed.*sudo apt-get install bubblewrap"):
+        CodeExecutionReward()  # refused when the reward is built, before any model is loaded
+    with pytest.raises(IsolationUnavailable, match="bubblewrap is not installed"):
+        build_reward({"name": "code", "timeout_s": 2})
+    weak = build_reward({"name": "code", "isolation": "none"}).fn  # named explicitly: runs
+    assert weak.sandbox.isolation_kind == "none" and "NO isolation" in weak.isolation
+    assert weak(None, ["def f(x):\n    return x * x"], tests=[SQUARE_TESTS]) == [1.0]
+    with pytest.raises(ValueError, match="isolation"):
+        CodeExecutionReward(isolation="docker")
+    with pytest.raises(ValueError, match="not both"):
+        CodeExecutionReward(sandbox=weak.sandbox, isolation="none")
 
 
 @pytest.fixture(scope="module")
@@ -359,6 +445,7 @@ def hostile_run(sandbox, tmp_root):
     return dict(zip(names, scores)), facts
 
 
+@requires_bubblewrap
 @pytest.mark.parametrize(
     "attack",
     [
@@ -381,12 +468,14 @@ def test_hostile_program_scores_zero(hostile_run, attack):
     assert scores[attack] == 0.0
 
 
+@requires_bubblewrap
 def test_the_run_continues_after_the_attacks(hostile_run):
     scores, facts = hostile_run
     assert scores["correct_after_attacks"] == 1.0
     assert facts["leftovers"] == [], "throwaway directories left behind after timeouts and kills"
 
 
+@requires_bubblewrap
 def test_files_outside_the_sandbox_are_unharmed(hostile_run):
     _, facts = hostile_run
     assert facts["canary"] == "precious"
@@ -394,11 +483,13 @@ def test_files_outside_the_sandbox_are_unharmed(hostile_run):
     assert facts["escaped_files"] == []
 
 
+@requires_bubblewrap
 def test_no_connection_reached_the_host(hostile_run):
     _, facts = hostile_run
     assert not facts["connection_received"]
 
 
+@requires_bubblewrap
 def test_output_flood_does_not_grow_host_memory(hostile_run):
     _, facts = hostile_run
     assert facts["peak_rss_growth_mib"] < 64, facts["peak_rss_growth_mib"]

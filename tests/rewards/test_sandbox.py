@@ -1,15 +1,20 @@
-"""The sandbox mechanism: limits, isolation and clean-up, for every isolation layer this machine offers.
+"""The sandbox mechanism: limits, isolation and clean-up, for every isolation layer this machine offers,
+and the layer policy (adequate bubblewrap by default, never a silent fallback, one warning for a weak
+layer named explicitly).
 
 Programs run for real (no mocks). Tests that need a layer this machine lacks are skipped with the
-reason; hostile programs only ever run under a layer that reports itself adequate.
+reason (bubblewrap: ``requires_bubblewrap``); hostile programs only ever run under a namespace layer.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -17,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from system_deps import requires_bubblewrap
 
 from cohort.rewards.sandbox import (
     ExecutionRequest,
@@ -60,9 +66,16 @@ def tmp_roots():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(params=["auto", pytest.param("bubblewrap-system-python", marks=pytest.mark.slow), pytest.param("unshare", marks=pytest.mark.slow)], scope="module")
+@pytest.fixture(
+    params=[
+        pytest.param("auto", marks=requires_bubblewrap),
+        pytest.param("bubblewrap-system-python", marks=[pytest.mark.slow, requires_bubblewrap]),
+        pytest.param("unshare", marks=pytest.mark.slow),
+    ],
+    scope="module",
+)
 def layer(request, tmp_roots):
-    """(name, isolation, python, tmp_root) of an adequate layer; skipped where it is not available."""
+    """(name, isolation, python, tmp_root) of a namespace layer; skipped where it is not available."""
     isolation, python = LAYERS[request.param]
     if python is not None and not os.access(python, os.X_OK):
         pytest.skip(f"{python} not installed")
@@ -71,8 +84,8 @@ def layer(request, tmp_roots):
         sandbox = Sandbox(SandboxLimits(), isolation=isolation, python=python, tmp_root=root)
     except IsolationUnavailable as err:
         pytest.skip(f"isolation {isolation!r} not available here: {err}")
-    if not sandbox.isolation_adequate:
-        pytest.skip(f"only inadequate isolation available ({sandbox.isolation}); hostile programs not run")
+    if sandbox.isolation_kind not in ("bubblewrap", "unshare"):
+        pytest.skip(f"no namespace isolation ({sandbox.isolation}); hostile programs not run")
     return request.param, isolation, python, root
 
 
@@ -111,24 +124,86 @@ def test_sandbox_rejects_bad_arguments(tmp_path):
         Sandbox(python=str(tmp_path / "no-such-python"))
 
 
+@requires_bubblewrap
 def test_interpreter_that_cannot_start_is_reported(tmp_path):
-    with pytest.raises(IsolationUnavailable, match="not available"):
+    with pytest.raises(IsolationUnavailable, match="not available with interpreter '/bin/false'"):
         Sandbox(python="/bin/false", tmp_root=tmp_path)
 
 
-def test_isolation_is_described():
+@requires_bubblewrap
+def test_isolation_is_described_and_auto_is_adequate_bubblewrap(tmp_path):
     description = sandbox_isolation()
-    assert "rlimits" in description
-    if shutil.which("bwrap"):
-        assert description.startswith("bubblewrap"), description
+    assert description.startswith("bubblewrap") and "rlimits" in description, description
+    sandbox = Sandbox(tmp_root=tmp_path)
+    assert sandbox.isolation_kind == "bubblewrap" and sandbox.isolation_adequate
 
 
-def test_inadequate_isolation_is_announced_loudly(tmp_path, caplog):
-    with caplog.at_level("WARNING", logger="cohort.rewards.sandbox"):
-        sandbox = Sandbox(isolation="none", tmp_root=tmp_path)
-    assert not sandbox.isolation_adequate
-    assert "NO ADEQUATE ISOLATION" in caplog.text
-    assert sandbox.run("print(6 * 7)").stdout == "42\n"
+# ---------------------------------------------------------------- layer policy
+
+
+@pytest.mark.parametrize("isolation", ["auto", "bubblewrap"])
+@pytest.mark.parametrize("how", ["COHORT_BWRAP names a missing file", "no bwrap on PATH"])
+def test_without_bubblewrap_auto_refuses_with_the_install_hint(tmp_path, monkeypatch, isolation, how):
+    """No silent fallback: even where unshare/setuid/none would work, "auto" raises, saying how to install."""
+    if how == "no bwrap on PATH":
+        monkeypatch.delenv("COHORT_BWRAP", raising=False)
+        monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no bwrap (or anything) on PATH
+    else:
+        monkeypatch.setenv("COHORT_BWRAP", str(tmp_path / "no-such-bwrap"))
+    with pytest.raises(IsolationUnavailable) as raised:
+        Sandbox(isolation=isolation, tmp_root=tmp_path)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("bubblewrap is not installed"), message
+    assert "`sudo apt-get install bubblewrap` or `make system-deps`" in message
+    assert 'isolation="unshare"' in message  # the explicit way out is named too
+    with pytest.raises(IsolationUnavailable, match="bubblewrap is not installed"):
+        sandbox_isolation()
+
+
+def test_a_bwrap_that_cannot_sandbox_is_reported_with_a_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("COHORT_BWRAP", "/bin/false")  # "installed", but every probe fails
+    with pytest.raises(IsolationUnavailable, match=r"bubblewrap is installed but not available with interpreter .*; .*isolation=") as raised:
+        Sandbox(tmp_root=tmp_path)
+    assert "\n" not in str(raised.value)
+
+
+@requires_bubblewrap
+def test_cohort_bwrap_points_the_sandbox_at_a_bwrap_binary(tmp_path, monkeypatch):
+    monkeypatch.setenv("COHORT_BWRAP", shutil.which("bwrap"))
+    assert Sandbox(tmp_root=tmp_path).run("print(6 * 7)").stdout == "42\n"
+
+
+# A fresh interpreter, so that "once per process" is measured from the start: three sandboxes and a
+# reward built from a reward spec, all on the explicitly named weak layer "none", without bubblewrap.
+_WEAK_LAYER_RUN = """
+import json, logging, tempfile
+from cohort.rewards.registry import build_reward
+from cohort.rewards.sandbox import Sandbox
+warnings = []
+class Collect(logging.Handler):
+    def emit(self, record):
+        if record.levelno >= logging.WARNING:
+            warnings.append(record.getMessage())
+logging.getLogger("cohort").addHandler(Collect())
+root = tempfile.mkdtemp()
+outputs = [Sandbox(isolation="none", tmp_root=root).run("print(6 * 7)").stdout for _ in range(3)]
+reward = build_reward({"name": "code", "isolation": "none", "timeout_s": 5}).fn
+scores = reward(None, ["def f(x):\\n    return x + 1"] * 2, tests=[["assert f(1) == 2"]] * 2)
+scores += reward(None, ["print(int(input()) * 2)"], tests=[[{"input": "3", "output": "6"}]])
+print(json.dumps({"outputs": outputs, "scores": scores, "kind": reward.sandbox.isolation_kind, "warnings": warnings}))
+"""
+
+
+def test_an_explicit_weak_layer_runs_and_warns_exactly_once_per_process(tmp_path):
+    env = {**os.environ, "COHORT_BWRAP": str(tmp_path / "no-such-bwrap")}  # weak layers need no bubblewrap
+    done = subprocess.run([sys.executable, "-c", _WEAK_LAYER_RUN], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["outputs"] == ["42\n"] * 3
+    assert report["scores"] == [1.0, 1.0, 1.0] and report["kind"] == "none"
+    assert len(report["warnings"]) == 1, report["warnings"]
+    assert "'none'" in report["warnings"][0] and "NOT ADEQUATE" in report["warnings"][0]
 
 
 # ---------------------------------------------------------------- running programs
@@ -312,6 +387,28 @@ def test_nothing_outside_the_working_directory_is_writable(layer, make_sandbox):
         shutil.rmtree(canary_dir)
 
 
+def test_other_sandboxes_stdin_and_stdout_are_unreadable(layer, make_sandbox):
+    """A program cannot copy a concurrent sandbox's output (or read its input): the files are the host's, 0600."""
+    _, _, _, root = layer
+    secret = f"answer-{uuid.uuid4().hex}"
+    writer = f"import time\nprint({secret!r}, flush=True)\ninput()\ntime.sleep(1.5)"
+    reader = _dedent(
+        f"""
+        import glob, time
+        time.sleep(0.5)
+        paths = glob.glob({str(root)!r} + "/cohort-sandbox-*/stdout") + glob.glob({str(root)!r} + "/cohort-sandbox-*/stdin")
+        for path in paths:
+            try:
+                print(open(path).read())
+            except OSError as err:
+                print("refused", type(err).__name__)
+        """
+    )
+    results = make_sandbox(workers=2).run_many([ExecutionRequest(writer, stdin=secret + "\n"), ExecutionRequest(reader)])
+    assert results[0].stdout == secret + "\n"
+    assert secret not in results[1].stdout
+
+
 def test_root_only_kernel_files_are_hidden(layer, make_sandbox):
     if layer[1] == "unshare":
         pytest.skip("under unshare the program is uid 65534 and the kernel's permission checks apply")
@@ -397,10 +494,12 @@ def test_programs_run_in_parallel_and_in_order(make_sandbox):
     assert max(s[1] for s in spans) < min(s[2] for s in spans), f"runs did not overlap: {spans}"
 
 
+@requires_bubblewrap
 def test_default_worker_count_is_the_cpu_count(tmp_path):
     assert Sandbox(tmp_root=tmp_path).workers == (os.cpu_count() or 1)
 
 
+@requires_bubblewrap
 def test_run_many_rejects_other_objects(tmp_path):
     with pytest.raises(ValueError, match=r"requests\[0\]"):
         Sandbox(tmp_root=tmp_path).run_many(["print(1)"])

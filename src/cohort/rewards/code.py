@@ -1,31 +1,49 @@
 """Code-execution reward: run the program in each completion against its problem's tests.
 
-The tests of a problem come in a dataset column (default ``tests``), as a list or a JSON string:
+The tests of a problem come in a dataset column (default ``tests``), as a list, a dict or a JSON string:
 
 * stdin/stdout pairs (APPS, CodeContests): ``[{"input": "1 2\\n", "output": "3\\n"}, ...]``, or
   the column form ``{"inputs": [...], "outputs": [...]}`` (``input``/``output`` also accepted);
-  the program reads the input on stdin; it passes when it exits 0 and its output equals the
-  expected one after stripping the whole text and the end of every line;
-* assertions (MBPP, HumanEval): ``["assert f(2) == 4", ...]``; each is appended to the program
-  and passes when the process runs to the end (exit 0 *and* past the assertion, so that a program
-  calling ``sys.exit(0)`` early does not pass every test).
+  the program reads the input on stdin (the only thing of the test it ever sees); it passes when
+  it exits 0 and its output equals the expected one after stripping the whole text and the end of
+  every line. Each input is its own process;
+* assertions (MBPP): ``["assert f(2) == 4", ...]``, or MBPP's row form ``{"test_list": [...],
+  "test_imports": [...], "test_setup_code": "..."}``;
+* HumanEval: ``{"test": "def check(candidate): ...", "entry_point": "f"}`` (an optional
+  ``"prompt"`` is run in the judge first, so that helpers the checks call are the dataset's own).
 
-Each test is its own process, so one crashing test cannot hide the others. All isolation lives in
-:mod:`cohort.rewards.sandbox`; this module only extracts, schedules and scores.
+Assertion tests never run in the program's process: a judge sandbox runs them against proxies of
+the program's top-level functions in a second sandbox and reports the verdict to the host (see
+:mod:`cohort.rewards.verdict`), so nothing the program prints, returns or patches can make a
+failing test pass. All isolation lives in :mod:`cohort.rewards.sandbox`; this module only
+extracts, parses, schedules and scores.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import re
-import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from cohort.rewards.sandbox import ExecutionRequest, ExecutionResult, Sandbox, SandboxLimits
+from cohort.rewards.sandbox import ExecutionResult, Sandbox, SandboxLimits
+from cohort.rewards.verdict import AssertionTest, run_assertion_tests
+
+__all__ = [
+    "MODES",
+    "AssertionTest",
+    "CodeExecutionReward",
+    "CodeTest",
+    "InvalidTestsError",
+    "StdioTest",
+    "extract_program",
+    "outputs_match",
+    "parse_tests",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +58,6 @@ class StdioTest:
 
     input: str
     output: str
-
-
-@dataclass(frozen=True)
-class AssertionTest:
-    """Python code (usually ``assert`` statements) appended to the program; passes if it runs through."""
-
-    code: str
 
 
 CodeTest = Union[StdioTest, AssertionTest]
@@ -97,16 +108,20 @@ def outputs_match(actual: str, expected: str) -> bool:
 
 
 def parse_tests(spec: Any) -> list[CodeTest]:
-    """Read one problem's test specification (list or JSON string); InvalidTestsError if malformed."""
+    """Read one problem's test specification (list, dict or JSON string); InvalidTestsError if malformed."""
     if isinstance(spec, str):
         try:
             spec = json.loads(spec)
         except json.JSONDecodeError as err:
             raise InvalidTestsError(f"test specification is not valid JSON: {err}") from None
     if isinstance(spec, dict):
+        if "entry_point" in spec or "test" in spec:
+            return [_parse_humaneval(spec)]
+        if "test_list" in spec:
+            return _parse_mbpp(spec)
         return _parse_columns(spec)
     if not isinstance(spec, (list, tuple)):
-        raise InvalidTestsError(f"test specification must be a list, a dict of inputs/outputs or JSON; got {type(spec).__name__}")
+        raise InvalidTestsError(f"test specification must be a list, a dict or JSON; got {type(spec).__name__}")
     if not spec:
         raise InvalidTestsError("test specification holds no tests")
     tests: list[CodeTest] = []
@@ -122,6 +137,31 @@ def parse_tests(spec: Any) -> list[CodeTest]:
     return tests
 
 
+def _parse_humaneval(spec: dict) -> AssertionTest:
+    """HumanEval's form: {"test": code defining check(candidate), "entry_point": name, "prompt": optional}."""
+    test, entry_point, prompt = spec.get("test"), spec.get("entry_point"), spec.get("prompt", "")
+    if not isinstance(test, str) or not test.strip() or not isinstance(entry_point, str) or not entry_point.isidentifier():
+        raise InvalidTestsError(
+            f"a HumanEval test specification needs a non-empty str 'test' and an identifier 'entry_point'; got keys {sorted(spec)}"
+        )
+    if not isinstance(prompt, str):
+        raise InvalidTestsError(f"the HumanEval 'prompt' must be a str, got {type(prompt).__name__}")
+    if not re.search(r"^\s*def\s+check\s*\(", test, re.MULTILINE):
+        raise InvalidTestsError("the HumanEval 'test' must define check(candidate)")
+    return AssertionTest(test, setup=prompt, entry_point=entry_point)
+
+
+def _parse_mbpp(spec: dict) -> list[CodeTest]:
+    """MBPP's row form: {"test_list": [assert, ...], "test_imports": [...], "test_setup_code": "..."}."""
+    asserts, imports, setup = spec["test_list"], spec.get("test_imports") or [], spec.get("test_setup_code") or ""
+    if not isinstance(asserts, list) or not asserts or not all(isinstance(a, str) and a.strip() for a in asserts):
+        raise InvalidTestsError("'test_list' must be a non-empty list of non-empty assertion strings")
+    if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports) or not isinstance(setup, str):
+        raise InvalidTestsError("'test_imports' must be a list of str and 'test_setup_code' a str")
+    prelude = "\n".join([*imports, setup]).strip()
+    return [AssertionTest(code, setup=prelude) for code in asserts]
+
+
 def _parse_columns(spec: dict) -> list[CodeTest]:
     """The column form {"inputs": [...], "outputs": [...]} of APPS (and CodeContests' input/output)."""
     if spec.get("fn_name"):
@@ -129,7 +169,10 @@ def _parse_columns(spec: dict) -> list[CodeTest]:
     inputs = spec.get("inputs", spec.get("input"))
     outputs = spec.get("outputs", spec.get("output"))
     if not isinstance(inputs, list) or not isinstance(outputs, list):
-        raise InvalidTestsError(f"a dict test specification needs lists 'inputs' and 'outputs'; got keys {sorted(spec)}")
+        raise InvalidTestsError(
+            "a dict test specification needs lists 'inputs' and 'outputs', a 'test_list' (MBPP) or "
+            f"'test' and 'entry_point' (HumanEval); got keys {sorted(spec)}"
+        )
     if len(inputs) != len(outputs) or not inputs:
         raise InvalidTestsError(f"'inputs' and 'outputs' must be non-empty and of equal length; got {len(inputs)} and {len(outputs)}")
     if not all(isinstance(x, str) for x in inputs + outputs):
@@ -137,17 +180,23 @@ def _parse_columns(spec: dict) -> list[CodeTest]:
     return [StdioTest(i, o) for i, o in zip(inputs, outputs)]
 
 
-def _assertion_source(program: str, test: AssertionTest, token: str) -> str:
-    """The program, then the test, then a line proving the process got past the test."""
-    return f"{program}\n\n{test.code}\n\nimport os as _cohort_os\n_cohort_os.write(1, b'\\n{token}\\n')\n"
+def _stdio_passed(test: StdioTest, result: ExecutionResult) -> bool:
+    """A stdin/stdout test passes when the program exits 0 and prints the expected output (uncut)."""
+    return result.succeeded and not result.stdout_truncated and outputs_match(result.stdout, test.output)
 
 
-def _passed(test: CodeTest, result: ExecutionResult, token: str) -> bool:
-    if not result.succeeded or result.stdout_truncated:
-        return False
-    if isinstance(test, StdioTest):
-        return outputs_match(result.stdout, test.output)
-    return token in result.stdout.splitlines()
+@dataclass(frozen=True)
+class _Job:
+    """One unit of sandbox work: a stdin/stdout test, or all assertion tests of one program."""
+
+    program: str
+    stdio: StdioTest | None = None
+    assertions: tuple[AssertionTest, ...] = ()
+
+    def run(self, sandbox: Sandbox) -> list[bool]:
+        if self.stdio is not None:
+            return [_stdio_passed(self.stdio, sandbox.run(self.program, self.stdio.input))]
+        return run_assertion_tests(sandbox, self.program, self.assertions)
 
 
 class CodeExecutionReward:
@@ -155,7 +204,10 @@ class CodeExecutionReward:
 
     ``mode="fraction"`` scores passed/total, ``"all_or_nothing"`` 1.0 only if all pass. A program
     that fails, crashes or times out scores 0; a problem whose tests cannot be read scores None.
-    Limits come either from ``timeout_s``/``memory_mb``/``workers`` or from a ready ``sandbox``.
+    Limits come either from ``timeout_s``/``memory_mb``/``workers``/``isolation`` or from a ready
+    ``sandbox``. ``isolation`` (default "auto": bubblewrap, else IsolationUnavailable right here, at
+    construction) may name a weaker layer explicitly ("unshare", "setuid", "none"), which then logs
+    one warning; the ``isolation`` attribute is the layer in use, in words.
     """
 
     is_correctness = True
@@ -167,6 +219,7 @@ class CodeExecutionReward:
         timeout_s: float | None = None,
         memory_mb: int | None = None,
         workers: int | None = None,
+        isolation: str | None = None,
         tests_column: str = "tests",
         require_code_block: bool = False,
         max_tests: int | None = None,
@@ -179,15 +232,11 @@ class CodeExecutionReward:
         if not isinstance(tests_column, str) or not tests_column:
             raise ValueError(f"tests_column must be a non-empty str, got {tests_column!r}")
         if sandbox is not None:
-            if any(value is not None for value in (timeout_s, memory_mb, workers)):
-                raise ValueError("give limits either through sandbox= or through timeout_s/memory_mb/workers, not both")
+            if any(value is not None for value in (timeout_s, memory_mb, workers, isolation)):
+                raise ValueError("give limits either through sandbox= or through timeout_s/memory_mb/workers/isolation, not both")
             self.sandbox = sandbox
         else:
-            wall = 5.0 if timeout_s is None else timeout_s
-            if isinstance(wall, bool) or not isinstance(wall, (int, float)) or not 0 < wall < math.inf:
-                raise ValueError(f"timeout_s must be a finite number of seconds > 0, got {timeout_s!r}")
-            limits = SandboxLimits(wall_time_s=float(wall), cpu_time_s=math.ceil(wall), memory_mb=1024 if memory_mb is None else memory_mb)
-            self.sandbox = Sandbox(limits, workers=workers)
+            self.sandbox = _build_sandbox(timeout_s, memory_mb, workers, isolation)
         self.mode = mode
         self.tests_column = tests_column
         self.require_code_block = require_code_block
@@ -214,14 +263,14 @@ class CodeExecutionReward:
         for i, completion in enumerate(completions):
             if not isinstance(completion, str):
                 raise TypeError(f"completions[{i}] must be a str, got {type(completion).__name__}")
-        token = secrets.token_hex(16)
-        plans = [self._plan(i, completion, spec, token) for i, (completion, spec) in enumerate(zip(completions, specs))]
-        unique = list(dict.fromkeys(request for plan in plans if plan for _, request in plan))
-        results = dict(zip(unique, self.sandbox.run_many(unique)))
-        return [None if plan is None else self._score(plan, results, token) for plan in plans]
+        plans = [self._plan(i, completion, spec) for i, (completion, spec) in enumerate(zip(completions, specs))]
+        unique = list(dict.fromkeys(job for plan in plans if plan for job in plan))  # same program, same tests: run once
+        jobs: list[Callable[[], list[bool]]] = [functools.partial(job.run, self.sandbox) for job in unique]
+        results = dict(zip(unique, self.sandbox.parallel(jobs)))
+        return [None if plan is None else self._score([v for job in plan for v in results[job]]) for plan in plans]
 
-    def _plan(self, row: int, completion: str, spec: Any, token: str) -> list[tuple[CodeTest, ExecutionRequest]] | None:
-        """The runs that score one completion; None if its tests are unreadable, [] if it has no program."""
+    def _plan(self, row: int, completion: str, spec: Any) -> list[_Job] | None:
+        """The jobs that score one completion; None if its tests are unreadable, [] if it has no program."""
         try:
             tests = parse_tests(spec)[: self.max_tests]
         except InvalidTestsError as err:
@@ -230,18 +279,22 @@ class CodeExecutionReward:
         program = extract_program(completion, require_block=self.require_code_block)
         if program is None or not program.strip():
             return []
-        plan = []
-        for test in tests:
-            if isinstance(test, StdioTest):
-                plan.append((test, ExecutionRequest(program, test.input)))
-            else:
-                plan.append((test, ExecutionRequest(_assertion_source(program, test, token))))
-        return plan
+        jobs = [_Job(program, stdio=test) for test in tests if isinstance(test, StdioTest)]
+        assertions = tuple(test for test in tests if isinstance(test, AssertionTest))
+        return jobs + ([_Job(program, assertions=assertions)] if assertions else [])
 
-    def _score(self, plan: list[tuple[CodeTest, ExecutionRequest]], results: dict[ExecutionRequest, ExecutionResult], token: str) -> float:
-        if not plan:
+    def _score(self, verdicts: list[bool]) -> float:
+        if not verdicts:
             return 0.0
-        passed = sum(_passed(test, results[request], token) for test, request in plan)
         if self.mode == "all_or_nothing":
-            return float(passed == len(plan))
-        return passed / len(plan)
+            return float(all(verdicts))
+        return sum(verdicts) / len(verdicts)
+
+
+def _build_sandbox(timeout_s: float | None, memory_mb: int | None, workers: int | None, isolation: str | None) -> Sandbox:
+    """The reward's own sandbox; raises IsolationUnavailable now (before any model loads) if isolation is missing."""
+    wall = 5.0 if timeout_s is None else timeout_s
+    if isinstance(wall, bool) or not isinstance(wall, (int, float)) or not 0 < wall < math.inf:
+        raise ValueError(f"timeout_s must be a finite number of seconds > 0, got {timeout_s!r}")
+    limits = SandboxLimits(wall_time_s=float(wall), cpu_time_s=math.ceil(wall), memory_mb=1024 if memory_mb is None else memory_mb)
+    return Sandbox(limits, workers=workers, isolation="auto" if isolation is None else isolation)

@@ -1,0 +1,215 @@
+"""Isolation layers of the code sandbox: what each one guarantees, and which ones a request may use.
+
+``bubblewrap``  ``bwrap`` with new user, pid, net, ipc, uts, cgroup and mount namespaces. The
+                program sees a read-only view of /usr and of the Python install, a fresh ``/proc``
+                (root-only files hidden) and ``/dev``, and can write only to two small tmpfs
+                mounts: ``/sandbox`` (its working directory) and ``/dev/shm``. When root runs it,
+                bwrap drops to host uid 65534 if that uid can read the interpreter; otherwise the
+                sandbox user is host uid 0 in disguise, which the kernel exempts from
+                RLIMIT_NPROC, so a seccomp filter (libseccomp) forbids creating processes instead.
+``unshare``     (root only) new pid, net, ipc, uts and mount namespaces via util-linux ``unshare``;
+                the program runs as uid 65534 in a host directory it owns. File protection rests
+                on permissions, so world-writable host directories (/tmp) stay writable.
+``setuid``      (root only) the program runs as uid 65534; no network or pid isolation.
+``none``        resource limits only.
+
+Policy: only bubblewrap with a bound on the number of processes is adequate for untrusted code, and
+it is all that ``"auto"`` (and ``"bubblewrap"``) will use: where it is missing or cannot work, asking
+for it raises :class:`IsolationUnavailable` with what is missing and how to install it. A weaker
+layer runs only when named explicitly, and is then announced with one warning per process.
+
+The bwrap binary is ``bwrap`` on PATH, or the file named by the environment variable
+``COHORT_BWRAP`` (an absolute path; a path that is not an executable file counts as "not installed").
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import functools
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+NOBODY = 65534  # the conventional unprivileged uid/gid: what sandboxed programs run as
+JUDGE_UID = 65533  # the judge of assertion tests under unshare/setuid: not the program's uid
+ISOLATIONS = ("auto", "bubblewrap", "unshare", "setuid", "none")
+BWRAP_ENV = "COHORT_BWRAP"
+BWRAP_INSTALL = "install it with `sudo apt-get install bubblewrap` or `make system-deps`"
+WEAKER_LAYERS = 'or name a weaker layer explicitly: isolation="unshare" (root), "setuid" (root) or "none"'
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (not the program): it could not be set up or started."""
+
+
+class IsolationUnavailable(SandboxError):
+    """The requested isolation layer does not work on this machine (the message says how to fix it)."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One isolation layer: how the sandbox is built around the interpreter."""
+
+    kind: str  # bubblewrap | unshare | setuid | none
+    host_uid: int | None = None  # uid the host-side launcher (bwrap, setuid) drops to; None: keep ours
+    disable_userns: bool = False  # bubblewrap: forbid nested user namespaces
+    no_fork: bool = False  # bubblewrap: a seccomp filter forbids creating processes (threads still allowed)
+    bwrap: str | None = None  # bubblewrap: the binary
+
+    @property
+    def process_limit(self) -> bool:
+        """Whether the number of processes is bounded.
+
+        The kernel does not apply RLIMIT_NPROC to host uid 0, which is what the sandbox user is when
+        root runs bwrap without dropping to another uid; a seccomp filter then forbids fork instead.
+        """
+        return self.kind != "bubblewrap" or self.host_uid is not None or os.geteuid() != 0 or self.no_fork
+
+    @property
+    def adequate(self) -> bool:
+        """Whether this layer is fit for untrusted code: bubblewrap with a bound on processes."""
+        return self.kind == "bubblewrap" and self.process_limit
+
+    def uid_for(self, role: str) -> int | None:
+        """The host uid a sandbox of ``role`` ("program" or "judge") runs as; None: this process' uid.
+
+        Under unshare and setuid the judge of assertion tests runs as another uid than the program,
+        so that the program cannot signal, trace or read the judge through /proc.
+        """
+        if self.kind in ("unshare", "setuid") and role == "judge":
+            return JUDGE_UID
+        return self.host_uid
+
+    def describe(self) -> str:
+        """A short human-readable account of the layer, for the run log."""
+        if self.kind == "bubblewrap":
+            if self.host_uid is not None:
+                who = f"host uid {self.host_uid}"
+            elif os.geteuid() == 0:
+                who = f"host uid 0 mapped to {NOBODY} in its user namespace"
+            else:
+                who = f"host uid {os.geteuid()}"
+            extras = ", nested user namespaces disabled" if self.disable_userns else ""
+            if self.no_fork:
+                extras += ", seccomp forbids new processes"
+            return (
+                "bubblewrap (user+pid+net+ipc+uts+cgroup+mount namespaces, read-only system, "
+                f"tmpfs workdir, {who}{extras}) + rlimits"
+            )
+        if self.kind == "unshare":
+            return f"unshare (pid+net+ipc+uts+mount namespaces, /tmp stays writable) + uid {NOBODY} + rlimits"
+        if self.kind == "setuid":
+            return f"uid {NOBODY} + rlimits (NO network or pid isolation)"
+        return "rlimits only (NO isolation: the program runs as this user with network access)"
+
+
+def find_bwrap() -> str:
+    """The bwrap binary to use (``$COHORT_BWRAP`` or ``bwrap`` on PATH); IsolationUnavailable if none."""
+    configured = os.environ.get(BWRAP_ENV)
+    if configured:
+        if os.path.isfile(configured) and os.access(configured, os.X_OK):
+            return os.path.abspath(configured)
+        raise IsolationUnavailable(
+            f"bubblewrap is not installed at {BWRAP_ENV}={configured!r} (not an executable file): {BWRAP_INSTALL}, "
+            f"or point {BWRAP_ENV} at the bwrap binary; {WEAKER_LAYERS}"
+        )
+    found = shutil.which("bwrap")
+    if found is None:
+        raise IsolationUnavailable(
+            f"bubblewrap is not installed (no `bwrap` on PATH), and untrusted code is not run without it: "
+            f"{BWRAP_INSTALL}; {WEAKER_LAYERS}"
+        )
+    return found
+
+
+def candidate_layers(isolation: str, bwrap: str | None) -> list[Layer]:
+    """The layers worth probing for ``isolation``, strongest first; IsolationUnavailable if none can exist.
+
+    ``bwrap`` is the binary :func:`find_bwrap` found (needed for "auto" and "bubblewrap").
+    """
+    root = os.geteuid() == 0
+    if isolation in ("auto", "bubblewrap"):
+        if bwrap is None:
+            raise IsolationUnavailable(f"bubblewrap is not installed: {BWRAP_INSTALL}; {WEAKER_LAYERS}")
+        if root:  # as host uid 65534 (needs the interpreter readable by it), else uid 0 with fork forbidden
+            variants = [(NOBODY, False)] + ([(None, True)] if no_fork_filter() is not None else [])
+        else:
+            variants = [(None, False)]
+        return [Layer("bubblewrap", uid, userns, no_fork, bwrap) for uid, no_fork in variants for userns in (True, False)]
+    if isolation in ("unshare", "setuid") and not root:
+        raise IsolationUnavailable(f"isolation {isolation!r} switches to uid {NOBODY} and so needs root; run as root or use bubblewrap")
+    if isolation == "unshare":
+        if not (shutil.which("unshare") and shutil.which("setpriv")):
+            raise IsolationUnavailable("isolation 'unshare' needs util-linux's unshare and setpriv: `sudo apt-get install util-linux`")
+        return [Layer("unshare", NOBODY)]
+    if isolation == "setuid":
+        return [Layer("setuid", NOBODY)]
+    return [Layer("none")]
+
+
+def probes_failed(isolation: str, python: str, failures: list[str]) -> IsolationUnavailable:
+    """The error for a layer that exists here but could not run a probe program (one line, with a hint)."""
+    detail = " ".join(failures[0].split())[:300] if failures else "no candidate layer"
+    if isolation not in ("auto", "bubblewrap"):
+        return IsolationUnavailable(f"isolation {isolation!r} is not available with interpreter {python!r}: {detail}")
+    if os.geteuid() != 0:
+        hint = "unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1, or kernel.apparmor_restrict_unprivileged_userns=0)"
+    elif no_fork_filter() is None:
+        hint = (
+            f"as root, bubblewrap needs an interpreter that uid {NOBODY} can read, or libseccomp2 to forbid fork "
+            "(`sudo apt-get install libseccomp2` or `make system-deps`)"
+        )
+    else:
+        hint = "see the probe's error above"
+    return IsolationUnavailable(f"bubblewrap is installed but not available with interpreter {python!r}: {detail}; {hint}; {WEAKER_LAYERS}")
+
+
+@functools.lru_cache(maxsize=None)
+def no_fork_filter() -> bytes | None:
+    """A seccomp BPF program (from libseccomp) that makes fork/vfork/clone-without-CLONE_THREAD fail.
+
+    clone3 fails with ENOSYS, which makes the C library fall back to clone. Threads stay allowed;
+    their number is bounded by RLIMIT_AS (each reserves a stack). None if libseccomp is missing.
+    """
+    name = ctypes.util.find_library("seccomp")
+    if name is None:
+        return None
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        return None
+
+    class ArgCmp(ctypes.Structure):  # struct scmp_arg_cmp
+        _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(ArgCmp)]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    allow, masked_eq, clone_thread = 0x7FFF0000, 7, 0x00010000
+    errno_action = lambda code: 0x00050000 | code  # noqa: E731  (SCMP_ACT_ERRNO)
+    ctx = lib.seccomp_init(allow)
+    if not ctx:
+        return None
+    try:
+        rules = [("fork", errno.EAGAIN, None), ("vfork", errno.EAGAIN, None), ("clone3", errno.ENOSYS, None)]
+        rules.append(("clone", errno.EAGAIN, ArgCmp(0, masked_eq, clone_thread, 0)))  # flags & CLONE_THREAD == 0
+        for syscall, code, condition in rules:
+            number = lib.seccomp_syscall_resolve_name(syscall.encode())
+            if number < 0:  # not a syscall on this architecture (e.g. fork on arm64)
+                continue
+            conditions = (ArgCmp * 1)(condition) if condition is not None else None
+            if lib.seccomp_rule_add_array(ctx, errno_action(code), number, 1 if condition else 0, conditions) != 0:
+                return None
+        with tempfile.TemporaryFile() as handle:
+            if lib.seccomp_export_bpf(ctx, handle.fileno()) != 0:
+                return None
+            handle.seek(0)
+            return handle.read()
+    finally:
+        lib.seccomp_release(ctx)

@@ -1,0 +1,487 @@
+"""One sandboxed process: its throwaway directory, its command line under a layer, and its teardown.
+
+A :class:`SandboxProcess` writes the given files into a fresh directory, starts the interpreter
+under the layer (the launcher below applies the resource limits, then runs a script as
+``__main__``), lets the caller wait for it, and on :meth:`SandboxProcess.close` kills whatever is
+left of it and removes the directory. Extra file descriptors (``pass_fds``) reach the script under
+the same numbers; the assertion-test judge uses them to talk to the program's sandbox and the host.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cohort.rewards.layers import NOBODY, Layer, SandboxError, no_fork_filter
+
+if TYPE_CHECKING:
+    from cohort.rewards.sandbox import SandboxLimits
+
+logger = logging.getLogger("cohort.rewards.sandbox")
+
+SANDBOX_DIR = "/sandbox"  # the working directory inside bubblewrap
+ROLES = ("program", "judge")  # program: may write its directory; judge: read-only directory, own uid
+_TEARDOWN_WAIT_S = 5.0  # how long to wait for a killed sandbox's processes to be gone
+_STARTED = b"started"
+_PRIVATE = 0o600  # stdin/stdout/stderr: the host's, opened for the sandbox, unreadable to other sandboxes
+
+# Runs inside the sandbox, in the interpreter that will run the script: applies the resource
+# limits, tells the host (through an inherited pipe) that the sandbox came up, closes that pipe and
+# runs the script as __main__ (like runpy.run_path, without the ~10 ms of imports runpy costs).
+# A script named *.code is a code object the host compiled and marshalled for this same
+# interpreter (the harness: saves compiling it in every sandbox). The program can neither lift the
+# limits (hard limits are lowered and it has no privileges) nor make a failure of its own look like
+# a failure of the sandbox.
+_LAUNCHER = """\
+import os, resource as r, sys
+fd, cpu, mem, nproc, fsize, nofile = (int(a) for a in sys.argv[1:7])
+def limit(kind, soft, hard):
+    top = r.getrlimit(kind)[1]
+    cap = (lambda v: v) if top == r.RLIM_INFINITY else (lambda v: min(v, top))
+    r.setrlimit(kind, (cap(soft), cap(hard)))
+limit(r.RLIMIT_CORE, 0, 0)
+limit(r.RLIMIT_CPU, cpu, cpu + 1)
+limit(r.RLIMIT_AS, mem, mem)
+limit(r.RLIMIT_NPROC, nproc, nproc)
+limit(r.RLIMIT_FSIZE, fsize, fsize)
+limit(r.RLIMIT_NOFILE, nofile, nofile)
+os.write(fd, b"started")
+os.close(fd)
+del sys.argv[:7]
+def run_as_main(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    if path.endswith(".code"):
+        import marshal
+        code = marshal.loads(data)
+    else:
+        code = compile(data, path, "exec", dont_inherit=True)
+    namespace = sys.modules["__main__"].__dict__
+    builtins = namespace["__builtins__"]
+    namespace.clear()  # the script gets a fresh __main__, as if run as `python main.py`
+    namespace.update(__name__="__main__", __file__=path, __builtins__=builtins, __doc__=None,
+                     __package__=None, __spec__=None, __loader__=None, __cached__=None)
+    exec(code, namespace)
+run_as_main(sys.argv[0])
+"""
+
+
+class SandboxProcess:
+    """A script running in a sandbox of its own; :meth:`close` (or ``with``) kills it and cleans up.
+
+    ``files`` (name -> text or bytes) are what the script's directory holds; ``script`` is the one run as
+    ``__main__`` with ``args``; ``pass_fds`` stay open in it under the same numbers (the caller
+    closes its copies). ``role="judge"``: the directory is read-only to it and, under unshare and
+    setuid, it runs as another uid than programs do.
+    """
+
+    def __init__(
+        self,
+        layer: Layer,
+        python: str,
+        limits: SandboxLimits,
+        root: Path,
+        files: Mapping[str, str | bytes],
+        script: str,
+        args: Sequence[str] = (),
+        *,
+        pass_fds: Sequence[int] = (),
+        stdin: str | None = None,
+        role: str = "program",
+    ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        if script not in files:
+            raise ValueError(f"script {script!r} is not one of the files {sorted(files)}")
+        self.layer, self.limits = layer, limits
+        self.returncode: int | None = None  # known after stop()
+        self.wall_time_s = 0.0  # from start to exit, known after stop()
+        self.started = False  # whether the launcher came up (known after stop())
+        self._proc: subprocess.Popen | None = None
+        self._fds: list[int] = []  # ours to close: the started pipe, the inner pidfd
+        self.host_dir, self.workdir = _prepare_dir(layer, root, files, stdin, role)
+        try:
+            self._launch(python, script, list(args), list(pass_fds), role)
+        except BaseException:
+            self.close()
+            raise
+
+    def _launch(self, python: str, script: str, args: list[str], pass_fds: list[int], role: str) -> None:
+        layer = self.layer
+        started_read, started_write = os.pipe()  # the launcher's "started" signal
+        status_read, status_write = os.pipe() if layer.kind == "bubblewrap" else (None, None)  # bwrap's JSON status
+        seccomp_read = _pipe_with(no_fork_filter()) if layer.no_fork else None
+        child_fds = [fd for fd in (started_write, status_write, seccomp_read) if fd is not None]
+        self._fds = [fd for fd in (started_read, status_read) if fd is not None]
+        self._started_read, self._inner_pidfd = started_read, None
+        env = _program_env(SANDBOX_DIR if layer.kind == "bubblewrap" else str(self.workdir))
+        command = _command(layer, python, self.limits, self.host_dir, script, args, role, started_write, status_write, seccomp_read)
+        uid = layer.uid_for(role) if layer.kind in ("bubblewrap", "setuid") else None
+        try:
+            with open(self.host_dir / "stdin", "rb") as i, open(self.host_dir / "stdout", "wb") as o, open(self.host_dir / "stderr", "wb") as e:
+                self.start = time.monotonic()
+                self._proc = subprocess.Popen(
+                    command, stdin=i, stdout=o, stderr=e, env=env, pass_fds=child_fds + pass_fds, start_new_session=True,
+                    cwd=self.host_dir if layer.kind == "bubblewrap" else self.workdir,
+                    user=uid, group=uid, extra_groups=[] if uid is not None else None,
+                )  # fmt: skip
+        except OSError as err:
+            raise SandboxError(f"cannot start the sandbox ({command[0]}): {err}") from err
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        if status_read is not None:
+            self._inner_pidfd = _inner_pidfd(status_read, self.limits.wall_time_s)
+            if self._inner_pidfd is not None:
+                self._fds.append(self._inner_pidfd)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the sandbox was started."""
+        return time.monotonic() - self.start
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the sandbox to exit (without reaping it); True if it did."""
+        return _wait_exit(self._proc, timeout_s)
+
+    def stop(self) -> None:
+        """Kill whatever is left of the sandbox and wait until none of its processes is alive (idempotent)."""
+        proc = self._proc
+        if proc is None or self.returncode is not None:
+            return
+        _kill_group(proc.pid)  # the sandbox if still running, or anything left in its process group
+        proc.wait()
+        self.wall_time_s = self.elapsed
+        if self._inner_pidfd is not None and not _wait_fd(self._inner_pidfd, _TEARDOWN_WAIT_S):
+            logger.warning("code sandbox: processes of a finished sandbox still alive after %.0f s", _TEARDOWN_WAIT_S)
+        if self.layer.kind != "bubblewrap":  # no pid namespace teardown to rely on (or, for unshare, an async one)
+            _kill_group_and_wait(proc.pid, _TEARDOWN_WAIT_S)
+        self.started = _read_available(self._started_read).startswith(_STARTED)
+        self.returncode = proc.returncode
+
+    def output(self, name: str, cap: int) -> tuple[str, bool]:
+        """The first ``cap`` bytes of the sandbox's "stdout" or "stderr" as text, and whether there was more."""
+        return _read_capped(self.host_dir / name, cap)
+
+    def close(self) -> None:
+        """Stop the sandbox, close its descriptors and remove its directory."""
+        try:
+            if self._proc is not None and self.returncode is None:
+                self.stop()
+        finally:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = []
+            _remove_dir(self.host_dir)
+
+    def __enter__(self) -> SandboxProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def decode_status(returncode: int, layer: Layer) -> tuple[int | None, int | None]:
+    """(exit_code, signal) from the outer process' return code.
+
+    bubblewrap reports a child killed by signal N as exit status 128 + N, so under bubblewrap
+    statuses 129..191 are read as signals (a program calling ``sys.exit(137)`` reads as SIGKILL).
+    """
+    if returncode < 0:
+        return None, -returncode
+    if layer.kind == "bubblewrap" and 128 < returncode < 128 + 64:
+        return None, returncode - 128
+    return returncode, None
+
+
+def _program_env(workdir: str) -> dict[str, str]:
+    """The whole environment of a sandboxed program: nothing inherited from the host."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "OMP_NUM_THREADS": "1",  # native libraries must not start a thread per core under RLIMIT_NPROC
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
+def _prepare_dir(layer: Layer, root: Path, files: Mapping[str, str | bytes], stdin: str | None, role: str) -> tuple[Path, Path]:
+    """Write the files (and stdin) into a fresh throwaway directory; return (host_dir, workdir)."""
+    host_dir = Path(tempfile.mkdtemp(prefix="cohort-sandbox-", dir=root))
+    try:
+        workdir = host_dir if layer.kind == "bubblewrap" else host_dir / "work"
+        workdir.mkdir(exist_ok=True)
+        for name, text in files.items():
+            if os.sep in name or name in ("", ".", "..", "stdin", "stdout", "stderr", "work"):
+                raise ValueError(f"sandbox file names must be plain names, got {name!r}")
+            if isinstance(text, bytes):
+                (workdir / name).write_bytes(text)
+            else:
+                (workdir / name).write_text(text, encoding="utf-8")
+            os.chmod(workdir / name, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+        for name, text in (("stdin", stdin or ""), ("stdout", ""), ("stderr", "")):
+            descriptor = os.open(host_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        if layer.host_uid is not None:
+            # bwrap (run as host_uid) must reach the files to bind them; under unshare/setuid a program
+            # owns its working directory (a judge's stays root's). The outer directory is not listable.
+            os.chmod(host_dir, stat.S_IRWXU | stat.S_IXGRP | stat.S_IXOTH)
+            if layer.kind != "bubblewrap":
+                if role == "program":
+                    os.chown(workdir, layer.host_uid, layer.host_uid)
+                    os.chmod(workdir, stat.S_IRWXU)
+                else:
+                    os.chmod(workdir, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    except BaseException:
+        _remove_dir(host_dir)
+        raise
+    return host_dir, workdir
+
+
+def _remove_dir(host_dir: Path) -> None:
+    """Remove a throwaway directory, also one the program made unreadable."""
+    shutil.rmtree(host_dir, ignore_errors=True)
+    if host_dir.exists():  # e.g. a directory the program made unreadable: make it removable and retry
+        for path, dirs, _ in os.walk(host_dir):
+            for name in dirs:
+                os.chmod(os.path.join(path, name), stat.S_IRWXU)
+        shutil.rmtree(host_dir, ignore_errors=True)
+    if host_dir.exists():
+        logger.warning("code sandbox: could not remove %s", host_dir)
+
+
+def _command(
+    layer: Layer, python: str, limits: SandboxLimits, host_dir: Path, script: str, args: list[str], role: str,
+    started_fd: int, status_fd: int | None, seccomp_fd: int | None,
+) -> list[str]:  # fmt: skip
+    """The argv that runs ``script`` from ``host_dir`` under ``layer``."""
+    script_path = f"{SANDBOX_DIR}/{script}" if layer.kind == "bubblewrap" else script
+    launcher = [
+        python, "-I", "-B", "-c", _LAUNCHER,
+        str(started_fd),
+        str(limits.cpu_time_s),
+        str(limits.memory_mb * 2**20),
+        str(limits.max_processes),
+        str(limits.max_output_bytes + 1),  # +1 so that a full cap of output is told apart from a cut one
+        str(limits.max_open_files),
+        script_path,
+    ] + args  # fmt: skip
+    if layer.kind == "bubblewrap":
+        return _bwrap_args(layer, python, limits, host_dir, status_fd, seccomp_fd) + launcher
+    if layer.kind == "unshare":
+        uid = layer.uid_for(role)
+        return [
+            "unshare", "--pid", "--net", "--ipc", "--uts", "--mount", "--fork", "--kill-child", "--mount-proc", "--",
+            "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--",
+        ] + launcher  # fmt: skip
+    return launcher
+
+
+def _bwrap_args(layer: Layer, python: str, limits: SandboxLimits, host_dir: Path, status_fd: int | None, seccomp_fd: int | None) -> list[str]:
+    """bwrap's part of the argv: namespaces, read-only system, tmpfs workdir with the files bound in."""
+    tmpfs_bytes = str(limits.workdir_mb * 2**20)
+    args = [layer.bwrap or "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
+    if layer.disable_userns:
+        args.append("--disable-userns")
+    if status_fd is not None:
+        args += ["--json-status-fd", str(status_fd)]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
+    args += _system_binds()
+    for path in _interpreter_dirs(python):
+        args += ["--ro-bind", path, path]
+    args += ["--proc", "/proc"]
+    for path in _root_only_proc_files():
+        args += ["--ro-bind", "/dev/null", path]
+    args += ["--dev", "/dev", "--size", tmpfs_bytes, "--tmpfs", "/dev/shm", "--size", tmpfs_bytes, "--tmpfs", SANDBOX_DIR]
+    for entry in sorted(os.listdir(host_dir)):
+        if entry not in ("stdin", "stdout", "stderr"):
+            args += ["--ro-bind", str(host_dir / entry), f"{SANDBOX_DIR}/{entry}"]
+    return args + [
+        "--chdir", SANDBOX_DIR,
+        "--remount-ro", "/dev",
+        "--remount-ro", "/",
+        "--uid", str(NOBODY), "--gid", str(NOBODY),
+        "--hostname", "sandbox",
+        "--",
+    ]  # fmt: skip
+
+
+@functools.lru_cache(maxsize=None)
+def _interpreter_dirs(python: str) -> tuple[str, ...]:
+    """Directories the interpreter needs that lie outside /usr (its prefixes), for read-only binds."""
+    query = "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]))"
+    try:
+        out = subprocess.run([python, "-I", "-c", query], capture_output=True, text=True, timeout=30, check=True)
+        prefixes = json.loads(out.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError) as err:
+        raise SandboxError(f"cannot run the sandbox interpreter {python!r}: {err}") from err
+    candidates = {os.path.realpath(p) for p in prefixes} | {os.path.abspath(p) for p in prefixes}
+    candidates.add(os.path.dirname(os.path.realpath(python)))
+    candidates.add(os.path.dirname(os.path.abspath(python)))
+    dirs = sorted(p for p in candidates if p != "/usr" and not p.startswith("/usr/") and os.path.isdir(p))
+    # Keep only outermost directories; binding a parent already exposes its children.
+    return tuple(p for p in dirs if not any(p.startswith(q + os.sep) for q in dirs if q != p))
+
+
+def _system_binds() -> list[str]:
+    """bwrap arguments exposing the system read-only: /usr, its top-level aliases and a few /etc files."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = f"/{name}"
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for path in ("/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf"):
+        args += ["--ro-bind-try", path, path]
+    return args
+
+
+@functools.lru_cache(maxsize=None)
+def _root_only_proc_files() -> tuple[str, ...]:
+    """Top-level /proc files that only root may read (kpageflags, slabinfo, timer_list, ...).
+
+    A sandbox user that is host uid 0 in disguise would pass their permission check, so bubblewrap
+    hides them behind /dev/null.
+    """
+    hidden = []
+    for entry in os.scandir("/proc"):
+        try:
+            if not entry.name.isdigit() and entry.is_file() and not entry.stat().st_mode & stat.S_IROTH:
+                hidden.append(entry.path)
+        except OSError:
+            continue
+    return tuple(sorted(hidden))
+
+
+def _pipe_with(data: bytes) -> int:
+    """The read end of a pipe holding ``data`` (small: it must fit the pipe buffer)."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, data)
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def _wait_fd(fd: int, timeout_s: float) -> bool:
+    """Block until ``fd`` is readable or ``timeout_s`` passes; True if readable."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if poller.poll(max(remaining, 0) * 1000):
+            return True
+        if remaining <= 0:
+            return False
+
+
+def _wait_exit(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait for ``proc`` to exit without reaping it (so its pid stays reserved); True if it exited."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel/Python): Popen's polling wait
+        try:
+            proc.wait(timeout=max(timeout_s, 0))
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        return _wait_fd(pidfd, timeout_s)
+    finally:
+        os.close(pidfd)
+
+
+def _open_pidfd(pid: int) -> int | None:
+    """A pidfd for ``pid``, or None if it is gone or pidfds are unsupported."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _inner_pidfd(status_read: int, timeout_s: float) -> int | None:
+    """A pidfd for bwrap's process inside the namespaces, read from its JSON status (None if unknown).
+
+    Once that process is gone the kernel has killed every process of the sandbox's pid namespace.
+    """
+    if not _wait_fd(status_read, timeout_s):
+        return None
+    line = os.read(status_read, 4096).split(b"\n", 1)[0]
+    try:
+        pid = json.loads(line)["child-pid"]
+    except (ValueError, KeyError, TypeError):
+        return None  # bwrap exited before starting the sandbox: reported by the started check
+    return _open_pidfd(int(pid))
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL every process of group ``pgid`` (gone or not ours: nothing to do)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group ``pgid`` (read from /proc)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                fields_after_name = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        state, pgrp = fields_after_name[0], int(fields_after_name[2])
+        if pgrp == pgid and state != b"Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _kill_group_and_wait(pgid: int, timeout_s: float) -> None:
+    """SIGKILL process group ``pgid`` until none of its processes is left (or ``timeout_s`` passes)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _kill_group(pgid)
+        if not _group_members(pgid):
+            return
+        if time.monotonic() > deadline:
+            logger.warning("code sandbox: processes of process group %d still alive after %.0f s", pgid, timeout_s)
+            return
+        time.sleep(0.01)
+
+
+def _read_capped(path: Path, cap: int) -> tuple[str, bool]:
+    """The first ``cap`` bytes of ``path`` as text, and whether there was more."""
+    with open(path, "rb") as handle:
+        data = handle.read(cap + 1)
+    return data[:cap].decode("utf-8", errors="replace"), len(data) > cap
+
+
+def _read_available(fd: int) -> bytes:
+    """Whatever is buffered in the pipe ``fd`` (its writers are gone, so this cannot block long)."""
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 64)
+    except BlockingIOError:
+        return b""
