@@ -39,12 +39,13 @@ never_correct.is_correctness = True
 
 class SignalAtCall:
     """Scores like has_digit and, on its ``at``-th call, sends this process ``signal`` ``count`` times
-    (a scheduler's preemption; ``count=2`` is an impatient user pressing Ctrl-C twice)."""
+    (a scheduler's preemption; ``count=2`` is an impatient user pressing Ctrl-C twice; ``SIGKILL``
+    with ``rank`` set: one torchrun rank dies)."""
 
     is_correctness = True
 
-    def __init__(self, at: int = 3, signal: str = "SIGTERM", count: int = 1):
-        self.at, self.signal, self.count, self.calls = at, signal, count, 0
+    def __init__(self, at: int = 3, signal: str = "SIGTERM", count: int = 1, rank: int | None = None):
+        self.at, self.signal, self.count, self.rank, self.calls = at, signal, count, rank, 0
 
     def __call__(self, prompts, completions, **_):
         import os
@@ -52,7 +53,8 @@ class SignalAtCall:
         import time
 
         self.calls += 1
-        if self.calls == self.at:
+        on_this_rank = self.rank is None or int(os.environ.get("RANK", "0")) == self.rank
+        if self.calls == self.at and on_this_rank:
             for _ in range(self.count):
                 os.kill(os.getpid(), getattr(signal, self.signal))
                 time.sleep(0.05)  # let the handler run before the next one arrives

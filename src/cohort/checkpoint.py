@@ -210,16 +210,30 @@ def save_pretrained_atomic(
     tokenizer,
     extra: dict[str, Any] | None = None,
     write_more: Callable[[Path], None] | None = None,
+    state_dict: dict[str, Any] | None = None,
 ) -> None:
     """Write an HF-format model + tokenizer (and optionally trainer state and more files, e.g. a
-    value model, written by ``write_more(directory)``) atomically."""
+    value model, written by ``write_more(directory)``) atomically. ``state_dict`` replaces the
+    model's own (the gathered weights of a sharded model)."""
     with atomic_directory(destination) as temporary:
-        model.save_pretrained(temporary, safe_serialization=True)
+        save_model(model, temporary, state_dict)
         tokenizer.save_pretrained(temporary)
         if extra is not None:
             torch.save(extra, temporary / TRAINER_STATE)
         if write_more is not None:
             write_more(temporary)
+
+
+def save_model(model, directory: Path, state_dict: dict[str, Any] | None = None) -> None:
+    """``model.save_pretrained`` (safetensors), recording the model's own class even when FSDP2 has
+    wrapped it in a generated subclass (``FSDPLlamaForCausalLM`` -> ``LlamaForCausalLM``)."""
+    model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
+    original = next((cls for cls in type(model).__mro__ if not cls.__name__.startswith("FSDP")), type(model))
+    config_path = Path(directory) / "config.json"
+    if original is not type(model) and config_path.exists():
+        config = json.loads(config_path.read_text())
+        config["architectures"] = [original.__name__]
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 class UnsafeCheckpointError(ValueError):

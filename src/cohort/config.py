@@ -252,6 +252,16 @@ class TrainConfig:
 
 
 @dataclass
+class DistributedConfig:
+    strategy: Literal["ddp", "fsdp2"] = "ddp"
+    """Under torchrun (more than one rank): DDP (each rank holds the whole model) or FSDP2 (parameters, gradients and optimizer state sharded at rest). Ignored in one process."""
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """torch.distributed backend: auto = NCCL with CUDA, else gloo."""
+    timeout_s: float = 1800.0
+    """How long a rank waits for the others at a collective before the run fails."""
+
+
+@dataclass
 class LogConfig:
     console: Literal["rich", "plain", "json", "quiet"] = "rich"
     """rich: live progress bar; plain: one line per step; json: one JSON object per step; quiet: summary only."""
@@ -278,6 +288,7 @@ class Config:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
@@ -468,6 +479,7 @@ def _validate_sampling(config: Config) -> None:
     _check(t.threads is None or t.threads >= 1, "train.threads", t.threads, "null or an int >= 1")
     _check(bool(t.out_dir), "train.out_dir", t.out_dir, "a directory path")
     _check(config.log.completions_every >= 0, "log.completions_every", config.log.completions_every, "an int >= 0")
+    _check(config.distributed.timeout_s > 0, "distributed.timeout_s", config.distributed.timeout_s, "a float > 0")
 
 
 def _validate_algorithm(config: Config) -> None:

@@ -116,48 +116,70 @@ def evaluate(
         eos_token_ids=params.eos_token_ids,
         stop_strings=params.stop_strings,
     )
-    extract = getattr(correctness.fn, "extract_answer", None)
     results: list[ProblemResult] = []
     total = len(prompts)
     for start in range(0, total, prompts_per_batch):
         stop = min(start + prompts_per_batch, total)
-        batch_ids = list(prompt_ids[start:stop])
-        batch_prompts = list(prompts[start:stop])
-        batch_columns = {key: list(values[start:stop]) for key, values in columns.items()}
+        batch = _Problems(start, list(prompts[start:stop]), list(prompt_ids[start:stop]),
+                          {key: list(values[start:stop]) for key, values in columns.items()})
         common = dict(pad_token_id=tokenizer.pad_token_id, generator=generator, tokenizer=tokenizer)
-        greedy_rollout = generate_rollout(model, batch_ids, 1, greedy, **common)
-        greedy_texts = greedy_rollout.decode_completions(tokenizer)
-        greedy_columns = {**batch_columns, "completion_ids": greedy_rollout.completion_token_lists()}
-        greedy_scores = scorer.score(batch_prompts, greedy_texts, greedy_columns).per_function[correctness.name].tolist()
-        sampled = generate_rollout(model, batch_ids, num_samples, params, **common)
-        texts = sampled.decode_completions(tokenizer)
-        expanded = {key: [v for v in values for _ in range(num_samples)] for key, values in batch_columns.items()}
-        expanded["completion_ids"] = sampled.completion_token_lists()
-        repeated_prompts = [p for p in batch_prompts for _ in range(num_samples)]
-        scores = scorer.score(repeated_prompts, texts, expanded)
-        correct_values = scores.per_function[correctness.name].tolist()
-        lengths = sampled.completion_lengths.tolist()
-        truncated = sampled.truncated.tolist()
-        for offset in range(stop - start):
-            rows = slice(offset * num_samples, (offset + 1) * num_samples)
-            results.append(
-                ProblemResult(
-                    index=start + offset,
-                    prompt=batch_prompts[offset],
-                    answer=batch_columns.get(answer_column, [None] * (stop - start))[offset],
-                    greedy_completion=greedy_texts[offset],
-                    greedy_correct=_is_correct(greedy_scores[offset]),
-                    completions=texts[rows],
-                    correct=[_is_correct(v) for v in correct_values[rows]],
-                    rewards=[None if math.isnan(v) else v for v in scores.total[rows].tolist()],
-                    answers=[extract(t) if extract else t.strip() or None for t in texts[rows]],
-                    lengths=lengths[rows],
-                    truncated=truncated[rows],
-                )
-            )
+        greedy_texts, greedy_scores = _greedy(model, tokenizer, batch, greedy, scorer, correctness, common)
+        results += _sampled_results(model, tokenizer, batch, params, num_samples, scorer, correctness, common,
+                                    greedy_texts, greedy_scores, answer_column)
         if on_progress is not None:
             on_progress(stop, total)
     return summarize(results, ks, params.temperature), results
+
+
+@dataclass(frozen=True)
+class _Problems:
+    """One batch of problems: where it starts, its prompts (for rewards), token ids and dataset columns."""
+
+    start: int
+    prompts: list[Any]
+    ids: list[Sequence[int]]
+    columns: dict[str, list[Any]]
+
+
+def _greedy(model, tokenizer, batch: _Problems, greedy: SamplingParams, scorer: RewardScorer, correctness: NamedReward,
+            common: dict[str, Any]) -> tuple[list[str], list[float]]:
+    """Greedy completions of the batch and their correctness scores."""
+    rollout = generate_rollout(model, batch.ids, 1, greedy, **common)
+    texts = rollout.decode_completions(tokenizer)
+    columns = {**batch.columns, "completion_ids": rollout.completion_token_lists()}
+    return texts, scorer.score(batch.prompts, texts, columns).per_function[correctness.name].tolist()
+
+
+def _sampled_results(model, tokenizer, batch: _Problems, params: SamplingParams, num_samples: int, scorer: RewardScorer,
+                     correctness: NamedReward, common: dict[str, Any], greedy_texts: list[str], greedy_scores: list[float],
+                     answer_column: str) -> list[ProblemResult]:
+    """``num_samples`` sampled completions per problem, scored, as one ProblemResult per problem."""
+    extract = getattr(correctness.fn, "extract_answer", None)
+    sampled = generate_rollout(model, batch.ids, num_samples, params, **common)
+    texts = sampled.decode_completions(tokenizer)
+    expanded = {key: [v for v in values for _ in range(num_samples)] for key, values in batch.columns.items()}
+    expanded["completion_ids"] = sampled.completion_token_lists()
+    scores = scorer.score([p for p in batch.prompts for _ in range(num_samples)], texts, expanded)
+    correct_values = scores.per_function[correctness.name].tolist()
+    lengths, truncated = sampled.completion_lengths.tolist(), sampled.truncated.tolist()
+    answers = batch.columns.get(answer_column, [None] * len(batch.prompts))
+    results = []
+    for offset in range(len(batch.prompts)):
+        rows = slice(offset * num_samples, (offset + 1) * num_samples)
+        results.append(ProblemResult(
+            index=batch.start + offset,
+            prompt=batch.prompts[offset],
+            answer=answers[offset],
+            greedy_completion=greedy_texts[offset],
+            greedy_correct=_is_correct(greedy_scores[offset]),
+            completions=texts[rows],
+            correct=[_is_correct(v) for v in correct_values[rows]],
+            rewards=[None if math.isnan(v) else v for v in scores.total[rows].tolist()],
+            answers=[extract(t) if extract else t.strip() or None for t in texts[rows]],
+            lengths=lengths[rows],
+            truncated=truncated[rows],
+        ))
+    return results
 
 
 def summarize(results: Sequence[ProblemResult], ks: Sequence[int], temperature: float) -> EvalSummary:

@@ -13,6 +13,7 @@ ratio pi_theta / pi_old is 1 at the first update when nothing has changed. Rows 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 import re
@@ -22,6 +23,7 @@ from typing import Union
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, GenerationConfig, PreTrainedModel
+from transformers.cache_utils import Cache
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from cohort.algo.ops import DEFAULT_CHUNK_ROWS, entropy_from_logits, token_logprobs
@@ -202,9 +204,26 @@ def load_policy(
     source = resolve_model_source(name_or_path, what="model")
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     model.to(target)
+    own_storage(model)
     model.eval()
     model.requires_grad_(True)
     return model
+
+
+def own_storage(model: torch.nn.Module) -> None:
+    """Give every parameter and buffer a storage of its own.
+
+    Loaded weights can be views into one memory-mapped file at arbitrary byte offsets; kernels then
+    take different (unaligned) code paths than for freshly allocated tensors, so a resumed run would
+    round differently from an uninterrupted one. Copies keep resume bit-exact and detach the model
+    from the file. Tied weights stay tied (each storage is copied once)."""
+    copies: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            key = tensor.data_ptr()
+            if key not in copies:
+                copies[key] = tensor.data.clone()
+            tensor.data = copies[key]
 
 
 def load_reference(
@@ -336,9 +355,29 @@ def left_padded_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [n, L]
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a data-parallel wrapper (DistributedDataParallel keeps it as ``.module``);
+    its config and forward signature are what the helpers below read. Calls still go to ``model``."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_parameters(model_type: type) -> frozenset[str]:
+    """The named parameters of a model class's forward (read once per class: signatures are slow)."""
+    return frozenset(inspect.signature(model_type.forward).parameters)
+
+
 def supports_logits_to_keep(model: torch.nn.Module) -> bool:
     """Whether the model's forward can compute only the last positions' logits."""
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    return "logits_to_keep" in _forward_parameters(type(unwrap(model)))
+
+
+def cache_kwargs(model: torch.nn.Module, cache: Cache) -> dict[str, Cache]:
+    """The forward keyword that passes a KV cache: ``cache`` where the model's forward has it
+    (recent transformers; 5.24 deprecates ``past_key_values``), else ``past_key_values`` (older
+    releases). Decided once per model class."""
+    name = "cache" if "cache" in _forward_parameters(type(unwrap(model))) else "past_key_values"
+    return {name: cache}
 
 
 def prefill_prompts(
@@ -346,13 +385,13 @@ def prefill_prompts(
 ) -> tuple[DynamicCache, torch.Tensor]:
     """Run left-padded prompts once into a fresh KV cache (shared by the rollout engine and the
     training forward). -> (cache with one row per prompt, logits of each prompt's last position [P, V])"""
-    cache = DynamicCache(config=model.config)
+    cache = DynamicCache(config=unwrap(model).config)
     logits = model(
         input_ids=prompt_ids,  # [P, Lp]
         attention_mask=prompt_mask,
         position_ids=left_padded_position_ids(prompt_mask),
-        past_key_values=cache,
         use_cache=True,
+        **cache_kwargs(model, cache),
         **({"logits_to_keep": 1} if supports_logits_to_keep(model) else {}),
     ).logits[:, -1, :]  # [P, V]
     return cache, logits
@@ -405,6 +444,7 @@ def _prefix_sharing_pays(model: PreTrainedModel, distinct: int, rows: int) -> bo
 
 def _recomputes_activations(model: torch.nn.Module) -> bool:
     """Whether gradient (activation) checkpointing is active; it turns the KV cache off in training."""
+    model = unwrap(model)
     for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # transformers >= 5.x, older
         if hasattr(type(model), name):
             return bool(getattr(model, name)) and model.training
@@ -438,8 +478,8 @@ def _logits_with_shared_prompts(
                 input_ids=torch.where(inputs_mask, inputs, 0),
                 attention_mask=torch.cat([row_mask, inputs_mask], dim=1),  # [n, Lp+T-1]
                 position_ids=positions,
-                past_key_values=cache,
                 use_cache=True,
+                **cache_kwargs(model, cache),
             ).logits  # [n, T-1, V]
         )
     return torch.cat(pieces, dim=1)  # [n, T, V]

@@ -2,7 +2,8 @@
 
 Console modes: ``rich`` (live progress bar with ETA and the key metrics), ``plain`` (one line per
 step), ``json`` (one JSON object per step on stdout, nothing else there) and ``quiet`` (only the
-final summary). Log messages go to stderr in every mode.
+final summary). Log messages go to stderr in every mode. ``silent`` (errors only) is what the
+ranks other than 0 of a torchrun job use.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class RunConsole:
     """Progress and messages for one run, in the chosen console mode."""
 
     def __init__(self, mode: str, total_steps: int, start_step: int = 0) -> None:
-        if mode not in ("rich", "plain", "json", "quiet"):
+        if mode not in ("rich", "plain", "json", "quiet", "silent"):
             raise ValueError(f"console mode must be rich, plain, json or quiet, got {mode!r}")
         self.mode = mode
         self.total_steps = total_steps
@@ -105,7 +106,10 @@ class RunConsole:
         handler: logging.Handler = RichHandler(console=self.err, show_path=False) if mode == "rich" else logging.StreamHandler(sys.stderr)
         if mode != "rich":
             handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        handler.setLevel(logging.INFO if mode in ("rich", "plain") else logging.WARNING)
+        handler.setLevel(logging.INFO if mode in ("rich", "plain") else logging.ERROR if mode == "silent" else logging.WARNING)
+        for previous in logger.handlers:  # a console that was never stopped: release its run.log
+            if isinstance(previous, logging.FileHandler):
+                previous.close()
         logger.handlers[:] = [handler]
         logger.setLevel(logging.INFO)
         logger.propagate = False
@@ -135,8 +139,8 @@ class RunConsole:
             self._log_file.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, None, None))
 
     def result(self, message: str) -> None:
-        """A closing line on stdout (every mode but json, whose stdout holds JSON only)."""
-        if self.mode != "json":
+        """A closing line on stdout (every mode but json, whose stdout holds JSON only, and silent)."""
+        if self.mode not in ("json", "silent"):
             self.out.print(message, highlight=False)
 
     def start(self) -> None:
@@ -190,8 +194,8 @@ class RunConsole:
             print(dumps({"event": name, **payload}), flush=True)
 
     def table(self, table: Table) -> None:
-        """A table on stdout (all modes but json)."""
-        if self.mode != "json":
+        """A table on stdout (all modes but json and silent)."""
+        if self.mode not in ("json", "silent"):
             self.out.print(table)
 
 

@@ -10,6 +10,7 @@ and e.g. PPO's value model). Micro-batches are cut from whole units: single rows
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from cohort import algo
+from cohort.distributed import World, gradient_sync
 from cohort.models import completion_logprobs, completion_logprobs_and_entropy
 from cohort.rollout import Rollout
 
@@ -33,6 +35,11 @@ class Trainable:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     max_grad_norm: float = 0.0  # 0 = no clipping
+    forward: torch.nn.Module | None = None  # what the training forward calls (a DDP wrapper); None: module
+
+    @property
+    def caller(self) -> torch.nn.Module:
+        return self.module if self.forward is None else self.forward
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,9 @@ class LoopSettings:
     mini_batches: int
     micro_batch_size: int
     autocast: Callable[[], AbstractContextManager]
+    world: World = World()
+    gathered: Callable[[], AbstractContextManager] = contextlib.nullcontext
+    """FSDP2: holds the full parameters for one mini-batch's forwards and backwards (see cohort.distributed)."""
 
 
 class _Totals:
@@ -149,6 +159,15 @@ class _Totals:
             sums[name] = sums.get(name, 0.0) + float(value)
         self.entropy_sum += float(algo.masked_sum(micro.entropy, micro.mask))
         self.trained_tokens += int(micro.mask.sum())
+
+    def reduce(self, world: World) -> None:
+        """Add up every rank's sums (their parts were normalised by batch-wide counts)."""
+        if not world.distributed:
+            return
+        names = sorted(self.sums)
+        totals = world.sum(torch.tensor([self.sums[n] for n in names] + [self.entropy_sum, float(self.trained_tokens)], dtype=torch.float64))
+        self.sums = dict(zip(names, totals[: len(names)].tolist()))
+        self.entropy_sum, self.trained_tokens = float(totals[-2]), int(totals[-1])
 
     def result(self) -> dict[str, float]:
         """Stats averaged over updates; a ``<name>_token_sum`` stat becomes ``<name>_mean``, its
@@ -175,6 +194,56 @@ def _step(trainables: list[Trainable], totals: _Totals) -> None:
         trainable.optimizer.step()
 
 
+def _all_ranks(world: World, norm: algo.LossNormalizers) -> algo.LossNormalizers:
+    """The normalisers of the global mini-batch: every rank's counts added up."""
+    if not world.distributed:
+        return norm
+    return algo.LossNormalizers(world.sum(norm.num_sequences), world.sum(norm.num_tokens), world.sum(norm.num_first_tokens))
+
+
+def _micro_step(objective: Objective, signal: Any, rollout: Rollout, loss_mask: torch.Tensor, micro_rows: list[int],
+                policy: torch.nn.Module, norm: algo.LossNormalizers, settings: LoopSettings, weight: float):
+    """Forward and backward of one micro-batch; ``weight`` scales its gradient (0: a rank's placeholder)."""
+    device = rollout.completion_ids.device
+    inputs = batch_inputs(rollout, micro_rows, device)
+    index = torch.tensor(micro_rows, device=device)
+    with settings.autocast():  # the backward runs each op in the dtype its forward used
+        logprobs, entropy = completion_logprobs_and_entropy(policy, *inputs, temperature=rollout.logprob_temperature)  # [n, T'] each
+    micro = MicroBatch(index, logprobs, entropy, loss_mask[index, : logprobs.shape[1]], inputs)
+    loss, stats = objective.loss(micro, signal, norm)
+    (loss * weight).backward()  # DDP / FSDP2 average gradients over ranks: the world size undoes that
+    return loss, stats, micro
+
+
+def _mini_step(objective: Objective, signal: Any, rollout: Rollout, loss_mask: torch.Tensor, mini: list[int],
+               trainable_rows: torch.Tensor, trainables: list[Trainable], settings: LoopSettings, totals: _Totals) -> None:
+    """One optimizer step: the mini-batch's micro-batches, accumulated, then clip and step every trainable."""
+    world = settings.world
+    norm = _all_ranks(world, objective.normalizers(signal, mini))
+    rows = [r for r in mini if trainable_rows[r]]
+    anything = world.sum(len(rows)) > 0  # every rank must agree whether this mini-batch makes a step
+    for trainable in trainables:
+        trainable.optimizer.zero_grad(set_to_none=True)
+    micros = micro_batches(rows, rollout.completion_lengths, settings.micro_batch_size, rollout.group_size, objective.unit)
+    placeholder = world.distributed and anything and not micros  # this rank still takes part in the gradient sync
+    if placeholder:
+        micros = micro_batches(mini[:1] if objective.unit == "row" else mini[: rollout.group_size],
+                               rollout.completion_lengths, settings.micro_batch_size, rollout.group_size, objective.unit)
+    sums: dict[str, float] = {}
+    with settings.gathered():  # FSDP2: gathered again for each optimizer step (the step updates the shards)
+        for i, micro_rows in enumerate(micros):
+            with gradient_sync([t.caller for t in trainables], enabled=i == len(micros) - 1):
+                loss, stats, micro = _micro_step(objective, signal, rollout, loss_mask, micro_rows, trainables[0].caller,
+                                                 norm, settings, 0.0 if placeholder else float(world.size))
+            if not placeholder:
+                totals.add_micro(loss, stats, micro, sums)
+    if anything:
+        _step(trainables, totals)
+    totals.updates += 1
+    for name, value in sums.items():
+        totals.sums[name] = totals.sums.get(name, 0.0) + value
+
+
 def optimise(
     objective: Objective,
     signal: Any,
@@ -187,33 +256,13 @@ def optimise(
     """mu passes of mini-batch optimizer steps over the batch; returns the averaged statistics.
 
     ``trainable_rows`` [N] bool marks rows whose loss can be non-zero: the others are skipped in the
-    forward/backward but still count in the normalisers the method gives.
+    forward/backward but still count in the normalisers the method gives. Under torchrun the batch
+    is this rank's share and the statistics are those of the global batch.
     """
-    policy = trainables[0].module
-    device = rollout.completion_ids.device
     totals = _Totals()
     minis = mini_batches(rollout.num_completions, settings.mini_batches, rollout.group_size, objective.unit)
     for _ in range(settings.passes):
         for mini in minis:
-            norm = objective.normalizers(signal, mini)
-            rows = [r for r in mini if trainable_rows[r]]
-            for trainable in trainables:
-                trainable.optimizer.zero_grad(set_to_none=True)
-            sums: dict[str, float] = {}
-            for micro_rows in micro_batches(rows, rollout.completion_lengths, settings.micro_batch_size, rollout.group_size, objective.unit):
-                inputs = batch_inputs(rollout, micro_rows, device)
-                index = torch.tensor(micro_rows, device=device)
-                with settings.autocast():  # the backward runs each op in the dtype its forward used
-                    logprobs, entropy = completion_logprobs_and_entropy(
-                        policy, *inputs, temperature=rollout.logprob_temperature
-                    )  # [n, T'] each, float32
-                micro = MicroBatch(index, logprobs, entropy, loss_mask[index, : logprobs.shape[1]], inputs)
-                loss, stats = objective.loss(micro, signal, norm)
-                loss.backward()
-                totals.add_micro(loss, stats, micro, sums)
-            if rows:
-                _step(trainables, totals)
-            totals.updates += 1
-            for name, value in sums.items():
-                totals.sums[name] = totals.sums.get(name, 0.0) + value
+            _mini_step(objective, signal, rollout, loss_mask, mini, trainable_rows, trainables, settings, totals)
+    totals.reduce(settings.world)
     return totals.result()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 import statistics
 import time
 import warnings
@@ -29,6 +30,7 @@ from cohort.checkpoint import (
     load_trainer_state,
     prune_checkpoints,
     restore_rng_state,
+    save_model,
     save_pretrained_atomic,
     truncate_jsonl,
 )
@@ -44,6 +46,7 @@ from cohort.components import (
 )
 from cohort.config import Config, save_config
 from cohort.data.tasks import Task, format_prompt
+from cohort.distributed import World, full_model_state, gathered, load_optimizer_state, optimizer_state, start_world, wrap
 from cohort.evaluate import EvalSummary
 from cohort.methods import MethodContext, TrainingSignal, check_config
 from cohort.models import autocast_context, load_policy, load_reference, load_tokenizer, resolve_device
@@ -55,6 +58,7 @@ from cohort.rewards import RewardScorer, correctness_reward
 from cohort.rewards.process_model import ProcessRewardModel
 from cohort.rewards.registry import construct
 from cohort.sources import SourcePieces, StepTimer
+from cohort.step_metrics import BatchFacts, mean_over_ranks, reward_metrics, shape_metrics
 from cohort.stopping import StopRequests
 
 logger = logging.getLogger(__name__)
@@ -85,14 +89,17 @@ class Trainer:
     def __init__(self, config: Config, console: RunConsole | None = None) -> None:
         self.config = config
         self.method_class = check_config(config)  # wrong settings fail before anything is read or loaded
-        self.console = console or RunConsole(config.log.console, config.train.steps)
+        d = config.distributed
+        self.world: World = start_world(d.strategy, d.backend, d.timeout_s)
+        main = self.world.is_main
+        self.console = (console or RunConsole(config.log.console, config.train.steps)) if main else RunConsole("silent", config.train.steps)
         self.run_dir = RunDirectory(Path(config.train.out_dir))
-        self.resume_from = self.run_dir.prepare(resume=config.train.resume, overwrite=config.train.overwrite)
-        self.console.attach_log_file(self.run_dir.log)
+        self._prepare_run_directory()
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         seed_everything(config.train.seed)
-        self.device = resolve_device(config.model.device)
+        self.device = resolve_device(config.model.device if not (self.world.distributed and torch.cuda.is_available())
+                                     else f"cuda:{self.world.local_rank}")
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self._load_task_and_rewards()  # cheap checks first: data and rewards fail before any model is loaded
         self._load_models()
@@ -100,12 +107,22 @@ class Trainer:
         self.step = 0
         if self.resume_from is not None:
             self._restore(self.resume_from)
-        save_config(config, self.run_dir.config)
+        if main:
+            save_config(config, self.run_dir.config)
         self.writer = MetricsWriter(
             self.run_dir.metrics, self.run_dir.completions, self.run_dir.root if config.log.tensorboard else None,
             start_step=self.step,
-        )
+        ) if main else None
         self.step_times: list[float] = []
+
+    def _prepare_run_directory(self) -> None:
+        """Rank 0 checks and prepares the run directory; every rank learns the checkpoint to resume from."""
+        train = self.config.train
+        resume_from = None
+        if self.world.is_main:
+            resume_from = self.run_dir.prepare(resume=train.resume, overwrite=train.overwrite)
+            self.console.attach_log_file(self.run_dir.log)
+        self.resume_from = self.world.broadcast(resume_from)
 
     # --- building the run ---------------------------------------------------------------------------
 
@@ -152,19 +169,25 @@ class Trainer:
         )
 
     def _build_method(self) -> None:
-        config = self.config
+        config, world = self.config, self.world
+        self.policy_forward = wrap(world, self.policy)  # FSDP2 shards the policy in place; DDP wraps it
         self.optimizer, self.scheduler = self._optimizer_for(self.policy, config.optim.lr)
         context = MethodContext(config, self.device, self.policy, self.reference, self.tokenizer, self.autocast,
-                                self.model_path, self._optimizer_for)
+                                self.model_path, self._optimizer_for, lambda module: wrap(world, module), self.resume_from, world)
         self.method = self.method_class(context)
-        policy = Trainable("policy", self.policy, self.optimizer, self.scheduler, config.optim.max_grad_norm)
+        forward = self.policy_forward if self.policy_forward is not self.policy else None
+        policy = Trainable("policy", self.policy, self.optimizer, self.scheduler, config.optim.max_grad_norm, forward)
         self.trainables = [policy, *self.method.trainables()]
         self.source = self.method.source(SourcePieces(
             config, self.task, self.renderer, self.tokenizer, self.policy, self.rewards, self.scorer, self.correctness,
-            self.sampling, self.generator, self.autocast, self.run_dir, self.console.info, self.process_model,
+            self.sampling, self.generator, self.autocast, self.run_dir, self.console.info, self.process_model, world,
         ))
         o = config.optim
-        self.loop = LoopSettings(config.algorithm.mu, o.mini_batches, o.micro_batch_size, self.autocast)
+        self.loop = LoopSettings(config.algorithm.mu, o.mini_batches, o.micro_batch_size, self.autocast, world, self.gathered)
+
+    def gathered(self):
+        """FSDP2: the trained models' full parameters for the enclosed forwards (a no-op otherwise)."""
+        return gathered([t.module for t in self.trainables])
 
     def autocast(self):
         """The configured model.autocast precision for a forward (a no-op when unset)."""
@@ -177,8 +200,9 @@ class Trainer:
         timer = StepTimer()
         self._reset_reference_if_due()
         lr = self.optimizer.param_groups[0]["lr"]
-        batch = self.source.next_batch(timer)
-        signal = self.method.signal(batch, timer)
+        with self.gathered():
+            batch = self.source.next_batch(timer)
+            signal = self.method.signal(batch, timer)
         started = time.perf_counter()
         stats = optimise(self.method, signal, batch.rollout, signal.loss_mask, signal.trainable, self.trainables, self.loop)
         timer.train += time.perf_counter() - started
@@ -187,63 +211,40 @@ class Trainer:
             for trainable in self.trainables:
                 trainable.scheduler.step()
         self.step += 1
-        stats["trained_frac"] = float(signal.trainable.float().mean())
         metrics = self._metrics(batch, signal, stats, timer, lr)
-        if self.config.log.completions_every and self.step % self.config.log.completions_every == 0:
+        if self.writer is not None and self.config.log.completions_every and self.step % self.config.log.completions_every == 0:
             self.writer.write_completions(self._completion_records(batch, signal))
         return metrics
 
     def _reset_reference_if_due(self) -> None:
         every = self.config.algorithm.ref_reset_every
         if self.reference is not None and self.method_class.resets_reference and every and self.step > 0 and self.step % every == 0:
-            self.reference.load_state_dict(self.policy.state_dict())
+            self.reference.load_state_dict(full_model_state(self.world, self.policy, everywhere=True))
             self.reference_was_reset = True
             self.console.info(f"step {self.step}: reference model reset to the current policy")
 
     # --- metrics ------------------------------------------------------------------------------------
 
-    def _reward_metrics(self, batch: ScoredBatch) -> dict[str, Any]:
-        total = batch.scores.total
-        valid = ~torch.isnan(total)
-        metrics: dict[str, Any] = {
-            "reward/mean": float(total[valid].mean()) if valid.any() else float("nan"),
-            "reward/std": float(total[valid].std()) if int(valid.sum()) > 1 else 0.0,
-        }
-        for name, values in batch.scores.per_function.items():
-            ok = ~torch.isnan(values)
-            metrics[f"reward/{name}/mean"] = float(values[ok].mean()) if ok.any() else float("nan")
-        if batch.correct is not None:
-            metrics["accuracy"] = float(batch.correct.float().mean())
-        metrics["reward/none_frac"] = float((~valid).float().mean())
-        metrics["reward/failures"] = sum(batch.scores.failures.values())
-        return metrics
-
     def _metrics(self, batch: ScoredBatch, signal: TrainingSignal, stats: dict[str, float], timer: StepTimer, lr: float) -> dict[str, Any]:
-        lengths = batch.rollout.completion_lengths.float()
         step_time = time.perf_counter() - timer.started
         self.step_times.append(step_time)
-        metrics: dict[str, Any] = {"step": self.step}
-        if batch.scored:
-            metrics.update(self._reward_metrics(batch))
-        metrics.update(signal.metrics)
-        metrics.update(self.method.metrics(batch, signal, stats))
-        metrics.update(batch.extras)
+        facts = BatchFacts.gather(self.world, BatchFacts.of(batch, signal.trainable))
+        metrics: dict[str, Any] = {"step": self.step, **reward_metrics(facts)}
+        method_metrics = {**signal.metrics, **self.method.metrics(batch, signal, stats), **batch.extras}
+        metrics.update(mean_over_ranks(self.world, method_metrics))
         metrics.update({
             "entropy": stats["entropy"],
-            "completion_len/mean": float(lengths.mean()),
-            "completion_len/max": int(lengths.max()),
-            "truncated_frac": float(batch.rollout.truncated.float().mean()),
+            **shape_metrics(facts),
             "loss": stats.get("loss", 0.0),
             "grad_norm": stats.get("grad_norm", 0.0),
             **{key: value for key, value in stats.items() if key.endswith("/grad_norm")},
             "lr": lr,
-            "trained_frac": stats["trained_frac"],
             "time/rollout_s": timer.rollout,
             "time/reward_s": timer.reward,
             "time/logprob_s": timer.logprob,
             "time/train_s": timer.train,
             "time/step_s": step_time,
-            "tokens_per_s": float(lengths.sum()) / step_time,
+            "tokens_per_s": float(facts.lengths.sum()) / step_time,
         })
         return metrics
 
@@ -270,46 +271,76 @@ class Trainer:
     # --- checkpoints --------------------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path:
+        """Write checkpoints/step-N atomically (rank 0 writes; under FSDP2 every rank gathers its shards)."""
+        world = self.world
         destination = self.run_dir.checkpoints / f"step-{self.step}"
-        state = {
-            "step": self.step,
-            "trainables": {t.name: {"optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict()} for t in self.trainables},
-            "source": self.source.state_dict(),
-            "rng": capture_rng_state(self.generator),
-            "reference_was_reset": self.reference_was_reset,
+        trainables = {
+            t.name: {"optimizer": optimizer_state(world, t.module, t.optimizer), "scheduler": t.scheduler.state_dict()}
+            for t in self.trainables
         }
-        if self.reference is not None and self.reference_was_reset:
-            state["reference"] = {k: v.detach().cpu().clone() for k, v in self.reference.state_dict().items()}
-        save_pretrained_atomic(destination, self.policy, self.tokenizer, extra=state, write_more=self.method.save)
-        prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
+        weights = full_model_state(world, self.policy)
+        extra_models = {name: (model, full_model_state(world, model)) for name, model in self.method.models().items()}
+        if world.is_main:
+            state = {
+                "step": self.step,
+                "trainables": trainables,
+                "source": self.source.state_dict(),
+                "rng": capture_rng_state(self.generator),
+                "reference_was_reset": self.reference_was_reset,
+            }
+            if self.reference is not None and self.reference_was_reset:
+                state["reference"] = {k: v.detach().cpu().clone() for k, v in self.reference.state_dict().items()}
+
+            def write_method_models(directory: Path) -> None:
+                for name, (model, model_weights) in extra_models.items():
+                    save_model(model, directory / name, model_weights)
+
+            save_pretrained_atomic(destination, self.policy, self.tokenizer, extra=state, write_more=write_method_models, state_dict=weights)
+            prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
+        world.barrier()
         return destination
 
     def _restore(self, checkpoint: Path) -> None:
+        """Continue from a checkpoint (the models were loaded from it already): optimizers, schedules,
+        data position, random states. Works under another world size or strategy."""
         state = load_trainer_state(checkpoint)
         for trainable in self.trainables:
             saved = state["trainables"][trainable.name]
-            trainable.optimizer.load_state_dict(saved["optimizer"])
+            load_optimizer_state(trainable.module, trainable.optimizer, saved["optimizer"])
             trainable.scheduler.load_state_dict(saved["scheduler"])
-        self.method.restore(checkpoint)
         self.source.load_state_dict(state["source"])
         restore_rng_state(state["rng"], self.generator)
         self.reference_was_reset = state["reference_was_reset"]
         if self.reference is not None and "reference" in state:
             self.reference.load_state_dict(state["reference"])
         self.step = state["step"]
-        truncate_jsonl(self.run_dir.metrics, self.step)
-        truncate_jsonl(self.run_dir.completions, self.step)
+        if self.world.is_main:
+            truncate_jsonl(self.run_dir.metrics, self.step)
+            truncate_jsonl(self.run_dir.completions, self.step)
         self.console.info(f"resumed from {checkpoint} at step {self.step}")
+
+    def save_final(self) -> None:
+        """final/: the HF model and tokenizer, loadable by AutoModelForCausalLM."""
+        weights = full_model_state(self.world, self.policy)
+        if self.world.is_main:
+            save_pretrained_atomic(self.run_dir.final, self.policy, self.tokenizer, state_dict=weights)
+        self.world.barrier()
 
     # --- evaluation ---------------------------------------------------------------------------------
 
     def evaluate(self, label: str) -> EvalSummary | None:
-        """Held-out evaluation, written to eval_<label>.json(l); reused if a resumed run has it."""
+        """Held-out evaluation on rank 0, written to eval_<label>.json(l); reused if a resumed run has it."""
         if self.task.test is None or self.correctness is None:
             return None
         summary_path = self.run_dir.eval_summary(label)
-        if summary_path.exists():
-            return read_eval(summary_path)
+        summary = None
+        with self.gathered():
+            if self.world.is_main:
+                summary = read_eval(summary_path) if summary_path.exists() else self._evaluate_now(label, summary_path)
+            self.world.barrier()
+        return summary
+
+    def _evaluate_now(self, label: str, summary_path: Path) -> EvalSummary:
         self.console.info(f"evaluating ({label}) on the held-out problems ...")
         summary, problems = evaluate_held_out(
             self.config, self.task, self.policy, self.tokenizer, self.rewards, num_samples=self.config.train.eval_samples
@@ -321,14 +352,15 @@ class Trainer:
     # --- the whole run ------------------------------------------------------------------------------
 
     def _run_steps(self, stop: StopRequests) -> float:
-        """Steps until train.steps or a stop request; returns the seconds spent."""
+        """Steps until train.steps or a stop request (on any rank); returns the seconds spent."""
         config = self.config
         started = time.perf_counter()
         self.console.start()
         try:
-            while self.step < config.train.steps and not stop.requested:
+            while self.step < config.train.steps and not self._stopping(stop):
                 metrics = self.train_step()
-                self.writer.write_step(metrics)
+                if self.writer is not None:
+                    self.writer.write_step(metrics)
                 self.console.step(metrics)
                 if config.train.save_every and self.step % config.train.save_every == 0 and self.step < config.train.steps:
                     self.save_checkpoint()
@@ -336,6 +368,10 @@ class Trainer:
         finally:
             self.console.stop()
         return time.perf_counter() - started
+
+    def _stopping(self, stop: StopRequests) -> bool:
+        """Whether any rank was asked to stop (all ranks stop after the same step)."""
+        return self.world.sum(int(stop.requested)) > 0 if self.world.distributed else stop.requested
 
     def train(self) -> dict[str, Any]:
         """Run (or continue) training to ``train.steps``; returns the run summary.
@@ -345,15 +381,18 @@ class Trainer:
         """
         config = self.config
         with StopRequests(self.console.info) as stop:
-            self.source.prepare()
+            with self.gathered():
+                self.source.prepare()
             before = self.evaluate("before") if config.train.eval_before and not stop.requested else None
             train_seconds = self._run_steps(stop)
+            stopped = self._stopping(stop)
             self.save_checkpoint()
             after = None
-            if not stop.requested:
-                save_pretrained_atomic(self.run_dir.final, self.policy, self.tokenizer)
+            if not stopped:
+                self.save_final()
                 after = self.evaluate("after") if config.train.eval_after else None
-            self.writer.close()
+            if self.writer is not None:
+                self.writer.close()
             self.refresh_report()
             self.console.detach_log_file()
         summary = {
@@ -362,8 +401,8 @@ class Trainer:
             "median_step_s": statistics.median(self.step_times) if self.step_times else float("nan"),
             "out_dir": str(self.run_dir.root),
         }
-        if stop.requested:
-            summary["stopped_by"] = stop.signal_number
+        if stopped:
+            summary["stopped_by"] = stop.signal_number or signal.SIGTERM
         if before is not None:
             summary["before"] = before.to_dict()
         if after is not None:
@@ -372,8 +411,8 @@ class Trainer:
         return summary
 
     def refresh_report(self) -> None:
-        """Rewrite report.html (if enabled); a report problem is logged, never stops training."""
-        if not self.config.log.report:
+        """Rewrite report.html (if enabled; rank 0); a report problem is logged, never stops training."""
+        if not self.config.log.report or not self.world.is_main:
             return
         try:
             write_report(self.run_dir.root)

@@ -16,7 +16,7 @@ import os
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, PreTrainedModel
 
-from cohort.models import left_padded_position_ids, resolve_device, resolve_dtype, resolve_model_source
+from cohort.models import left_padded_position_ids, own_storage, resolve_device, resolve_dtype, resolve_model_source
 
 
 class ValueModelError(ValueError):
@@ -48,6 +48,7 @@ def load_value_model(
         with torch.no_grad():
             model.score.weight.zero_()
     model.to(resolve_device(device))
+    own_storage(model)
     model.eval()
     model.requires_grad_(True)
     return model

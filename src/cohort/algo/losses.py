@@ -281,7 +281,6 @@ def policy_loss(
             per_token = per_token + beta * kl
 
     total = aggregate(per_token, mask, aggregation, norm, max_length=max_length, control_weight=control_weight)
-
     with torch.no_grad():
         token_count = _at_least_one(norm.num_tokens)
         stats = {

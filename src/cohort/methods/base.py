@@ -21,6 +21,7 @@ from cohort import algo
 from cohort.batches import ScoredBatch
 from cohort.config import Config
 from cohort.data.tasks import Task
+from cohort.distributed import World
 from cohort.optimise import MicroBatch, Trainable, logprobs_without_grad
 from cohort.rewards import NamedReward
 from cohort.rollout import Rollout
@@ -49,6 +50,11 @@ class MethodContext:
     autocast: Callable[[], AbstractContextManager]
     model_path: str
     build_optimizer: Callable[[torch.nn.Module, float], tuple[torch.optim.Optimizer, Any]]
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda module: module
+    """DDP-wraps (or FSDP2-shards) a model the method trains; returns what its training forward calls."""
+    resume_from: Path | None = None
+    """The checkpoint a resumed run starts from (its models are loaded from there)."""
+    world: World = World()
 
 
 class Method:
@@ -104,11 +110,10 @@ class Method:
         """Method-specific step metrics from the update's averaged stats."""
         return {}
 
-    def save(self, directory: Path) -> None:
-        """Write the method's own models into a checkpoint directory (atomic with the policy's)."""
-
-    def restore(self, directory: Path) -> None:
-        """Load what :meth:`save` wrote."""
+    def models(self) -> dict[str, torch.nn.Module]:
+        """The method's own trained models by checkpoint subdirectory (saved with the policy, atomically;
+        a resumed run's method loads them from ``context.resume_from``)."""
+        return {}
 
     # --- helpers ----------------------------------------------------------------------------------
 

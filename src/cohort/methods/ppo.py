@@ -10,13 +10,12 @@ The value model (its weights and optimizer) is checkpointed and resumed like the
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
 import torch
 
 from cohort import algo
 from cohort.batches import ScoredBatch
 from cohort.config import Config
+from cohort.distributed import World
 from cohort.methods.base import Method, MethodContext, TrainingSignal, rows_of, take
 from cohort.methods.grpo import check_clip_settings
 from cohort.methods.coefficient import check_aggregation
@@ -27,6 +26,17 @@ from cohort.sources import OnlineRollouts, SourcePieces, StepTimer
 from cohort.value_model import completion_values, load_value_model
 
 VALUE_DIR = "value_model"
+
+
+def whiten_over_ranks(world: World, values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """:func:`cohort.algo.masked_whiten` with the mean and variance of the global batch (all ranks),
+    accumulated in float64 so that one process and N ranks agree to rounding. [N, T]"""
+    count = world.sum(mask.sum().to(torch.float64))
+    mean = world.sum(algo.masked_sum(values.double(), mask)) / count.clamp(min=1)
+    centred = torch.where(mask, values.double() - mean, torch.zeros((), dtype=torch.float64, device=values.device))
+    variance = world.sum(centred.square().sum()) / (count - 1).clamp(min=1)
+    scale = torch.rsqrt(variance + eps) if float(count) > 1 else torch.ones((), dtype=torch.float64)
+    return (centred * scale).to(values.dtype)
 
 
 @register_method
@@ -50,15 +60,22 @@ class PPO(Method):
     def __init__(self, context: MethodContext) -> None:
         super().__init__(context)
         init = self.config.ppo.value_init
+        if context.resume_from is not None:
+            source, from_policy = context.resume_from / VALUE_DIR, False  # continue from the checkpoint's value model
+        else:
+            source, from_policy = (context.model_path, True) if init == "policy" else (init, False)
         self.value_model = load_value_model(
-            context.model_path if init == "policy" else init, from_policy=init == "policy", dtype=self.config.model.dtype,
-            device=context.device, trust_remote_code=self.config.model.trust_remote_code,
+            source, from_policy=from_policy, dtype=self.config.model.dtype, device=context.device,
+            trust_remote_code=self.config.model.trust_remote_code,
         )
         if self.value_model.config.vocab_size != context.policy.config.vocab_size:
             raise ValueError(f"ppo.value_init={init!r} has a vocabulary of {self.value_model.config.vocab_size} tokens; "
                              f"the policy's has {context.policy.config.vocab_size}: they must share the tokenizer")
+        forward = context.wrap(self.value_model)  # FSDP2 shards it in place; DDP returns a wrapper
+        self.value_forward = forward
         optimizer, scheduler = context.build_optimizer(self.value_model, self.config.ppo.value_lr or self.config.optim.lr)
-        self.value = Trainable("value", self.value_model, optimizer, scheduler, self.config.optim.max_grad_norm)
+        self.value = Trainable("value", self.value_model, optimizer, scheduler, self.config.optim.max_grad_norm,
+                               forward=forward if forward is not self.value_model else None)
 
     def trainables(self) -> list[Trainable]:
         return [self.value]
@@ -103,7 +120,7 @@ class PPO(Method):
         advantages, returns = algo.gae_advantages(rewards, values, loss_mask, self.config.ppo.gamma, self.config.ppo.lam)
         raw_mean = float(algo.masked_mean(advantages, loss_mask))
         if self.config.ppo.whiten_advantages:
-            advantages = algo.masked_whiten(advantages, loss_mask)
+            advantages = whiten_over_ranks(self.context.world, advantages, loss_mask)
         metrics = {
             "kl": float(algo.masked_mean(kl, loss_mask)) if ref is not None else float("nan"),
             "kl_in_reward": float(self.config.algorithm.beta * algo.masked_sum(kl, loss_mask) / max(1, len(rows))),
@@ -123,7 +140,7 @@ class PPO(Method):
             aggregation=knobs.aggregation, normalizers=norm, max_length=self.config.rollout.max_new_tokens,
         )
         with self.context.autocast():
-            values = completion_values(self.value_model, *micro.inputs)  # [n, T'] with gradient
+            values = completion_values(self.value_forward, *micro.inputs)  # [n, T'] with gradient
         value, value_stats = algo.clipped_value_loss(
             values, take(tensors["old_values"], micro), take(tensors["returns"], micro), micro.mask,
             clip_range=self.config.ppo.value_clip, normalizers=norm,
@@ -143,10 +160,5 @@ class PPO(Method):
             "ratio/mean": stats.get("ratio_mean", float("nan")),
         }
 
-    def save(self, directory: Path) -> None:
-        self.value_model.save_pretrained(directory / VALUE_DIR, safe_serialization=True)
-
-    def restore(self, directory: Path) -> None:
-        self.value_model.load_state_dict(
-            load_value_model(directory / VALUE_DIR, from_policy=False, device=self.context.device).state_dict()
-        )
+    def models(self) -> dict[str, torch.nn.Module]:
+        return {VALUE_DIR: self.value_model}

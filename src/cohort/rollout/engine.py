@@ -15,7 +15,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.generation.stopping_criteria import StopStringCriteria
 
-from cohort.models import prefill_prompts
+from cohort.models import cache_kwargs, prefill_prompts
 from cohort.rollout.batch import FINISH_REASONS, Rollout, left_pad
 from cohort.rollout.sampling import SamplingParams, choose_tokens
 
@@ -80,13 +80,18 @@ def generate_rollout(
     pad_token_id: int,
     generator: torch.Generator,
     tokenizer=None,
+    shard: tuple[int, int] | None = None,
 ) -> Rollout:
     """Sample ``group_size`` completions for each prompt (token-id lists) and return a Rollout.
 
-    Deterministic for a given ``generator`` state (on the model's device). ``tokenizer`` is
-    needed only for ``params.stop_strings``; a stop string is matched in the completion's text
-    only (not across the prompt boundary). Runs under ``torch.inference_mode()`` with the model
-    in its current mode (call ``.eval()`` first if it has dropout).
+    Deterministic for a given ``generator`` state (on the model's device): completion row r takes
+    the random number ``U[r, t]`` at step t from one matrix ``U`` drawn up front, so a row's sample
+    does not depend on which other rows share its batch. ``shard = (offset, total)`` says these
+    prompts' rows are rows ``offset ..`` of a batch of ``total`` rows drawn with the same generator
+    state elsewhere (a data-parallel rank's share): the samples equal those of the whole batch.
+    ``tokenizer`` is needed only for ``params.stop_strings``; a stop string is matched in the
+    completion's text only (not across the prompt boundary). Runs under ``torch.inference_mode()``
+    with the model in its current mode (call ``.eval()`` first if it has dropout).
     """
     device = next(model.parameters()).device
     _check_request(model, prompt_ids, group_size, params, pad_token_id, generator, tokenizer, device)
@@ -95,9 +100,10 @@ def generate_rollout(
     if int(prompts.min()) < 0 or int(prompts.max()) >= vocab_size:
         raise ValueError(f"prompt token ids must be in [0, {vocab_size}) (the model's vocabulary)")
     stop_criteria = StopStringCriteria(tokenizer, list(params.stop_strings)) if params.stop_strings else None
+    uniforms = _row_uniforms(len(prompt_ids) * group_size, params, generator, shard, device)  # [N, max_new] or None
     with torch.inference_mode():
         completions, logprobs, lengths, reasons = _decode(
-            model, prompts, prompt_mask, group_size, params, pad_token_id, generator, stop_criteria
+            model, prompts, prompt_mask, group_size, params, pad_token_id, uniforms, stop_criteria
         )
     if bool(torch.isnan(logprobs).any()):
         raise FloatingPointError("the model produced NaN or infinite logits during the rollout")
@@ -131,6 +137,39 @@ def _prefill(
     return cache, logits
 
 
+def _row_uniforms(
+    rows: int, params: SamplingParams, generator: torch.Generator, shard: tuple[int, int] | None, device: torch.device
+) -> torch.Tensor | None:
+    """The random number of every (row, step) of this call's rows; None for greedy decoding. -> [N, max_new]"""
+    if params.greedy:
+        return None
+    offset, total = shard if shard is not None else (0, rows)
+    if not 0 <= offset <= total - rows:
+        raise ValueError(f"shard=(offset {offset}, total {total}) cannot hold these {rows} completion rows")
+    return torch.rand((total, params.max_new_tokens), generator=generator, device=device)[offset : offset + rows]  # [N, max_new]
+
+
+def _output_buffers(total: int, budget: int, pad_token_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Completion ids [N, max_new] (pad), their log-probs [N, max_new] (0), lengths [N] (budget) and
+    finish reasons [N] ("length") before decoding."""
+    return (
+        torch.full((total, budget), pad_token_id, dtype=torch.long, device=device),
+        torch.zeros((total, budget), dtype=torch.float32, device=device),
+        torch.full((total,), budget, dtype=torch.long, device=device),
+        torch.full((total,), _LENGTH, dtype=torch.long, device=device),
+    )
+
+
+def _ended(
+    tokens: torch.Tensor, live: torch.Tensor, eos_ids: torch.Tensor, stop_criteria: StopStringCriteria | None, so_far: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows whose new token is an EOS, and rows (not already at EOS) that just completed a stop string. -> ([n], [n]) bool"""
+    finished = live & torch.isin(tokens, eos_ids)  # [n]
+    if stop_criteria is None:
+        return finished, torch.zeros_like(finished)
+    return finished, live & ~finished & stop_criteria(so_far, None)  # [n]
+
+
 def _decode(
     model: PreTrainedModel,
     prompts: torch.Tensor,
@@ -138,7 +177,7 @@ def _decode(
     group_size: int,
     params: SamplingParams,
     pad_token_id: int,
-    generator: torch.Generator,
+    uniforms: torch.Tensor | None,
     stop_criteria: StopStringCriteria | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The decode loop. -> (ids [N, max_new] long, logprobs [N, max_new] f32, lengths [N], reasons [N])"""
@@ -146,10 +185,7 @@ def _decode(
     num_prompts, prompt_width = prompts.shape
     budget = params.max_new_tokens
     total = num_prompts * group_size
-    completions = torch.full((total, budget), pad_token_id, dtype=torch.long, device=device)  # [N, max_new]
-    logprobs = torch.zeros((total, budget), dtype=torch.float32, device=device)  # [N, max_new]
-    lengths = torch.full((total,), budget, dtype=torch.long, device=device)  # [N]
-    reasons = torch.full((total,), _LENGTH, dtype=torch.long, device=device)  # [N]
+    completions, logprobs, lengths, reasons = _output_buffers(total, budget, pad_token_id, device)
     eos_ids = torch.tensor(params.eos_token_ids, dtype=torch.long, device=device)  # [E]
 
     cache, logits = _prefill(model, prompts, prompt_mask, group_size)  # logits [N, V]
@@ -160,21 +196,18 @@ def _decode(
     live = torch.ones(total, dtype=torch.bool, device=device)  # [n], rows still generating
 
     for step in range(budget):
-        tokens, token_logprobs = choose_tokens(logits, params, generator)  # [n], [n]
+        uniform = None if uniforms is None else uniforms[rows, step]  # [n]
+        tokens, token_logprobs = choose_tokens(logits, params, uniform=uniform)  # [n], [n]
         tokens = torch.where(live, tokens, pad_token_id)  # [n]
         completions[rows, step] = tokens
         logprobs[rows, step] = torch.where(live, token_logprobs, 0.0)
-        finished = live & torch.isin(tokens, eos_ids)  # [n]
-        done = finished  # [n]
-        if stop_criteria is not None:
-            stopped = live & ~finished & stop_criteria(completions[rows, : step + 1], None)  # [n]
-            done = finished | stopped  # [n]
+        finished, stopped = _ended(tokens, live, eos_ids, stop_criteria, completions[rows, : step + 1])  # [n] each
+        done = finished | stopped  # [n]
         last_step = step == budget - 1
         if bool(done.any()):
             lengths[rows[done]] = step + 1
             reasons[rows[finished]] = _EOS
-            if stop_criteria is not None:
-                reasons[rows[stopped]] = _STOP
+            reasons[rows[stopped]] = _STOP
             live = live & ~done
             num_live = int(live.sum())
             if num_live == 0:
@@ -191,8 +224,8 @@ def _decode(
             input_ids=tokens.unsqueeze(-1),  # [n, 1]
             attention_mask=attention[:, : prompt_width + step + 1],  # [n, Lp+step+1]
             position_ids=positions.unsqueeze(-1),  # [n, 1]
-            past_key_values=cache,
             use_cache=True,
+            **cache_kwargs(model, cache),
         ).logits[:, -1, :].float()  # [n, V]
         positions = positions + 1
     return completions, logprobs, lengths, reasons

@@ -101,16 +101,19 @@ def filter_logits(scaled_logits: torch.Tensor, top_k: int | None, top_p: float) 
     return filtered
 
 
-def sample_from_probs(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def sample_from_probs(probs: torch.Tensor, generator: torch.Generator | None = None, uniform: torch.Tensor | None = None) -> torch.Tensor:
     """One token per row drawn from ``probs`` (rows need not sum to 1) by inverse-CDF sampling.
 
-    One uniform number per row and a binary search: on CPU this is several times faster than
-    ``torch.multinomial``, which is slow for large vocabularies. Tokens of probability 0 are
-    never drawn. probs: [n, V] -> [n] long
+    One uniform number per row (``uniform`` [n], or drawn from ``generator``) and a binary search:
+    on CPU this is several times faster than ``torch.multinomial``, which is slow for large
+    vocabularies. Tokens of probability 0 are never drawn. probs: [n, V] -> [n] long
     """
     cdf = torch.cumsum(probs, dim=-1)  # [n, V], non-decreasing
     total = cdf[:, -1:]  # [n, 1]
-    uniform = torch.rand(total.shape, generator=generator, device=probs.device, dtype=cdf.dtype)  # [n, 1]
+    if uniform is None:
+        uniform = torch.rand(total.shape, generator=generator, device=probs.device, dtype=cdf.dtype)  # [n, 1]
+    else:
+        uniform = uniform.to(cdf.dtype).reshape(total.shape)  # [n, 1]
     # Strictly below the total, so the search always lands on a token with positive probability.
     target = torch.minimum(uniform * total, torch.nextafter(total, torch.zeros_like(total)))  # [n, 1]
     index = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # [n]
@@ -118,10 +121,11 @@ def sample_from_probs(probs: torch.Tensor, generator: torch.Generator) -> torch.
 
 
 def choose_tokens(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None, uniform: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The next token of every row and its log-prob under ``softmax(logits / logprob_temperature)``.
 
+    ``uniform`` [n] gives each row its own random number (else they come from ``generator``).
     logits: [n, V] float32 -> (tokens [n] long, logprobs [n] float32)
     """
     if params.greedy:
@@ -132,6 +136,6 @@ def choose_tokens(
         logprobs = torch.log_softmax(scaled, dim=-1)  # [n, V]
         filtered = filter_logits(scaled, params.top_k, params.top_p)  # [n, V]
         probs = logprobs.exp() if filtered is scaled else torch.softmax(filtered, dim=-1)  # [n, V]
-        tokens = sample_from_probs(probs, generator)  # [n]
+        tokens = sample_from_probs(probs, generator, uniform)  # [n]
     picked = logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [n]
     return tokens, picked

@@ -17,6 +17,7 @@ from cohort.checkpoint import RunDirectory
 from cohort.components import PromptRenderer
 from cohort.config import Config
 from cohort.data.tasks import Task, row_columns
+from cohort.distributed import World
 from cohort.rewards import NamedReward, RewardFunctionError, RewardScorer
 from cohort.rewards.process_model import StepScores
 from cohort.rollout import Rollout, SamplingParams, generate_rollout
@@ -53,6 +54,7 @@ class SourcePieces:
     run_dir: RunDirectory
     info: Callable[[str], None]
     process_model: Any = None
+    world: World = World()
 
 
 class Source(Protocol):
@@ -88,8 +90,12 @@ def score_steps(pieces: SourcePieces, prompts: list[Any], completions: list[str]
 
 
 def sample_and_score(pieces: SourcePieces, rows: list[dict[str, Any]], group_size: int, timer: StepTimer,
-                     generator: torch.Generator | None = None) -> ScoredBatch:
-    """Roll out ``group_size`` completions of the current policy for each row's prompt and score them."""
+                     generator: torch.Generator | None = None, shard: tuple[int, int] | None = None) -> ScoredBatch:
+    """Roll out ``group_size`` completions of the current policy for each row's prompt and score them.
+
+    ``shard = (offset, total)``: these rows' completions are rows ``offset ..`` of a batch of ``total``
+    spread over data-parallel ranks (their samples equal those of one process drawing the whole batch).
+    """
     prompts = [pieces.renderer.prompt(row) for row in rows]
     started = time.perf_counter()
     with pieces.autocast():
@@ -101,6 +107,7 @@ def sample_and_score(pieces: SourcePieces, rows: list[dict[str, Any]], group_siz
             pad_token_id=pieces.tokenizer.pad_token_id,
             generator=generator if generator is not None else pieces.generator,
             tokenizer=pieces.tokenizer,
+            shard=shard,
         )
     completions = rollout.decode_completions(pieces.tokenizer)
     timer.rollout += time.perf_counter() - started

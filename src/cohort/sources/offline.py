@@ -85,11 +85,14 @@ class OfflineSamples:
     def records(self) -> list[dict[str, Any]]:
         """All samples, drawing those not yet in the cache (the policy must still be the initial one)."""
         if self._records is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            done = self._progress()
+            world = self.pieces.world
             samples = self.directory / "samples.jsonl"
-            kept = [line for line in _complete_lines(samples) if json.loads(line)["chunk"] < done]
-            samples.write_text("".join(line + "\n" for line in kept))  # drop a chunk cut by a crash
+            if world.is_main:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                done = self._progress()
+                kept = [line for line in _complete_lines(samples) if json.loads(line)["chunk"] < done]
+                samples.write_text("".join(line + "\n" for line in kept))  # drop a chunk cut by a crash
+            done = world.broadcast(done if world.is_main else None)
             chunks = range(0, len(self.prompt_indices), self.chunk_size)
             for chunk, start in enumerate(chunks):
                 if chunk >= done:
@@ -98,16 +101,33 @@ class OfflineSamples:
         return self._records
 
     def _draw_chunk(self, chunk: int, indices: list[int], samples: Path) -> None:
-        pieces = self.pieces
+        """Draw one chunk's samples (each rank a contiguous block of its prompts) and append them."""
+        pieces, world = self.pieces, self.pieces.world
         if chunk % max(1, len(self.prompt_indices) // self.chunk_size // 10) == 0:
             pieces.info(f"offline samples of the initial policy: {chunk * self.chunk_size}/{len(self.prompt_indices)} prompts")
+        block = _block(len(indices), world.rank, world.size)
         device = pieces.generator.device
         generator = torch.Generator(device=device).manual_seed(pieces.config.train.seed * 1_000_003 + 7919 * (chunk + 1))
-        batch = sample_and_score(pieces, rows_at(pieces.task.train, indices), self.per_prompt, StepTimer(), generator)
-        ids = batch.rollout.completion_token_lists()
-        lines = []
-        for row, completion in enumerate(ids):
-            lines.append(dumps({
+        mine = indices[block]
+        lines: list[str] = []
+        if mine:
+            shard = (block.start * self.per_prompt, len(indices) * self.per_prompt)
+            batch = sample_and_score(pieces, rows_at(pieces.task.train, mine), self.per_prompt, StepTimer(), generator, shard)
+            lines = [dumps(record) for record in self._as_records(chunk, mine, batch)]
+        lines = [line for part in world.gather(lines) for line in part]
+        if world.is_main:
+            with samples.open("a", encoding="utf-8") as handle:
+                handle.write("".join(line + "\n" for line in lines))
+                handle.flush()
+                os.fsync(handle.fileno())
+            _write_json_atomic(self.directory / "meta.json", {"settings": self.settings(), "chunks_done": chunk + 1})
+        world.barrier()
+
+    def _as_records(self, chunk: int, indices: list[int], batch: ScoredBatch) -> list[dict[str, Any]]:
+        """One record per sample of ``batch`` (drawn for the prompts ``indices``)."""
+        records = []
+        for row, completion in enumerate(batch.rollout.completion_token_lists()):
+            records.append({
                 "chunk": chunk,
                 "prompt_index": indices[row // self.per_prompt],
                 "completion_ids": completion,
@@ -115,12 +135,15 @@ class OfflineSamples:
                 "rewards": {name: float(v[row]) for name, v in batch.scores.per_function.items()},
                 "correct": None if batch.correct is None else bool(batch.correct[row]),
                 "finish_reason": batch.rollout.finish_reasons[row],
-            }))
-        with samples.open("a", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-        _write_json_atomic(self.directory / "meta.json", {"settings": self.settings(), "chunks_done": chunk + 1})
+            })
+        return records
+
+
+def _block(count: int, rank: int, size: int) -> slice:
+    """Rank ``rank``'s contiguous block of ``count`` items split as evenly as possible over ``size`` ranks."""
+    base, extra = divmod(count, size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
 
 
 def _records_batch(stream: ExampleStream, records: list[dict[str, Any]], group_size: int) -> ScoredBatch:

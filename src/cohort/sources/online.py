@@ -31,28 +31,39 @@ class OnlineRollouts:
         """Nothing to prepare: samples are drawn at every step."""
 
     def next_batch(self, timer: StepTimer) -> ScoredBatch:
-        wanted = self.prompts_per_step
+        wanted, world = self.prompts_per_step, self.pieces.world
+        share = world.share(wanted, "rollout.prompts_per_step")
         parts, kept, sampled, zero_std = [], 0, 0, 0
         for _ in range(self.max_rounds):
-            rows = rows_at(self.pieces.task.train, self.sampler.next_indices(wanted))
-            part = sample_and_score(self.pieces, rows, self.group_size, timer)
-            sampled, zero_std = sampled + part.sampled_groups, zero_std + part.zero_std_groups
+            indices = self.sampler.next_indices(wanted)  # the same global draw on every rank
+            rows = rows_at(self.pieces.task.train, indices[share])
+            shard = (share.start * self.group_size, wanted * self.group_size)
+            part = sample_and_score(self.pieces, rows, self.group_size, timer, shard=shard)
+            sampled, zero_std = sampled + world.sum(part.sampled_groups), zero_std + world.sum(part.zero_std_groups)
             last_sampled = part
             if self.dynamic_sampling:
-                informative = (~algo.degenerate_groups(part.scores.total, part.group_size)).nonzero().flatten().tolist()
-                part = part.select_groups(informative[: wanted - kept])
+                chosen = self._informative(part, share.start, wanted - kept)
+                kept += len(chosen)
+                part = part.select_groups([g - share.start for g in chosen if share.start <= g < share.stop])
+            else:
+                kept += wanted
             if part.rollout.num_prompts:
                 parts.append(part)
-            kept += part.rollout.num_prompts
             if kept >= wanted:
                 break
-        if not parts:  # nothing informative at all: train on the last round (its advantages are all 0)
+        if not parts:  # nothing informative here: train on the last round (its advantages are all 0)
             parts = [last_sampled]
         if self.dynamic_sampling and kept < wanted:
             self.pieces.info(f"dynamic sampling: {kept}/{wanted} informative groups after {self.max_rounds} rounds")
         batch = ScoredBatch.concat(parts)
         batch.sampled_groups, batch.zero_std_groups = sampled, zero_std
         return batch
+
+    def _informative(self, part: ScoredBatch, start: int, room: int) -> list[int]:
+        """The first ``room`` groups (in global order, over every rank's share) whose rewards differ."""
+        local = (~algo.degenerate_groups(part.scores.total, part.group_size)).nonzero().flatten().tolist()
+        everywhere = self.pieces.world.gather([start + group for group in local])
+        return sorted(group for groups in everywhere for group in groups)[:room]
 
     def state_dict(self) -> dict[str, Any]:
         return {"sampler": self.sampler.state_dict()}

@@ -56,7 +56,8 @@ class ExampleStream:
 
     def next_batch(self, timer: StepTimer) -> ScoredBatch:
         self.prepare()
-        return self.build(self.sampler.next_indices(self.batch_size), timer)
+        indices = self.sampler.next_indices(self.batch_size)  # the same global draw on every rank
+        return self.build(indices[self.pieces.world.share(self.batch_size, "train.batch_size")], timer)
 
     def state_dict(self) -> dict[str, Any]:
         self.prepare()

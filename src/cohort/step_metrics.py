@@ -1,0 +1,99 @@
+"""The metrics every method shares, computed over the global batch (all data-parallel ranks).
+
+Per-row facts (rewards, correctness, lengths) are gathered from every rank and reduced once, so a
+metric reads the same in one process and under torchrun. Method-specific metrics come from each
+rank and are averaged (every rank holds the same number of examples).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cohort.batches import ScoredBatch
+from cohort.distributed import World
+
+
+@dataclass
+class BatchFacts:
+    """What the shared metrics need of a batch, as small CPU tensors."""
+
+    total: torch.Tensor  # [N] float64, NaN = not scored
+    per_function: dict[str, torch.Tensor]  # name -> [N] float64
+    failures: dict[str, int]
+    correct: torch.Tensor | None  # [N] bool
+    lengths: torch.Tensor  # [N] long
+    truncated: torch.Tensor  # [N] bool
+    trainable: torch.Tensor  # [N] bool
+
+    @classmethod
+    def of(cls, batch: ScoredBatch, trainable: torch.Tensor) -> "BatchFacts":
+        return cls(
+            batch.scores.total.cpu(), {k: v.cpu() for k, v in batch.scores.per_function.items()}, dict(batch.scores.failures),
+            None if batch.correct is None else batch.correct.cpu(), batch.rollout.completion_lengths.cpu(),
+            batch.rollout.truncated.cpu(), trainable.cpu(),
+        )
+
+    @classmethod
+    def gather(cls, world: World, facts: "BatchFacts") -> "BatchFacts":
+        """Every rank's facts concatenated in rank order (the global batch)."""
+        parts = world.gather(facts)
+        if len(parts) == 1:
+            return facts
+        first = parts[0]
+        return cls(
+            torch.cat([p.total for p in parts]),
+            {name: torch.cat([p.per_function[name] for p in parts]) for name in first.per_function},
+            {name: sum(p.failures.get(name, 0) for p in parts) for name in first.failures},
+            None if first.correct is None else torch.cat([p.correct for p in parts]),
+            torch.cat([p.lengths for p in parts]),
+            torch.cat([p.truncated for p in parts]),
+            torch.cat([p.trainable for p in parts]),
+        )
+
+
+def reward_metrics(facts: BatchFacts) -> dict[str, Any]:
+    """reward/mean, reward/std, reward/<name>/mean, accuracy, reward/none_frac, reward/failures."""
+    total = facts.total
+    valid = ~torch.isnan(total)
+    if not valid.any():
+        return {}
+    metrics: dict[str, Any] = {
+        "reward/mean": float(total[valid].mean()),
+        "reward/std": float(total[valid].std()) if int(valid.sum()) > 1 else 0.0,
+    }
+    for name, values in facts.per_function.items():
+        ok = ~torch.isnan(values)
+        metrics[f"reward/{name}/mean"] = float(values[ok].mean()) if ok.any() else float("nan")
+    if facts.correct is not None:
+        metrics["accuracy"] = float(facts.correct.float().mean())
+    metrics["reward/none_frac"] = float((~valid).float().mean())
+    metrics["reward/failures"] = sum(facts.failures.values())
+    return metrics
+
+
+def shape_metrics(facts: BatchFacts) -> dict[str, Any]:
+    """completion_len/mean, completion_len/max, truncated_frac, trained_frac."""
+    lengths = facts.lengths.float()
+    return {
+        "completion_len/mean": float(lengths.mean()),
+        "completion_len/max": int(lengths.max()),
+        "truncated_frac": float(facts.truncated.float().mean()),
+        "trained_frac": float(facts.trainable.float().mean()),
+    }
+
+
+def mean_over_ranks(world: World, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Each numeric metric averaged over the ranks (NaN where a rank had none); others from rank 0."""
+    parts = world.gather(metrics)
+    if len(parts) == 1:
+        return metrics
+    merged: dict[str, Any] = {}
+    for key, value in parts[0].items():
+        values = [p.get(key) for p in parts]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        merged[key] = sum(numbers) / len(numbers) if numbers and len(numbers) == len(values) else value
+    return merged
