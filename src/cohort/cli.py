@@ -1,9 +1,11 @@
-"""The ``cohort`` command: ``train``, ``eval``, ``report``, ``config`` (print the resolved config), ``presets``, ``methods``.
+"""The ``cohort`` command: ``train``, ``eval``, ``train-rm``, ``report``, ``config`` (print the resolved config), ``presets``, ``methods``.
 
 ``cohort train`` with no config file trains the bundled demo (a small model on arithmetic);
 ``cohort train run.yaml rollout.group_size=16`` takes a YAML file and dotted overrides.
 ``cohort eval MODEL [MODEL ...]`` evaluates models (directories, ``builtin:demo`` or run
 directories) on a task's held-out split and prints pass@k / maj@k, side by side for several.
+``cohort train-rm outcome|process DATA.jsonl --base MODEL --out DIR`` trains an outcome or a
+process reward model from labelled completions (``cohort.reward_training``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,30 @@ def _eval(args: argparse.Namespace) -> int:
     overrides = [item for item in args.items if "=" in item]
     ks = [int(k) for k in args.k.split(",")] if args.k else None
     return run_eval(models, overrides, config_path=args.config, samples=args.samples, ks=ks, limit=args.limit, out=args.out)
+
+
+def _train_rm(args: argparse.Namespace) -> int:
+    from cohort.reward_training import read_outcome_examples, read_process_examples, train_outcome_model, train_process_model
+
+    def unescape(text: str) -> str:  # a shell passes "\\n" for a typed \n
+        return text.replace("\\n", "\n").replace("\\t", "\t")
+
+    def read(path: str):
+        return read_outcome_examples(path) if args.kind == "outcome" else read_process_examples(path, unescape(args.step_marker))
+
+    init = args.init or args.base
+    if init is None:
+        raise ValueError("train-rm needs --base MODEL (a causal LM: a new head) or --init RM_DIR (continue training it)")
+    try:
+        fraction, held_out = float(args.held_out), None
+    except ValueError:  # not a number: a file of held-out rows
+        fraction, held_out = 0.0, read(args.held_out)
+    train = train_outcome_model if args.kind == "outcome" else train_process_model
+    report = train(read(args.data), init, args.out, held_out=held_out, held_out_fraction=fraction, lr=args.lr,
+                   epochs=args.epochs, batch_size=args.batch_size, weight_decay=args.weight_decay, seed=args.seed,
+                   max_length=args.max_length, device=args.device, threads=args.threads, separator=unescape(args.separator))
+    print(report.summary())
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -102,6 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="evaluate at most this many problems")
     evaluate.add_argument("--out", help="directory for summary.json and per-problem JSONL files")
     evaluate.set_defaults(run=_eval)
+    train_rm = commands.add_parser("train-rm", help="train an outcome or process reward model from labelled completions")
+    train_rm.add_argument("kind", choices=("outcome", "process"),
+                          help="outcome: rows prompt/completion/label; process: prompt/steps/labels or prompt/completion/labels")
+    train_rm.add_argument("data", metavar="DATA.jsonl")
+    train_rm.add_argument("--base", help="causal LM to put a new single-logit head on")
+    train_rm.add_argument("--init", metavar="RM_DIR", help="reward model to continue training (instead of --base)")
+    train_rm.add_argument("--out", required=True, metavar="DIR", help="where to write the HF model, tokenizer and training.json")
+    train_rm.add_argument("--held-out", default="0.1", help="fraction of DATA to hold out, or a JSONL file of held-out rows (default 0.1)")
+    train_rm.add_argument("--epochs", type=int, default=1, help="passes over the training rows (default 1)")
+    train_rm.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default 1e-5)")
+    train_rm.add_argument("--batch-size", type=int, default=8, help="examples per optimizer step (default 8)")
+    train_rm.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
+    train_rm.add_argument("--max-length", type=int, help="token limit per input (default: the model's positions)")
+    train_rm.add_argument("--seed", type=int, default=0, help="seeds a new head, the held-out split and the batch order (default 0)")
+    train_rm.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda:N")
+    train_rm.add_argument("--threads", type=int, help="torch CPU threads")
+    train_rm.add_argument("--step-marker", default="\n", help="process: splits a 'completion' column into steps (default newline)")
+    train_rm.add_argument("--separator", default="\n", help="process: the PRM separator after each step (default newline)")
+    train_rm.set_defaults(run=_train_rm)
     report = commands.add_parser("report", help="write RUN_DIR/report.html: curves, evaluation, config, completions")
     report.add_argument("run_dir", metavar="RUN_DIR")
     report.add_argument("--out", help="where to write the HTML (default: RUN_DIR/report.html)")
@@ -130,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("train", "eval"):
+    if args.command in ("train", "eval", "train-rm"):
         _quiet_libraries()
     try:
         return args.run(args)

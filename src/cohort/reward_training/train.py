@@ -1,0 +1,312 @@
+"""Training an outcome or a process reward model: one logit per scored unit, binary cross-entropy.
+
+``init`` is either a causal LM (a new single-logit head is put on it, seeded) or a reward model
+this module (or anyone) wrote before: a sequence-classification model for the outcome RM, a
+token-classification model for the PRM, with one label. The second case continues training, so an
+iterative loop can update its reward model each round on fresh labels plus replayed old ones
+(:func:`cohort.reward_training.with_replay`). The output directory holds an HF model + tokenizer
+that ``reward.functions: [{name: reward_model, path: DIR}]`` and ``reward.process_model: {path: DIR}``
+load as they are, and ``training.json`` with the report; it is written atomically (a temporary
+directory renamed into place), so ``out_dir`` may be the ``init`` directory itself.
+
+The model stays in eval mode (dropout off, as in cohort's RL training), so the training forward is
+exactly the scoring forward and a seed fixes the run: the head's initialisation, the held-out
+split and the batch order all derive from ``options.seed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+from cohort.assets import resolve_builtin
+from cohort.checkpoint import atomic_directory
+from cohort.models import load_tokenizer, resolve_device, resolve_dtype, resolve_model_source
+from cohort.optim import build_optimizer
+from cohort.reward_training.encoding import Encoded, encode_outcome, encode_process, separator_ids, unit_labels, unit_logits
+from cohort.reward_training.examples import Example, OutcomeExample, ProcessExample
+from cohort.reward_training.metrics import HeldOutMetrics, held_out_metrics
+
+OUTCOME, PROCESS = "outcome", "process"
+REPORT_FILE = "training.json"
+_HEADS = {OUTCOME: ("ForSequenceClassification", AutoModelForSequenceClassification, OutcomeExample),
+          PROCESS: ("ForTokenClassification", AutoModelForTokenClassification, ProcessExample)}
+
+
+@dataclass(frozen=True)
+class RewardTrainingOptions:
+    """Settings of one reward-model training run (AdamW, BCE with logits on a single logit)."""
+
+    lr: float = 1e-5
+    epochs: int = 1
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0 = no clipping
+    schedule: str = "constant"  # constant | cosine | linear (cohort.optim), after warmup_steps
+    warmup_steps: int = 0
+    max_length: int | None = None  # token limit per input (None: the model's positions)
+    held_out_fraction: float = 0.1  # used when no held-out set is given
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    threads: int | None = None  # torch CPU threads while training (None: leave as is)
+    separator: str = "\n"  # PRM only: what follows each step (ProcessRewardModel's separator)
+    eval_before: bool = True  # also measure the held-out metrics of the starting model
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"reward training: {name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0 or self.weight_decay < 0 or self.max_grad_norm < 0 or self.warmup_steps < 0:
+            raise ValueError("reward training: lr must be > 0 and weight_decay, max_grad_norm, warmup_steps >= 0")
+        if not 0.0 <= self.held_out_fraction < 1.0:
+            raise ValueError(f"reward training: held_out_fraction must be in [0, 1), got {self.held_out_fraction}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"reward training: max_length must be None or >= 2, got {self.max_length}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"reward training: threads must be None or >= 1, got {self.threads}")
+
+
+@dataclass
+class RewardTrainingReport:
+    """What a reward-model training run did and how well the result separates good from bad.
+
+    Units are what gets a score: examples for the outcome RM, steps for the PRM. ``held_out`` is
+    measured after training, ``held_out_before`` on the starting model (None without a held-out set).
+    """
+
+    kind: str
+    init: str
+    init_mode: str  # "new_head" or "continued"
+    out_dir: str
+    train_examples: int
+    held_out_examples: int
+    train_units: int
+    truncated: int  # inputs cut at max_length (PRM: steps past it are not trained on)
+    dropped: int  # PRM examples with no step within max_length
+    optimizer_steps: int
+    loss_curve: list[float]  # training loss of every optimizer step
+    epoch_losses: list[float]
+    held_out: HeldOutMetrics | None
+    held_out_before: HeldOutMetrics | None
+    seconds: float
+    options: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)  # earlier runs on this model (continued training)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["held_out"] = self.held_out.to_dict() if self.held_out else None
+        data["held_out_before"] = self.held_out_before.to_dict() if self.held_out_before else None
+        return data
+
+    def summary(self) -> str:
+        """A few lines for a console: sizes, held-out accuracy and AUC (before -> after)."""
+
+        def metrics(m: HeldOutMetrics | None) -> str:
+            auc = "n/a" if m is None or m.auc is None else f"{m.auc:.4f}"
+            return "n/a" if m is None else f"accuracy {m.accuracy:.4f}, AUC {auc}"
+
+        units = "steps" if self.kind == PROCESS else "examples"
+        held = self.held_out.units if self.held_out else 0
+        lines = [
+            f"{self.kind} reward model ({self.init_mode.replace('_', ' ')} from {self.init}): {self.train_units} train / "
+            f"{held} held-out {units}, {self.optimizer_steps} optimizer steps in {self.seconds:.1f} s",
+            f"held-out: {metrics(self.held_out)}" + (f" (before: {metrics(self.held_out_before)})" if self.held_out_before else ""),
+            f"wrote {self.out_dir}",
+        ]
+        return "\n".join(lines)
+
+
+def train_outcome_model(examples: Sequence[OutcomeExample], init: str, out_dir: str | Path, *,
+                        held_out: Sequence[OutcomeExample] | None = None,
+                        options: RewardTrainingOptions | None = None, **overrides: Any) -> RewardTrainingReport:
+    """Train an outcome reward model (sequence classification, one logit) and write it to ``out_dir``.
+
+    ``init``: a causal LM (new head) or an outcome RM directory (continue). ``held_out``: a held-out
+    set; else ``options.held_out_fraction`` of ``examples`` is held out (seeded). ``overrides``
+    replace fields of ``options`` (e.g. ``lr=1e-4, epochs=3``).
+    """
+    return _train(OUTCOME, examples, init, out_dir, held_out, _options(options, overrides))
+
+
+def train_process_model(examples: Sequence[ProcessExample], init: str, out_dir: str | Path, *,
+                        held_out: Sequence[ProcessExample] | None = None,
+                        options: RewardTrainingOptions | None = None, **overrides: Any) -> RewardTrainingReport:
+    """Train a process reward model (token classification, one logit, scored at each step's
+    separator) and write it to ``out_dir``. Arguments as :func:`train_outcome_model`; ``init`` is a
+    causal LM or a PRM directory."""
+    return _train(PROCESS, examples, init, out_dir, held_out, _options(options, overrides))
+
+
+def _options(options: RewardTrainingOptions | None, overrides: dict[str, Any]) -> RewardTrainingOptions:
+    base = options or RewardTrainingOptions()
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(RewardTrainingOptions)})
+    if unknown:
+        raise ValueError(f"reward training: unknown options {unknown}")
+    return dataclasses.replace(base, **overrides)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _check_examples(kind: str, examples: Sequence[Example], what: str) -> None:
+    expected = _HEADS[kind][2]
+    wrong = next((e for e in examples if not isinstance(e, expected)), None)
+    if wrong is not None:
+        raise ValueError(f"{kind} reward training takes {expected.__name__}s; {what} holds a {type(wrong).__name__}")
+
+
+def _train(kind: str, examples: Sequence[Example], init: str, out_dir: str | Path,
+           held_out: Sequence[Example] | None, options: RewardTrainingOptions) -> RewardTrainingReport:
+    """Load, encode, split, measure, fit, measure again, save; return the report."""
+    _check_examples(kind, examples, "examples")
+    _check_examples(kind, held_out or [], "held_out")
+    if not examples:
+        raise ValueError(f"{kind} reward training needs at least one example")
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(options.seed)  # split and batch order
+    with _torch_threads(options.threads):
+        device = resolve_device(options.device)
+        model, tokenizer, mode, history = _load(kind, str(init), options, device)
+        encode = _encoder(kind, tokenizer, options, model)
+        train_examples, held_examples = (list(examples), list(held_out)) if held_out is not None else _split(
+            examples, options.held_out_fraction, generator)
+        train_items, held_items = [encode(e) for e in train_examples], [encode(e) for e in held_examples]
+        dropped = sum(item is None for item in train_items + held_items)
+        train_items = [item for item in train_items if item is not None]
+        held_items = [item for item in held_items if item is not None]
+        if not train_items:
+            raise ValueError(f"{kind} reward training: no training example fits within {_max_length(model, options)} tokens")
+        pad = tokenizer.pad_token_id
+        before = _evaluate(model, held_items, options.batch_size, pad, device) if options.eval_before else None
+        curve, epoch_losses = _fit(model, train_items, options, pad, device, generator)
+        after = _evaluate(model, held_items, options.batch_size, pad, device)
+    report = RewardTrainingReport(
+        kind=kind, init=str(init), init_mode=mode, out_dir=str(out_dir), train_examples=len(train_examples),
+        held_out_examples=len(held_examples), train_units=sum(len(i.labels) for i in train_items),
+        truncated=sum(i.truncated for i in train_items + held_items), dropped=dropped, optimizer_steps=len(curve),
+        loss_curve=curve, epoch_losses=epoch_losses, held_out=after, held_out_before=before,
+        seconds=time.perf_counter() - start, options=dataclasses.asdict(options), history=history)
+    _save(model, tokenizer, Path(out_dir), report)
+    return report
+
+
+def _load(kind: str, init: str, options: RewardTrainingOptions, device: torch.device):
+    """-> (model with a single-logit head, tokenizer with a pad token, init mode, earlier history)"""
+    suffix, auto_class, _ = _HEADS[kind]
+    other = _HEADS[OUTCOME if kind == PROCESS else PROCESS][0]
+    source = resolve_model_source(resolve_builtin(init), what="model")
+    architecture = (AutoConfig.from_pretrained(source).architectures or [""])[0]
+    if architecture.endswith(other):
+        raise ValueError(f"{init!r} is a {architecture}; {kind} reward training starts from a causal LM or a *{suffix} model")
+    continued = architecture.endswith(suffix)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)  # a new head's initial weights
+        extra = {} if continued else {"num_labels": 1}
+        model = auto_class.from_pretrained(source, dtype=resolve_dtype(options.dtype), **extra)
+    if model.config.num_labels != 1:
+        raise ValueError(f"{init!r} has {model.config.num_labels} output labels; reward training needs a single-logit head")
+    tokenizer = load_tokenizer(source)
+    tokenizer.padding_side = "right"
+    model.config.pad_token_id = tokenizer.pad_token_id  # the head pools the last token that is not this one
+    model.to(device).eval().requires_grad_(True)
+    return model, tokenizer, "continued" if continued else "new_head", _history(Path(source)) if continued else []
+
+
+def _history(directory: Path) -> list[dict[str, Any]]:
+    """Earlier training runs of a reward model (from its training.json), loss curves left out."""
+    path = directory / REPORT_FILE
+    if not path.is_file():
+        return []
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    earlier = previous.pop("history", [])
+    previous.pop("loss_curve", None)
+    return [*earlier, previous]
+
+
+def _max_length(model, options: RewardTrainingOptions) -> int | None:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if options.max_length is None:
+        return limit
+    return options.max_length if limit is None else min(options.max_length, limit)
+
+
+def _encoder(kind: str, tokenizer, options: RewardTrainingOptions, model) -> Callable[[Example], Encoded | None]:
+    limit = _max_length(model, options)
+    if kind == OUTCOME:
+        return lambda example: encode_outcome(tokenizer, example, limit)
+    separator = separator_ids(tokenizer, options.separator)
+    return lambda example: encode_process(tokenizer, example, separator, limit)
+
+
+def _split(examples: Sequence[Example], fraction: float, generator: torch.Generator) -> tuple[list[Example], list[Example]]:
+    """A seeded held-out share (at least one example when the fraction is > 0 and there are two)."""
+    count = len(examples)
+    held = 0 if fraction == 0 or count < 2 else min(max(1, round(fraction * count)), count - 1)
+    order = torch.randperm(count, generator=generator).tolist()
+    held_index = set(order[:held])
+    return ([e for i, e in enumerate(examples) if i not in held_index],
+            [e for i, e in enumerate(examples) if i in held_index])
+
+
+def _fit(model, items: list[Encoded], options: RewardTrainingOptions, pad: int, device: torch.device,
+         generator: torch.Generator) -> tuple[list[float], list[float]]:
+    """Epochs of shuffled mini-batches; the loss is the mean BCE over the batch's scored units."""
+    batches_per_epoch = -(-len(items) // options.batch_size)
+    optimizer, scheduler = build_optimizer(
+        model.parameters(), lr=options.lr, betas=(0.9, 0.999), weight_decay=options.weight_decay, eps=1e-8,
+        schedule=options.schedule, total_steps=options.epochs * batches_per_epoch, warmup_steps=options.warmup_steps,
+        min_ratio=0.0)
+    curve, epoch_losses = [], []
+    for _ in range(options.epochs):
+        order = torch.randperm(len(items), generator=generator).tolist()
+        losses = []
+        for start in range(0, len(items), options.batch_size):
+            batch = [items[i] for i in order[start : start + options.batch_size]]
+            logits = unit_logits(model, batch, pad, device)  # [units]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, unit_labels(batch, device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if options.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+        curve.extend(losses)
+        epoch_losses.append(sum(losses) / len(losses))
+    return curve, epoch_losses
+
+
+@torch.no_grad()
+def _evaluate(model, items: list[Encoded], batch_size: int, pad: int, device: torch.device) -> HeldOutMetrics | None:
+    if not items:
+        return None
+    logits: list[float] = []
+    for start in range(0, len(items), batch_size):
+        logits.extend(unit_logits(model, items[start : start + batch_size], pad, device).tolist())
+    return held_out_metrics(logits, [label for item in items for label in item.labels])
+
+
+def _save(model, tokenizer, out_dir: Path, report: RewardTrainingReport) -> None:
+    """HF model + tokenizer + training.json, renamed into place in one step."""
+    with atomic_directory(out_dir) as temporary:
+        model.save_pretrained(temporary, safe_serialization=True)
+        tokenizer.save_pretrained(temporary)
+        (temporary / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
