@@ -156,7 +156,7 @@ def test_build_reward_from_specs():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ({"name": "exactmatch"}, "unknown reward 'exactmatch'; built-in rewards: code, exact_match, format, math, reward_model"),
+        ({"name": "exactmatch"}, "unknown reward 'exactmatch'; built-in rewards: code, exact_match, final_answer, format, math, reward_model"),
         ({"name": "format", "regex": "x"}, r"reward 'format' does not take options \['regex'\]; allowed: pattern"),
         ({"name": "format", "pattern": "("}, "not a valid regular expression"),
         ({"name": "no_such_module:f"}, "cannot import module 'no_such_module'"),

@@ -1,4 +1,4 @@
-"""Files that ship with cohort: the demo model and the demo run configuration."""
+"""Files that ship with cohort: the demo and multi-step models and the demo run configuration."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 ASSETS_DIR = Path(__file__).parent
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS = {"demo": ASSETS_DIR / "demo_model"}
+BUILTIN_MODELS = {"demo": ASSETS_DIR / "demo_model", "multistep": ASSETS_DIR / "multistep_model"}
 DEMO_CONFIG = ASSETS_DIR / "demo.yaml"
 
 

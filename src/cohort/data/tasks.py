@@ -1,7 +1,8 @@
 """Tasks: a training split, an optional held-out split, and the rewards that score them.
 
-``load_task`` takes a built-in task name (``arithmetic``) or a path to a local file whose rows have
-a prompt and an answer column; a file task's default reward is exact match of the answer.
+``load_task`` takes a built-in task name (``arithmetic``, ``multistep``) or a path to a local file
+whose rows have a prompt and an answer column; a file task's default reward is exact match of the
+answer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import datasets
 
+from cohort.data import multistep
 from cohort.data.arithmetic import split_problems
 from cohort.data.files import DatasetError, check_rows, read_table
 
@@ -39,7 +41,30 @@ def _arithmetic(seed: int) -> Task:
     )
 
 
-BUILTIN_TASKS: dict[str, Callable[[int], Task]] = {"arithmetic": _arithmetic}
+def _multistep(seed: int) -> Task:
+    """20,000 distinct training problems of worked multi-step arithmetic and 1,000 held-out ones.
+
+    Rows also carry ``solution``, the gold worked completion (an SFT target: ``sft.target_column=solution``).
+    """
+    return Task(
+        name="multistep",
+        train=datasets.Dataset.from_list(multistep.split_problems("train")),
+        test=datasets.Dataset.from_list(multistep.split_problems("test")),
+        default_rewards=({"name": "final_answer", "weight": 1.0},),
+    )
+
+
+BUILTIN_TASKS: dict[str, Callable[[int], Task]] = {"arithmetic": _arithmetic, "multistep": _multistep}
+
+
+def _read_rows(file: str | Path, data_format: str, question_column: str | None, solution_column: str | None) -> datasets.Dataset:
+    """A data file's rows, turned into prompt / answer rows for the gsm8k and math formats."""
+    table = read_table(file)
+    if data_format == "plain":
+        return table
+    from cohort.data.math_formats import normalize_math_dataset  # math-verify loads only when used
+
+    return normalize_math_dataset(table, data_format, str(file), question_column, solution_column)
 
 
 def load_task(
@@ -68,12 +93,7 @@ def load_task(
         return BUILTIN_TASKS[task](seed)
 
     def read(file: str | Path) -> datasets.Dataset:
-        table = read_table(file)
-        if data_format == "plain":
-            return table
-        from cohort.data.math_formats import normalize_math_dataset  # math-verify loads only when used
-
-        return normalize_math_dataset(table, data_format, str(file), question_column, solution_column)
+        return _read_rows(file, data_format, question_column, solution_column)
 
     path = Path(task)
     if not path.suffix:
