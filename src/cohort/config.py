@@ -252,6 +252,38 @@ class TrainConfig:
 
 
 @dataclass
+class IterativeConfig:
+    iterations: int = 0
+    """DeepSeekMath Algorithm 1 (method grpo): outer iterations; 0 = off. Each resets the reference to the policy, trains steps_per_iteration steps with the current reward model, then continues training the reward model on fresh policy samples plus a replay share."""
+    steps_per_iteration: int = 0
+    """Policy steps per iteration (train.steps = iterations x steps_per_iteration)."""
+    supervision: Literal["outcome", "process"] = "process"
+    """outcome: a sequence-classification reward model scores whole completions; process: a PRM scores each step (needs algorithm.advantage=process)."""
+    reward_model: str | None = None
+    """The reward model of the first iteration; null = train one first on labelled samples of the initial policy."""
+    base_model: str | None = None
+    """Where a new reward model's backbone comes from; null = the policy's model.path."""
+    rm_samples: int = 256
+    """Completions of the current policy labelled per iteration (rm_samples / group_size prompts x rollout.group_size)."""
+    replay_fraction: float = 0.1
+    """Share of each iteration's reward-model training mixture drawn from earlier iterations' data (the paper's 10%)."""
+    labels: Literal["monte_carlo", "gold", "rule"] = "monte_carlo"
+    """How training labels are made: rule (outcome: the task's correctness rule), monte_carlo (process: Math-Shepherd completions from each step prefix) or gold (process: the task's exact step checker, for comparison)."""
+    mc_rollouts: int = 4
+    """monte_carlo: completions sampled from each step prefix (N)."""
+    mc_label: Literal["hard", "soft"] = "hard"
+    """monte_carlo: a step is good if any completion is right (hard) or by the fraction that are (soft)."""
+    rm_epochs: int = 2
+    """Epochs of reward-model training per iteration."""
+    rm_lr: float = 1e-3
+    """Learning rate of reward-model training."""
+    rm_batch_size: int = 32
+    """Examples per reward-model optimizer step."""
+    rm_held_out: float = 0.1
+    """Share of each iteration's fresh data held out to measure the reward model (accuracy, AUC)."""
+
+
+@dataclass
 class DistributedConfig:
     strategy: Literal["ddp", "fsdp2"] = "ddp"
     """Under torchrun (more than one rank): DDP (each rank holds the whole model) or FSDP2 (parameters, gradients and optimizer state sharded at rest). Ignored in one process."""
@@ -288,6 +320,7 @@ class Config:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    iterative: IterativeConfig = field(default_factory=IterativeConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -514,6 +547,30 @@ def _validate_algorithm(config: Config) -> None:
     _check(off.max_prompts is None or off.max_prompts >= 1, "offline.max_prompts", off.max_prompts, "null or an int >= 1")
 
 
+def _validate_iterative(config: Config, steps_set: bool) -> None:
+    """Iterative RL's ranges, and train.steps = iterations x steps_per_iteration (set when left unset)."""
+    i = config.iterative
+    _check(i.iterations >= 0, "iterative.iterations", i.iterations, "an int >= 0 (0 = off)")
+    if i.iterations == 0:
+        return
+    _check(i.steps_per_iteration >= 1, "iterative.steps_per_iteration", i.steps_per_iteration, "an int >= 1 with iterative.iterations > 0")
+    _check(i.rm_samples >= 1 and i.mc_rollouts >= 1 and i.rm_epochs >= 1 and i.rm_batch_size >= 1, "iterative.rm_samples",
+           i.rm_samples, "rm_samples, mc_rollouts, rm_epochs and rm_batch_size all >= 1")
+    _check(0 <= i.replay_fraction < 1, "iterative.replay_fraction", i.replay_fraction, "a fraction in [0, 1)")
+    _check(0 <= i.rm_held_out < 1, "iterative.rm_held_out", i.rm_held_out, "a fraction in [0, 1)")
+    _check(i.rm_lr > 0, "iterative.rm_lr", i.rm_lr, "a float > 0")
+    wanted_labels = ("rule",) if i.supervision == "outcome" else ("monte_carlo", "gold")
+    _check(i.labels in wanted_labels, "iterative.labels", i.labels, f"one of {', '.join(wanted_labels)} with iterative.supervision={i.supervision}")
+    process = config.algorithm.advantage == "process"
+    _check(process == (i.supervision == "process"), "algorithm.advantage", config.algorithm.advantage,
+           "process exactly when iterative.supervision=process")
+    total = i.iterations * i.steps_per_iteration
+    if steps_set:
+        _check(config.train.steps == total, "train.steps", config.train.steps,
+               f"iterative.iterations x iterative.steps_per_iteration = {total} (or leave train.steps unset)")
+    config.train.steps = total
+
+
 def _validate_data_and_rewards(config: Config) -> None:
     d, w = config.data, config.reward
     _check(bool(config.model.path), "model.path", config.model.path, "a model directory (or hub id)")
@@ -528,9 +585,14 @@ def _validate_data_and_rewards(config: Config) -> None:
         _check(d.question_column is None and d.solution_column is None, "data.question_column", d.question_column,
                "null unless data.format is gsm8k or math")
     _check(w.timeout_s > 0, "reward.timeout_s", w.timeout_s, "a float > 0")
-    if config.algorithm.advantage == "process":
+    iterative_process = config.iterative.iterations > 0 and config.iterative.supervision == "process"
+    if config.algorithm.advantage == "process" and not iterative_process:
         _check(bool(w.process_model) and isinstance(w.process_model.get("path"), str), "reward.process_model",
                w.process_model, "a mapping with a 'path' to a process reward model, since algorithm.advantage=process")
+    elif iterative_process:
+        _check(w.process_model is None or "path" not in w.process_model, "reward.process_model", w.process_model,
+               "no 'path' with iterative.supervision=process (the iterations train the PRM; set iterative.reward_model "
+               "to start from one)")
     else:
         _check(w.process_model is None, "reward.process_model", w.process_model, "null unless algorithm.advantage=process")
     for i, spec in enumerate(w.functions):
@@ -627,6 +689,7 @@ def build_config(flat: dict[str, Any], *, base: dict[str, Any] | None = None) ->
         sections[section][name] = value
     config = Config(**{name: cls(**sections[name]) for name, cls in _sections().items()})
     _validate_data_and_rewards(config)
+    _validate_iterative(config, steps_set="train.steps" in flat)
     _validate_sampling(config)
     _validate_algorithm(config)
     config.user_keys = frozenset(key for key in flat if resolved[key] != lower.get(key, _default_value(key)))

@@ -65,6 +65,8 @@ class RunData:
     """The latest sampled completions, latest step first."""
     eval_before: dict[str, Any] | None
     eval_after: dict[str, Any] | None
+    iterations: list[dict[str, Any]] = ()  # iterative RL: each iteration's reward-model report
+    """Iterative RL: one record per reward-model training (iteration, held-out accuracy, AUC, examples)."""
 
 
 def load_run(run_dir: Path, max_completions: int = MAX_COMPLETIONS) -> RunData:
@@ -88,6 +90,7 @@ def load_run(run_dir: Path, max_completions: int = MAX_COMPLETIONS) -> RunData:
         completions=read_latest_completions(paths.completions, max_completions),
         eval_before=read_eval_summary(paths.eval_summary("before")),
         eval_after=read_eval_summary(paths.eval_summary("after")),
+        iterations=read_iterations(paths.root),
     )
 
 
@@ -137,6 +140,23 @@ def read_latest_completions(path: Path, limit: int) -> list[dict[str, Any]]:
 def _step_of(record: dict[str, Any]) -> float:
     step = record.get("step")
     return float(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else -math.inf
+
+
+def read_iterations(root: Path) -> list[dict[str, Any]]:
+    """The reward model's report of each iteration of an iterative run (``iterations/iter-K/reward_model/training.json``)."""
+    records = []
+    for directory in sorted((root / "iterations").glob("iter-*")):
+        path = directory / "reward_model" / "training.json"
+        if not path.is_file() or not directory.name[5:].isdigit():
+            continue
+        try:
+            report = json.loads(_read_text(path))
+        except json.JSONDecodeError as err:
+            raise ReportError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+        held = report.get("held_out") or {}
+        records.append({"iteration": int(directory.name[5:]), "accuracy": held.get("accuracy"), "auc": held.get("auc"),
+                        "examples": report.get("train_examples"), "kind": report.get("kind")})
+    return sorted(records, key=lambda record: record["iteration"])
 
 
 def read_eval_summary(path: Path) -> dict[str, Any] | None:
@@ -341,6 +361,15 @@ def _line(axes: Any, steps: np.ndarray, values: np.ndarray, label: str, color: s
     axes.plot(steps, values, label=label, color=color, marker=marker, markersize=3, linewidth=1.4, **style)
 
 
+def _iteration_boundaries(steps: np.ndarray, columns: dict[str, np.ndarray]) -> list[float]:
+    """Steps after which iterative RL moved to its next iteration (where the ``iteration`` metric changes)."""
+    iteration = columns.get("iteration")
+    if iteration is None:
+        return []
+    changes = np.flatnonzero(np.diff(iteration) > 0)  # index i: iteration rose between steps i and i+1
+    return [float(steps[i]) + 0.5 for i in changes]
+
+
 def render_panel(panel: Panel, steps: np.ndarray, columns: dict[str, np.ndarray]) -> Plot | None:
     """Draw one panel from the metric columns; None when none of its keys has a finite value."""
     present = [(key, label) for key, label in panel.series if key in columns and np.isfinite(columns[key]).any()]
@@ -365,6 +394,8 @@ def render_panel(panel: Panel, steps: np.ndarray, columns: dict[str, np.ndarray]
     else:
         for index, (key, label) in enumerate(present):
             _line(axes, steps, columns[key], label, COLORS[index % len(COLORS)])
+    for boundary in _iteration_boundaries(steps, columns):
+        axes.axvline(boundary, color="grey", linestyle="--", linewidth=0.8)
     axes.set_title(panel.title, fontsize=11)
     axes.set_xlabel("step")
     axes.set_ylabel(panel.ylabel)
@@ -575,6 +606,7 @@ class ReportPage:
     completions: list[CompletionRow]
     completions_note: str
     config_text: str | None
+    iterations: list[dict[str, str]] = ()
 
 
 def _section(config: dict[str, Any] | None, section: str) -> dict[str, Any]:
@@ -648,6 +680,8 @@ def build_page(run: RunData) -> ReportPage:
         eval_setups=[s for s in (eval_setup("before", run.eval_before), eval_setup("after", run.eval_after)) if s],
         completions=completion_rows(run.completions),
         completions_note=f"the latest {shown} sampled completions, latest step first" if shown else "",
+        iterations=[{key: format_number(value) if isinstance(value, float) else str(value) for key, value in record.items()}
+                    for record in run.iterations],
         config_text=run.config_text,
     )
 
@@ -716,6 +750,20 @@ PAGE_TEMPLATE = """<!DOCTYPE html>
 <span data-metric="{{ o.key }}"><code>{{ o.key }}</code> ({{ o.reason }})</span>{{ "." if loop.last else ";" }}
 {%- endfor %}
 </p>
+{%- endif %}
+
+{%- if page.iterations %}
+<h2 id="iterations">Iterative RL: the reward model of each iteration</h2>
+<p class="muted">Iteration 0 is the reward model the first policy iteration trained with (unless one was given);
+iteration K's was retrained on the policy's samples after K policy iterations, with a replay share of earlier data.
+The dashed lines in the curves above mark the iteration boundaries.</p>
+<table id="iterations-table">
+<tr><th>iteration</th><th>kind</th><th>training examples</th><th>held-out accuracy</th><th>held-out AUC</th></tr>
+{%- for row in page.iterations %}
+<tr><td class="num">{{ row.iteration }}</td><td>{{ row.kind }}</td><td class="num">{{ row.examples }}</td>
+  <td class="num">{{ row.accuracy }}</td><td class="num">{{ row.auc }}</td></tr>
+{%- endfor %}
+</table>
 {%- endif %}
 
 <h2 id="evaluation">Held-out evaluation</h2>

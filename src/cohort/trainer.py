@@ -48,6 +48,7 @@ from cohort.config import Config, save_config
 from cohort.data.tasks import Task, format_prompt
 from cohort.distributed import World, full_model_state, gathered, load_optimizer_state, optimizer_state, start_world, wrap
 from cohort.evaluate import EvalSummary
+from cohort.iterative import IterativeRL
 from cohort.methods import MethodContext, TrainingSignal, check_config
 from cohort.models import autocast_context, load_policy, load_reference, load_tokenizer, resolve_device
 from cohort.monitor import MetricsWriter, RunConsole, comparison_table
@@ -178,16 +179,36 @@ class Trainer:
         forward = self.policy_forward if self.policy_forward is not self.policy else None
         policy = Trainable("policy", self.policy, self.optimizer, self.scheduler, config.optim.max_grad_norm, forward)
         self.trainables = [policy, *self.method.trainables()]
-        self.source = self.method.source(SourcePieces(
+        self.pieces = SourcePieces(
             config, self.task, self.renderer, self.tokenizer, self.policy, self.rewards, self.scorer, self.correctness,
             self.sampling, self.generator, self.autocast, self.run_dir, self.console.info, self.process_model, world,
-        ))
+        )
+        self.source = self.method.source(self.pieces)
+        self.iterative = IterativeRL(self) if config.iterative.iterations else None
         o = config.optim
         self.loop = LoopSettings(config.algorithm.mu, o.mini_batches, o.micro_batch_size, self.autocast, world, self.gathered)
 
     def gathered(self):
         """FSDP2: the trained models' full parameters for the enclosed forwards (a no-op otherwise)."""
         return gathered([t.module for t in self.trainables])
+
+    def set_reward_functions(self, rewards: list) -> None:
+        """Score from the next step on with ``rewards`` (iterative RL swaps in a retrained reward model)."""
+        self.rewards = rewards
+        self.scorer = RewardScorer(rewards, timeout_s=self.config.reward.timeout_s, strict=self.config.reward.strict)
+        self.correctness = correctness_reward(rewards)
+        self.pieces.rewards, self.pieces.scorer, self.pieces.correctness = self.rewards, self.scorer, self.correctness
+
+    def set_process_model(self, process_model) -> None:
+        """Score steps from the next step on with ``process_model`` (a retrained PRM)."""
+        self.process_model = self.pieces.process_model = process_model
+
+    def reset_reference(self) -> None:
+        """pi_ref <- pi_theta (iterative RL): the reference becomes a copy of the current policy."""
+        if self.reference is not None:
+            self.reference.load_state_dict(full_model_state(self.world, self.policy, everywhere=True))
+            self.reference_was_reset = True
+            self.console.info(f"step {self.step}: reference model reset to the current policy")
 
     def autocast(self):
         """The configured model.autocast precision for a forward (a no-op when unset)."""
@@ -212,6 +233,8 @@ class Trainer:
                 trainable.scheduler.step()
         self.step += 1
         metrics = self._metrics(batch, signal, stats, timer, lr)
+        if self.iterative is not None:
+            metrics.update(self.iterative.after_step(self.step))
         if self.writer is not None and self.config.log.completions_every and self.step % self.config.log.completions_every == 0:
             self.writer.write_completions(self._completion_records(batch, signal))
         return metrics
@@ -219,9 +242,7 @@ class Trainer:
     def _reset_reference_if_due(self) -> None:
         every = self.config.algorithm.ref_reset_every
         if self.reference is not None and self.method_class.resets_reference and every and self.step > 0 and self.step % every == 0:
-            self.reference.load_state_dict(full_model_state(self.world, self.policy, everywhere=True))
-            self.reference_was_reset = True
-            self.console.info(f"step {self.step}: reference model reset to the current policy")
+            self.reset_reference()
 
     # --- metrics ------------------------------------------------------------------------------------
 
@@ -290,6 +311,8 @@ class Trainer:
             }
             if self.reference is not None and self.reference_was_reset:
                 state["reference"] = {k: v.detach().cpu().clone() for k, v in self.reference.state_dict().items()}
+            if self.iterative is not None:
+                state["iterative"] = self.iterative.state_dict()
 
             def write_method_models(directory: Path) -> None:
                 for name, (model, model_weights) in extra_models.items():
@@ -314,6 +337,8 @@ class Trainer:
         if self.reference is not None and "reference" in state:
             self.reference.load_state_dict(state["reference"])
         self.step = state["step"]
+        if self.iterative is not None:
+            self.iterative.load_state_dict(state["iterative"])
         if self.world.is_main:
             truncate_jsonl(self.run_dir.metrics, self.step)
             truncate_jsonl(self.run_dir.completions, self.step)
@@ -362,7 +387,9 @@ class Trainer:
                 if self.writer is not None:
                     self.writer.write_step(metrics)
                 self.console.step(metrics)
-                if config.train.save_every and self.step % config.train.save_every == 0 and self.step < config.train.steps:
+                due = config.train.save_every and self.step % config.train.save_every == 0
+                boundary = self.iterative is not None and self.iterative.boundary(self.step)  # the new RM is in the state
+                if (due or boundary) and self.step < config.train.steps:
                     self.save_checkpoint()
                     self.refresh_report()
         finally:
@@ -383,6 +410,8 @@ class Trainer:
         with StopRequests(self.console.info) as stop:
             with self.gathered():
                 self.source.prepare()
+            if self.iterative is not None:
+                self.iterative.prepare()
             before = self.evaluate("before") if config.train.eval_before and not stop.requested else None
             train_seconds = self._run_steps(stop)
             stopped = self._stopping(stop)

@@ -23,7 +23,7 @@ from cohort.methods.grpo import GRPO
 from cohort.methods.ppo import PPO
 from cohort.methods.registry import METHODS, register_method
 
-METHOD_SECTIONS = ("sft", "offline", "dpo", "ppo")
+METHOD_SECTIONS = ("sft", "offline", "dpo", "ppo", "iterative")
 """Config sections that belong to particular methods."""
 
 

@@ -64,6 +64,7 @@ class GRPO(Method):
     summary = "online samples, group-relative advantage (outcome or process), clipped, KL to the reference in the loss"
     unit = "group"
     algorithm_keys = GRPO_KEYS
+    sections = frozenset({"iterative"})
     resets_reference = True
 
     @classmethod
@@ -80,6 +81,13 @@ class GRPO(Method):
         if needs_group and config.rollout.group_size < 2:
             raise ConfigError(f"rollout.group_size={config.rollout.group_size} is not allowed: expected an int >= 2 "
                               f"(GRPO's {a.advantage} advantage compares the samples of a group)")
+
+    @classmethod
+    def check_data(cls, config: Config, task, rewards) -> None:
+        if config.iterative.iterations:
+            from cohort.methods.coefficient import require_correctness
+
+            require_correctness("grpo with iterative reward-model training (labels come from the task's rule)", rewards)
 
     @classmethod
     def needs_reference(cls, config: Config) -> bool:
