@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,16 @@ def run_cohort(spec: RunSpec) -> dict[str, Any]:
 # --- TRL ----------------------------------------------------------------------------------------
 
 
+def checkpointing_off(config_class: type) -> dict[str, bool]:
+    """The keyword that turns activation checkpointing off: ``activation_checkpointing`` where the
+    training arguments have it (transformers >= 5.24 deprecates ``gradient_checkpointing``), else
+    the old name."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(config_class)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
+
+
 def trl_config(spec: RunSpec, out_dir: str):
     """GRPOConfig mirroring ``spec`` and cohort's trl_parity run: CPU, fp32 weights, no vLLM, one optimizer step per
     generation batch of P*G completions, nothing saved, logging every step."""
@@ -176,7 +187,7 @@ def trl_config(spec: RunSpec, out_dir: str):
         use_cpu=spec.device == "cpu",
         bf16=spec.autocast == "bfloat16",
         fp16=False,
-        gradient_checkpointing=False,  # TRL's default is True; cohort's is False -- compare like with like
+        **checkpointing_off(GRPOConfig),  # TRL's default is on; cohort's is off -- compare like with like
         per_device_train_batch_size=batch,
         gradient_accumulation_steps=1,
         num_generations=spec.group_size,
@@ -216,6 +227,10 @@ def run_trl(spec: RunSpec) -> dict[str, Any]:
     from cohort.rewards.builtin import ExactMatch
 
     torch.set_num_threads(spec.threads)
+    # TRL itself reads model.is_gradient_checkpointing, deprecated in transformers 5.24: not ours to change.
+    warnings.filterwarnings(
+        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning, module="transformers"
+    )
 
     class StepClock(TrainerCallback):
         """End-of-step wall-clock times and the logged metrics of every step."""

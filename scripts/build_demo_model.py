@@ -123,7 +123,9 @@ def accuracy(
     """
     was_training = model.training
     model.eval()
-    encoded = tokenizer([row["prompt"] for row in rows], return_tensors="pt", padding=True, add_special_tokens=False)
+    encoded = tokenizer(
+        [row["prompt"] for row in rows], return_tensors="pt", padding=True, add_special_tokens=False, return_token_type_ids=False
+    )  # transformers 4.x tokenizers also return token_type_ids, which generate() rejects
     if num_samples:
         torch.manual_seed(seed)
         sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "num_return_sequences": num_samples}

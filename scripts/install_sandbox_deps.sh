@@ -5,6 +5,7 @@
 #   util-linux   unshare/setpriv, the fallback layer when bubblewrap is missing (root only)
 # Idempotent: installs only what is missing. Never fails: without these packages the sandbox falls
 # back to a weaker layer and says so in a warning; this script only reports what it could not do.
+# --quiet: print nothing when everything is present (make setup).
 set -u
 
 missing=()
@@ -15,12 +16,18 @@ fi
 { command -v unshare >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1; } || missing+=(util-linux)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "sandbox deps: all present ($(bwrap --version 2>/dev/null))"
+    [ "${1:-}" = --quiet ] || echo "sandbox deps: all present ($(bwrap --version 2>/dev/null))"
     exit 0
 fi
+# Not root: use sudo only where it needs no password (a script must never stop at a prompt).
+sudo=()
 if [ "$(id -u)" -ne 0 ]; then
-    echo "sandbox deps: missing ${missing[*]}; not root, so not installing (run this script as root)" >&2
-    exit 0
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo=(sudo -n)
+    else
+        echo "sandbox deps: missing ${missing[*]}; not root, so not installing (install: sudo apt-get install ${missing[*]}, or sudo make system-deps)" >&2
+        exit 0
+    fi
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "sandbox deps: missing ${missing[*]}; apt-get is not available, install them with the system's package manager" >&2
@@ -28,10 +35,10 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
     # The package lists may be missing or stale (fresh container): refresh them once and retry.
-    apt-get update -qq >/dev/null 2>&1 || true
-    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+    "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
+    if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
         echo "sandbox deps: could not install ${missing[*]} with apt-get; the sandbox will use a weaker layer" >&2
         exit 0
     fi

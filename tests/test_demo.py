@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from transformers import AutoModelForCausalLM
@@ -26,6 +31,23 @@ def test_a_few_steps_of_the_bundled_demo(tmp_path):
     assert before["num_problems"] == 20 and 0.0 < before["greedy_accuracy"] < 1.0
     AutoModelForCausalLM.from_pretrained(out / "final")
     assert (out / "report.html").is_file()
+
+
+def test_the_demo_command_prints_only_progress_the_table_and_the_run_directory(tmp_path):
+    """`make demo`'s command as a user runs it (its own process, Python's default warning filters),
+    shortened: no warning of any kind, no deprecation notice, about 20 lines."""
+    script = Path(sys.executable).with_name("cohort")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "cohort.cli"]
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
+    done = subprocess.run(
+        [*command, "train", f"train.out_dir={tmp_path / 'demo'}", "train.steps=2", "data.eval_limit=8"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert not re.search(r"warn|deprecat", output, re.IGNORECASE), output
+    assert "greedy accuracy" in output and "run directory:" in output
+    assert len(output.splitlines()) <= 30, output
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import time
 
@@ -11,6 +12,7 @@ from transformers import GenerationConfig
 
 from cohort.models import (
     ModelNotFoundError,
+    cache_kwargs,
     completion_logprobs,
     completion_logprobs_and_entropy,
     encode_prompts,
@@ -255,6 +257,22 @@ def test_only_the_needed_logits_are_computed(tiny_llama, char_tokenizer):
     completion_logprobs(tiny_llama, *batch)
     rows, width = batch[2].shape
     assert seen == [(rows, width + 1, tiny_llama.config.vocab_size)]
+
+
+def test_the_kv_cache_goes_under_the_name_the_forward_takes(tiny_llama):
+    """`cache` where the forward has it (transformers 5.24 deprecates `past_key_values`), else the old name."""
+
+    class NewApi(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, use_cache=None): ...
+
+    class OldApi(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None): ...
+
+    sentinel = object()
+    assert cache_kwargs(NewApi(), sentinel) == {"cache": sentinel}
+    assert cache_kwargs(OldApi(), sentinel) == {"past_key_values": sentinel}
+    expected = "cache" if "cache" in inspect.signature(type(tiny_llama).forward).parameters else "past_key_values"
+    assert list(cache_kwargs(tiny_llama, sentinel)) == [expected]
 
 
 def test_position_ids_ignore_left_padding():

@@ -3,8 +3,9 @@ headless Chromium (plots rendered, the run's numbers in the tables, untrusted co
 text), plus the error cases and runs that lack some metrics.
 
 The browser is Debian's ``chromium`` driven by Selenium through ``/usr/bin/chromedriver`` (explicit
-paths, so Selenium Manager never downloads anything); the test installs them with
-``scripts/install_chromium.sh`` when missing and skips, saying why, only when that is impossible.
+paths, so Selenium Manager never downloads anything). ``make setup`` installs them
+(``scripts/install_chromium.sh``) where it can; elsewhere the browser test skips, naming the packages
+and the install command (``system_deps.requires_chromium``), or fails under COHORT_REQUIRE_SYSTEM_DEPS=1.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import json
 import re
 import shutil
 import struct
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+from system_deps import requires_chromium
 
 from cohort.config import load_config
 from cohort.monitor import RunConsole
@@ -33,8 +34,6 @@ from cohort.report import (
 )
 from cohort.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
-INSTALL_SCRIPT = REPO / "scripts" / "install_chromium.sh"
 STEPS = 6
 HOSTILE_COMPLETION = (
     '<script>window.__cohort_pwned = "script";</script>'
@@ -117,28 +116,14 @@ def hostile_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 # --- the browser ----------------------------------------------------------------------------------------
 
 
-def _browser_paths() -> tuple[str, str] | None:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    return (chromium, driver) if chromium and driver else None
-
-
 @pytest.fixture(scope="module")
 def browser():
-    """Headless Chromium via Selenium, offline, in a fresh profile; installed first when missing."""
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="SKIPPED THE BROWSER TEST: the Python package 'selenium' is not installed (test extra)"
-    )
+    """Headless Chromium via Selenium, offline, in a fresh profile (tests using it are marked
+    ``requires_chromium``, so the binaries are there)."""
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    if _browser_paths() is None:
-        subprocess.run(["bash", str(INSTALL_SCRIPT)], check=False, timeout=900)
-    paths = _browser_paths()
-    if paths is None:
-        pytest.skip(
-            "SKIPPED THE BROWSER TEST: chromium and chromedriver are missing and scripts/install_chromium.sh "
-            "could not install them (needs root and apt-get: apt-get install chromium chromium-driver)"
-        )
-    chromium, driver_path = paths
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     profile = tempfile.mkdtemp(prefix="cohort-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
@@ -178,6 +163,7 @@ def screenshot(driver):
     return Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
 
 
+@requires_chromium
 def test_report_renders_in_chromium_with_the_runs_numbers(browser, hostile_run: Path) -> None:
     from PIL import Image, ImageChops, ImageStat
     from selenium.webdriver.common.by import By

@@ -173,7 +173,7 @@ def test_demo_model_greedy_answers_are_digits_then_eos(demo_model, demo_tokenize
     model, _ = demo_model
     tokenizer = demo_tokenizer
     _, test = arithmetic_splits(seed=0, num_train=0, num_test=100)
-    encoded = tokenizer([row["prompt"] for row in test], return_tensors="pt", padding=True)
+    encoded = tokenizer([row["prompt"] for row in test], return_tensors="pt", padding=True, return_token_type_ids=False)
     with torch.no_grad():
         output = model.generate(**encoded, do_sample=False, max_new_tokens=6)  # [100, T_prompt + T_new]
     completions = output[:, encoded["input_ids"].shape[1] :].tolist()
