@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-EXTRAS := .[test,bench]
+EXTRAS := .[test,bench,lora,ray,trackers]
 # The tested versions of every package `.[test,bench]` pulls in (regenerate: make lock).
 CONSTRAINTS := constraints.txt
 TORCH_PIN   := $(shell grep -m1 '^torch==' $(CONSTRAINTS))

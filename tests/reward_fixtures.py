@@ -59,3 +59,12 @@ class SignalAtCall:
                 os.kill(os.getpid(), getattr(signal, self.signal))
                 time.sleep(0.05)  # let the handler run before the next one arrives
         return has_digit(prompts, completions)
+
+
+def dies_on_marker(prompts, completions, **_):
+    """Scores like has_digit, but the process running it dies when a completion holds 'DIE' (a lost worker)."""
+    import os
+
+    if any("DIE" in completion for completion in completions):
+        os._exit(1)
+    return has_digit(prompts, completions)

@@ -105,6 +105,23 @@ def _presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    """A LoRA run's adapters merged into a plain HF model that AutoModelForCausalLM loads."""
+    from cohort.checkpoint import RunDirectory, save_pretrained_atomic
+    from cohort.lora import base_model_path, merged_model
+    from cohort.models import load_policy, load_tokenizer
+
+    source = Path(args.source)
+    run = RunDirectory(source)
+    adapters = run.final if run.final.is_dir() else source
+    if base_model_path(adapters) is None:
+        raise ValueError(f"{adapters} holds no LoRA adapters (no adapter_config.json): nothing to merge")
+    out = Path(args.out) if args.out else (run.final / "merged" if run.final.is_dir() else source / "merged")
+    save_pretrained_atomic(out, merged_model(load_policy(adapters)), load_tokenizer(adapters))
+    print(out)
+    return 0
+
+
 def _methods(args: argparse.Namespace) -> int:
     from cohort.methods import METHODS
 
@@ -158,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     presets.set_defaults(run=_presets)
     methods = commands.add_parser("methods", help="list the training methods (algorithm.method)")
     methods.set_defaults(run=_methods)
+    export = commands.add_parser("export", help="merge a LoRA run's adapters into a plain HF model (RUN_DIR/final/merged)")
+    export.add_argument("source", metavar="RUN_DIR|ADAPTER_DIR")
+    export.add_argument("--out", help="where to write the merged model (default: <final>/merged)")
+    export.set_defaults(run=_export)
     return parser
 
 
@@ -175,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("train", "eval", "train-rm"):
+    if args.command in ("train", "eval", "train-rm", "export"):
         _quiet_libraries()
     try:
         return args.run(args)

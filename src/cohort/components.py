@@ -21,6 +21,7 @@ from cohort.evaluate import EvalSummary, ProblemResult, evaluate
 from cohort.models import autocast_context, encode_prompts, eos_token_ids
 from cohort.monitor import dumps
 from cohort.rewards import NamedReward, RewardScorer, SoftOverlongPunishment, build_reward, correctness_reward
+from cohort.rewards.registry import reward_label
 from cohort.rollout import SamplingParams
 
 
@@ -41,9 +42,21 @@ def load_config_task(config: Config) -> Task:
 
 
 def build_rewards(config: Config, task: Task) -> list[NamedReward]:
-    """The configured reward functions (or the task's defaults), plus DAPO's overlong penalty."""
+    """The configured reward functions (or the task's defaults), plus DAPO's overlong penalty.
+
+    With ``reward.backend: ray`` each function runs on Ray actors (built there from its spec).
+    """
     specs = config.reward.functions or list(task.default_rewards)
-    rewards = [build_reward(spec) for spec in specs]
+    if config.reward.backend == "ray":
+        from cohort.rewards.ray_backend import RayReward, connect
+
+        r = config.reward
+        connect(r.ray_address)
+        rewards = [NamedReward(reward_label(spec), RayReward(spec, workers=r.ray_workers, chunk_size=r.ray_chunk_size,
+                                                             timeout_s=r.timeout_s), float(spec.get("weight", 1.0)))
+                   for spec in specs]
+    else:
+        rewards = [build_reward(spec) for spec in specs]
     fraction = config.algorithm.overlong_buffer
     if fraction > 0:
         budget = config.rollout.max_new_tokens

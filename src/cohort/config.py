@@ -50,6 +50,10 @@ class ModelConfig:
     noise means the ratio at the first update is close to, not exactly, 1."""
     trust_remote_code: bool = False
     """Allow model code shipped inside the model directory (Hugging Face ``trust_remote_code``)."""
+    lora: dict[str, Any] | None = None
+    """Train LoRA adapters (PEFT) instead of every weight: ``{r, alpha, dropout, target_modules, ...}`` (any peft.LoraConfig field); null = full fine-tuning. The reference is the base with the adapters off."""
+    export_merged: bool = False
+    """LoRA: also write final/merged/, the adapters merged into a plain HF model (``cohort export`` does it later)."""
 
 
 @dataclass
@@ -88,6 +92,14 @@ class RewardConfig:
     """A reward call that runs longer gives None for its samples (never kills the run)."""
     strict: bool = False
     """Raise instead of scoring None when a reward function fails."""
+    backend: Literal["local", "ray"] = "local"
+    """Where reward.functions run: in this process (local) or on Ray actors (ray), each function built once per worker."""
+    ray_address: str | None = None
+    """backend ray: the cluster to join ('auto': one started with `ray start`, or host:port); null = start a local one."""
+    ray_workers: int = 2
+    """backend ray: actors per reward function; a batch is split into chunks among them."""
+    ray_chunk_size: int = 16
+    """backend ray: completions per remote call."""
     process_model: dict[str, Any] | None = None
     """Process reward model for ``algorithm.advantage: process``: ``{path, step_marker, separator,
     batch_size, device, dtype, label}`` (a local HF token-classification model)."""
@@ -302,7 +314,11 @@ class LogConfig:
     completions_per_step: int = 16
     """How many of a step's completions are written when it writes any."""
     tensorboard: bool = True
-    """Write TensorBoard event files into the run directory."""
+    """Write TensorBoard event files into the run directory (the same as listing tensorboard in trackers)."""
+    trackers: list[str] = field(default_factory=list)
+    """More experiment trackers to send the same metrics to: any of wandb (offline unless WANDB_MODE says otherwise), mlflow (MLFLOW_TRACKING_URI, default a file store in the run directory), trackio (local)."""
+    run_name: str | None = None
+    """The run's name in the trackers; null = the run directory's name."""
     report: bool = True
     """Write report.html at checkpoints and at the end."""
 
@@ -585,6 +601,8 @@ def _validate_data_and_rewards(config: Config) -> None:
         _check(d.question_column is None and d.solution_column is None, "data.question_column", d.question_column,
                "null unless data.format is gsm8k or math")
     _check(w.timeout_s > 0, "reward.timeout_s", w.timeout_s, "a float > 0")
+    _check(w.ray_workers >= 1, "reward.ray_workers", w.ray_workers, "an int >= 1")
+    _check(w.ray_chunk_size >= 1, "reward.ray_chunk_size", w.ray_chunk_size, "an int >= 1")
     iterative_process = config.iterative.iterations > 0 and config.iterative.supervision == "process"
     if config.algorithm.advantage == "process" and not iterative_process:
         _check(bool(w.process_model) and isinstance(w.process_model.get("path"), str), "reward.process_model",

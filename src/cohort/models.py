@@ -196,9 +196,18 @@ def load_policy(
 ) -> PreTrainedModel:
     """The trainable causal LM: weights in ``dtype`` on ``device``, gradients on.
 
+    A LoRA adapter directory (``adapter_config.json``) loads its base model with the adapters on.
     Returned in eval mode (dropout off, the usual choice for RL fine-tuning); call ``.train()``
     to enable dropout.
     """
+    from cohort.lora import base_model_path
+
+    base = base_model_path(name_or_path) if Path(name_or_path).is_dir() else None
+    if base is not None:
+        from cohort.lora import load_adapters
+
+        model = load_policy(base, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        return load_adapters(model, name_or_path)
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     source = resolve_model_source(name_or_path, what="model")
@@ -356,9 +365,18 @@ def left_padded_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a data-parallel wrapper (DistributedDataParallel keeps it as ``.module``);
-    its config and forward signature are what the helpers below read. Calls still go to ``model``."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    """The HF model inside the wrappers a run may put around it: DistributedDataParallel (``.module``),
+    a PEFT model (its base model, which holds the injected adapters) and the LoRA reference. Its
+    config and forward signature are what the helpers below read; calls still go to ``model``."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif hasattr(model, "policy") and type(model).__name__ == "AdapterReference":
+            model = model.policy
+        else:
+            return model
 
 
 @functools.lru_cache(maxsize=None)

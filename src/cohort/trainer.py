@@ -49,6 +49,7 @@ from cohort.data.tasks import Task, format_prompt
 from cohort.distributed import World, full_model_state, gathered, load_optimizer_state, optimizer_state, start_world, wrap
 from cohort.evaluate import EvalSummary
 from cohort.iterative import IterativeRL
+from cohort.lora import AdapterReference, LoraError, add_adapters, is_adapted, lora_config, merged_model
 from cohort.methods import MethodContext, TrainingSignal, check_config
 from cohort.models import autocast_context, load_policy, load_reference, load_tokenizer, resolve_device
 from cohort.monitor import MetricsWriter, RunConsole, comparison_table
@@ -135,6 +136,10 @@ class Trainer:
         self.scorer = RewardScorer(self.rewards, timeout_s=config.reward.timeout_s, strict=config.reward.strict)
         self.correctness = correctness_reward(self.rewards)
         self.method_class.check_data(config, self.task, self.rewards)
+        if config.model.lora is not None:
+            lora_config(config.model.lora)  # a wrong option (or no PEFT) fails before any model loads
+            if self.world.distributed and config.distributed.strategy == "fsdp2":
+                raise LoraError("model.lora with distributed.strategy=fsdp2 is not supported; use ddp (the adapters are small)")
         for reward in self.rewards:
             if hasattr(reward.fn, "isolation"):
                 self.console.info(f"reward {reward.name!r}: programs run in a sandbox with {reward.fn.isolation}")
@@ -153,12 +158,16 @@ class Trainer:
             )
         model = config.model
         loading = {"dtype": model.dtype, "device": self.device, "trust_remote_code": model.trust_remote_code}
-        self.policy = load_policy(self.resume_from or self.model_path, **loading)  # a resumed run continues from its weights
+        if model.lora is not None:  # the base from model.path, the adapters new or from the checkpoint
+            self.policy = add_adapters(load_policy(self.model_path, **loading), model.lora, self.resume_from)
+        else:
+            self.policy = load_policy(self.resume_from or self.model_path, **loading)  # a resumed run continues from its weights
         if model.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable()
         self.reference = None
         if self.method_class.needs_reference(config):
-            self.reference = load_reference(resolve_builtin(model.reference_path) if model.reference_path else self.model_path, **loading)
+            self.reference = AdapterReference(self.policy) if model.lora is not None and not model.reference_path else load_reference(
+                resolve_builtin(model.reference_path) if model.reference_path else self.model_path, **loading)
         self.reference_was_reset = False
         self.sampling = sampling_params(config, self.tokenizer, self.policy)
 
@@ -205,7 +214,10 @@ class Trainer:
 
     def reset_reference(self) -> None:
         """pi_ref <- pi_theta (iterative RL): the reference becomes a copy of the current policy."""
-        if self.reference is not None:
+        if isinstance(self.reference, AdapterReference):
+            self.reference.reset_to_policy()
+            self.reference_was_reset = True
+        elif self.reference is not None:
             self.reference.load_state_dict(full_model_state(self.world, self.policy, everywhere=True))
             self.reference_was_reset = True
             self.console.info(f"step {self.step}: reference model reset to the current policy")
@@ -299,7 +311,7 @@ class Trainer:
             t.name: {"optimizer": optimizer_state(world, t.module, t.optimizer), "scheduler": t.scheduler.state_dict()}
             for t in self.trainables
         }
-        weights = full_model_state(world, self.policy)
+        weights = None if is_adapted(self.policy) else full_model_state(world, self.policy)  # PEFT saves the adapters
         extra_models = {name: (model, full_model_state(world, model)) for name, model in self.method.models().items()}
         if world.is_main:
             state = {
@@ -346,9 +358,11 @@ class Trainer:
 
     def save_final(self) -> None:
         """final/: the HF model and tokenizer, loadable by AutoModelForCausalLM."""
-        weights = full_model_state(self.world, self.policy)
+        weights = None if is_adapted(self.policy) else full_model_state(self.world, self.policy)
         if self.world.is_main:
             save_pretrained_atomic(self.run_dir.final, self.policy, self.tokenizer, state_dict=weights)
+            if self.config.model.lora is not None and self.config.model.export_merged:
+                save_pretrained_atomic(self.run_dir.final / "merged", merged_model(self.policy), self.tokenizer)
         self.world.barrier()
 
     # --- evaluation ---------------------------------------------------------------------------------

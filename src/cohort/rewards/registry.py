@@ -53,6 +53,12 @@ def construct(name: str, factory: Callable[..., Any], options: Mapping[str, Any]
     return factory(**options)
 
 
+def reward_label(spec: Mapping[str, Any]) -> str:
+    """The name a reward spec is logged under: its alias, else the built-in name or the callable's name."""
+    name = str(spec.get("name"))
+    return str(spec.get("alias") or (name.rsplit(":", 1)[1] if ":" in name and name not in BUILTIN_REWARDS else name))
+
+
 def build_reward(spec: Mapping[str, Any]) -> NamedReward:
     """A NamedReward from ``{"name": ..., "weight": 1.0, "alias": ..., **options}``.
 
