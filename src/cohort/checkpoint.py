@@ -71,6 +71,11 @@ class RunDirectory:
     def report(self) -> Path:
         return self.root / "report.html"
 
+    @property
+    def eval_curve(self) -> Path:
+        """Periodic held-out evaluations (train.eval_every): one JSON object per evaluated step."""
+        return self.root / "eval_curve.jsonl"
+
     def eval_summary(self, label: str) -> Path:
         return self.root / f"eval_{label}.json"
 

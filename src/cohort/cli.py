@@ -122,6 +122,19 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from cohort.reproduce import reproduce
+
+    console = Console(stderr=True)
+    results = reproduce(Path(args.out), quick=args.quick, seeds=args.seeds, workers=args.workers,
+                        progress=lambda message: console.print(f"reproduce: {message}", highlight=False))
+    for claim in results["claims"]:
+        print(f"{claim['verdict']:27s} {claim['text']}: {claim['ours']}")
+    return 0
+
+
 def _methods(args: argparse.Namespace) -> int:
     from cohort.methods import METHODS
 
@@ -175,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     presets.set_defaults(run=_presets)
     methods = commands.add_parser("methods", help="list the training methods (algorithm.method)")
     methods.set_defaults(run=_methods)
+    repro = commands.add_parser("reproduce", help="DeepSeekMath's comparisons in miniature (results.json, report.html)")
+    repro.add_argument("--quick", action="store_true", help="fewer steps and seeds, the same code path (a few minutes)")
+    repro.add_argument("--out", default="runs/reproduce", help="output directory (an interrupted run continues there)")
+    repro.add_argument("--seeds", type=int, help="seeds per arm (default: 3, quick: 2)")
+    repro.add_argument("--workers", type=int, help="runs at a time (default: one per CPU core, at most 4)")
+    repro.set_defaults(run=_reproduce)
     export = commands.add_parser("export", help="merge a LoRA run's adapters into a plain HF model (RUN_DIR/final/merged)")
     export.add_argument("source", metavar="RUN_DIR|ADAPTER_DIR")
     export.add_argument("--out", help="where to write the merged model (default: <final>/merged)")
@@ -196,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("train", "eval", "train-rm", "export"):
+    if args.command in ("train", "eval", "train-rm", "export", "reproduce"):
         _quiet_libraries()
     try:
         return args.run(args)

@@ -259,6 +259,8 @@ class TrainConfig:
     """Evaluate on the held-out split after training (eval_after.json)."""
     eval_samples: int = 4
     """Samples per held-out problem for sampled pass@1 (greedy accuracy is measured too)."""
+    eval_every: int = 0
+    """Also evaluate on the held-out split every N steps (eval_curve.jsonl: held-out accuracy against training step); 0 = never."""
     threads: int | None = None
     """torch CPU threads (None: torch's default)."""
 
@@ -525,6 +527,7 @@ def _validate_sampling(config: Config) -> None:
     _check(t.save_every >= 0, "train.save_every", t.save_every, "an int >= 0 (0 = only at the end)")
     _check(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, "an int >= 1")
     _check(t.eval_samples >= 1, "train.eval_samples", t.eval_samples, "an int >= 1")
+    _check(t.eval_every >= 0, "train.eval_every", t.eval_every, "an int >= 0 (0 = never)")
     _check(t.threads is None or t.threads >= 1, "train.threads", t.threads, "null or an int >= 1")
     _check(bool(t.out_dir), "train.out_dir", t.out_dir, "a directory path")
     _check(config.log.completions_every >= 0, "log.completions_every", config.log.completions_every, "an int >= 0")

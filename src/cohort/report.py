@@ -300,6 +300,8 @@ def metric_panels(keys: set[str], method: str | None = None) -> list[Panel]:
               (("clip_frac/low", "low (ratio < 1-ε)"), ("clip_frac/high", "high (ratio > 1+ε)")), methods=("grpo", "ppo")),
         Panel("completion-len", "Completion length", "tokens",
               (("completion_len/mean", "mean"), ("completion_len/max", "max"))),
+        Panel("length-by-correctness", "Completion length of correct and wrong samples", "tokens",
+              (("completion_len/correct_mean", "correct"), ("completion_len/wrong_mean", "wrong")), methods=SCORED),
         Panel("truncated-frac", "Truncated completions (hit max_new_tokens)", "fraction", (("truncated_frac", "truncated"),),
               methods=ONLINE),
         Panel("frac-zero-std", "Groups with zero reward std (no signal)", "fraction", (("frac_zero_std", "zero-std groups"),),

@@ -76,14 +76,18 @@ def reward_metrics(facts: BatchFacts) -> dict[str, Any]:
 
 
 def shape_metrics(facts: BatchFacts) -> dict[str, Any]:
-    """completion_len/mean, completion_len/max, truncated_frac, trained_frac."""
+    """completion_len/mean, /max, /correct_mean, /wrong_mean, truncated_frac, trained_frac."""
     lengths = facts.lengths.float()
-    return {
+    metrics: dict[str, Any] = {
         "completion_len/mean": float(lengths.mean()),
         "completion_len/max": int(lengths.max()),
         "truncated_frac": float(facts.truncated.float().mean()),
         "trained_frac": float(facts.trainable.float().mean()),
     }
+    if facts.correct is not None:  # the length bias (Dr. GRPO §3.1): do wrong answers grow longer?
+        for name, rows in (("correct", facts.correct), ("wrong", ~facts.correct)):
+            metrics[f"completion_len/{name}_mean"] = float(lengths[rows].mean()) if rows.any() else float("nan")
+    return metrics
 
 
 def mean_over_ranks(world: World, metrics: dict[str, Any]) -> dict[str, Any]:

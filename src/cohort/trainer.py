@@ -52,7 +52,7 @@ from cohort.iterative import IterativeRL
 from cohort.lora import AdapterReference, LoraError, add_adapters, is_adapted, lora_config, merged_model
 from cohort.methods import MethodContext, TrainingSignal, check_config
 from cohort.models import autocast_context, load_policy, load_reference, load_tokenizer, resolve_device
-from cohort.monitor import MetricsWriter, RunConsole, comparison_table
+from cohort.monitor import MetricsWriter, RunConsole, comparison_table, dumps
 from cohort.optim import build_optimizer
 from cohort.optimise import LoopSettings, Trainable, optimise
 from cohort.report import write_report
@@ -91,6 +91,7 @@ class Trainer:
     def __init__(self, config: Config, console: RunConsole | None = None) -> None:
         self.config = config
         self.method_class = check_config(config)  # wrong settings fail before anything is read or loaded
+        MetricsWriter.check_trackers(config)  # so do an unknown or uninstalled log.trackers entry
         d = config.distributed
         self.world: World = start_world(d.strategy, d.backend, d.timeout_s)
         main = self.world.is_main
@@ -111,10 +112,7 @@ class Trainer:
             self._restore(self.resume_from)
         if main:
             save_config(config, self.run_dir.config)
-        self.writer = MetricsWriter(
-            self.run_dir.metrics, self.run_dir.completions, self.run_dir.root if config.log.tensorboard else None,
-            start_step=self.step,
-        ) if main else None
+        self.writer = MetricsWriter(self.run_dir, config, start_step=self.step) if main else None
         self.step_times: list[float] = []
 
     def _prepare_run_directory(self) -> None:
@@ -354,6 +352,7 @@ class Trainer:
         if self.world.is_main:
             truncate_jsonl(self.run_dir.metrics, self.step)
             truncate_jsonl(self.run_dir.completions, self.step)
+            truncate_jsonl(self.run_dir.eval_curve, self.step)
         self.console.info(f"resumed from {checkpoint} at step {self.step}")
 
     def save_final(self) -> None:
@@ -379,6 +378,19 @@ class Trainer:
             self.world.barrier()
         return summary
 
+    def evaluate_curve_point(self) -> None:
+        """One point of the held-out curve (train.eval_every), appended to eval_curve.jsonl by rank 0."""
+        if self.task.test is None or self.correctness is None:
+            return
+        with self.gathered():
+            if self.world.is_main:
+                summary, _ = evaluate_held_out(
+                    self.config, self.task, self.policy, self.tokenizer, self.rewards, num_samples=self.config.train.eval_samples
+                )
+                with self.run_dir.eval_curve.open("a", encoding="utf-8") as handle:
+                    handle.write(dumps({"step": self.step, **summary.to_dict()}) + "\n")
+            self.world.barrier()
+
     def _evaluate_now(self, label: str, summary_path: Path) -> EvalSummary:
         self.console.info(f"evaluating ({label}) on the held-out problems ...")
         summary, problems = evaluate_held_out(
@@ -401,6 +413,8 @@ class Trainer:
                 if self.writer is not None:
                     self.writer.write_step(metrics)
                 self.console.step(metrics)
+                if config.train.eval_every and self.step % config.train.eval_every == 0:
+                    self.evaluate_curve_point()
                 due = config.train.save_every and self.step % config.train.save_every == 0
                 boundary = self.iterative is not None and self.iterative.boundary(self.step)  # the new RM is in the state
                 if (due or boundary) and self.step < config.train.steps:
