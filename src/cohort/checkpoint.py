@@ -28,7 +28,7 @@ import torch
 
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)$")
 TRAINER_STATE = "trainer_state.pt"
-DERIVED_DIRS = ("offline", "iterations")
+DERIVED_DIRS = ("offline", "iterations", "wandb", "mlruns")
 """Subdirectories a run derives from its config (cached samples, per-iteration models); an
 overwritten run loses them with the rest."""
 

@@ -1,4 +1,4 @@
-"""What a run shows and records: metrics.jsonl, completions.jsonl, TensorBoard, and the console.
+"""What a run shows and records: metrics.jsonl, completions.jsonl, the trackers (TensorBoard, ...), and the console.
 
 Console modes: ``rich`` (live progress bar with ETA and the key metrics), ``plain`` (one line per
 step), ``json`` (one JSON object per step on stdout, nothing else there) and ``quiet`` (only the
@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -22,6 +22,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cohort.evaluate import EvalSummary
+from cohort.trackers import TrackedRun, close_trackers, finite_scalars, open_trackers, tracker_names
+
+if TYPE_CHECKING:
+    from cohort.checkpoint import RunDirectory
+    from cohort.config import Config
 
 logger = logging.getLogger("cohort")
 
@@ -53,26 +58,31 @@ def _format_number(value: Any) -> str:
 
 
 class MetricsWriter:
-    """Appends per-step metrics to metrics.jsonl and TensorBoard, and sampled completions to completions.jsonl."""
+    """Appends per-step metrics to metrics.jsonl and sends them to the run's trackers (TensorBoard, W&B,
+    MLflow, trackio: see cohort.trackers); sampled completions go to completions.jsonl.
 
-    def __init__(self, metrics_path: Path, completions_path: Path, tensorboard_dir: Path | None, start_step: int) -> None:
-        self.metrics_path = metrics_path
-        self.completions_path = completions_path
-        self.tensorboard = None
-        if tensorboard_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
+    metrics.jsonl is written first and is the record: the trackers get its finite numbers under its
+    names, and a tracker that fails is reported once and never stops training.
+    """
 
-            # purge_step hides events a crashed run wrote after the checkpoint we resume from
-            self.tensorboard = SummaryWriter(log_dir=str(tensorboard_dir), purge_step=start_step + 1 if start_step else None)
+    def __init__(self, run_dir: RunDirectory, config: Config, start_step: int = 0) -> None:
+        self.metrics_path = run_dir.metrics
+        self.completions_path = run_dir.completions
+        self.run = TrackedRun.from_config(config, run_dir.root, start_step)
+        self.trackers = open_trackers(tracker_names(config.log), self.run)
+
+    @staticmethod
+    def check_trackers(config: Config) -> tuple[str, ...]:
+        """The trackers ``config.log`` asks for; an unknown name or a missing library raises a TrackerError
+        now (the trainer calls this before it loads anything)."""
+        return tracker_names(config.log)
 
     def write_step(self, metrics: Mapping[str, Any]) -> None:
         with self.metrics_path.open("a", encoding="utf-8") as handle:
             handle.write(dumps(metrics) + "\n")
-        if self.tensorboard is not None:
-            step = int(metrics["step"])
-            for key, value in metrics.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    self.tensorboard.add_scalar(key, value, step)
+        scalars, step = finite_scalars(metrics), int(metrics["step"])
+        for tracker in self.trackers:
+            tracker.log_metrics(scalars, step)
 
     def write_completions(self, records: Sequence[Mapping[str, Any]]) -> None:
         with self.completions_path.open("a", encoding="utf-8") as handle:
@@ -80,13 +90,12 @@ class MetricsWriter:
                 handle.write(dumps(record) + "\n")
 
     def write_text(self, tag: str, text: str, step: int) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.add_text(tag, text, step)
+        for tracker in self.trackers:
+            tracker.log_text(tag, text, step)
 
     def close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.flush()
-            self.tensorboard.close()
+        close_trackers(self.trackers)
+        self.trackers = []
 
 
 class RunConsole:

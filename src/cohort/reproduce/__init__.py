@@ -37,15 +37,17 @@ def reproduce(out: Path, *, quick: bool = False, seeds: int | None = None, worke
     seed_list = list(range(scale.seeds))
     reward_models = train_reward_models(scale, out, progress)
     jobs = [Job(arm.name, seed, run_directory(out, arm.name, seed)) for seed in seed_list for arm in ARMS]
-    run_jobs(jobs, scale, out, workers or default_workers(), progress)
+    workers = workers or default_workers()
+    run_jobs(jobs, scale, out, workers, progress)
     fig7 = figure7(scale, out, seed_list, progress)
     arms = arm_results(out, seed_list)
     results = {
-        "mode": "quick" if quick else "full", "scale": scale.to_dict(), "reward_models": reward_models,
+        "mode": "quick" if quick else "full", "scale": {**scale.to_dict(), "workers": workers}, "reward_models": reward_models,
         "claims": judge_claims(arms, fig7, scale), "figure7": fig7,
         "arms": {name: {k: v for k, v in arm.items() if k != "runs"} for name, arm in arms.items()},
     }
-    results["wall_seconds"] = time.perf_counter() - started + _earlier_seconds(out)
+    results["wall_seconds"] = time.perf_counter() - started  # this invocation (a resumed one skips finished pieces)
+    results["run_seconds"] = sum(arm["wall_seconds"] for arm in arms.values())  # every arm's runs, whenever they ran
     plots = [
         figures.curves("figure5", "Held-out pass@1 against step: RFT, online RFT, GRPO+OS, GRPO+PS (Figure 5)", arms,
                        ["rft", "online_rft", "grpo_os", "grpo_ps"]),
@@ -60,7 +62,3 @@ def reproduce(out: Path, *, quick: bool = False, seeds: int | None = None, worke
     progress(f"wrote {out / 'results.json'} and {out / 'report.html'} ({results['wall_seconds'] / 60:.1f} min)")
     return results
 
-
-def _earlier_seconds(out: Path) -> float:
-    """Seconds an earlier, interrupted invocation spent on the runs this one skipped (their wall time counts)."""
-    return 0.0

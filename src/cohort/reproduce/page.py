@@ -71,7 +71,8 @@ def render(results: dict[str, Any], plots: list[Plot]) -> str:
     s = results["scale"]
     setup = (f"{results['mode']} run: {s['seeds']} seeds per arm, {s['steps']} steps of {s['prompts']} prompts x {s['group']} samples "
              f"(the same sample budget for every arm), lr {s['lr']}, held-out pass@1 on {s['eval_problems']} problems x "
-             f"{s['eval_samples']} samples; {results['wall_seconds'] / 60:.1f} min in all.")
+             f"{s['eval_samples']} samples; {results['wall_seconds'] / 60:.1f} min for this invocation "
+             f"({results['run_seconds'] / 60:.1f} min of training runs in all, {s.get('workers', 1)} at a time).")
     environment = jinja2.Environment(autoescape=True)
     return environment.from_string(TEMPLATE).render(setup=setup, claims=results["claims"], arms=arms,
                                                     reward_models=reward_models, plots=plots)
