@@ -2,9 +2,10 @@
 # Install the system packages the code-execution sandbox (cohort.rewards.sandbox) uses:
 #   bubblewrap   the isolation layer (user/pid/net/ipc/uts/mount namespaces)
 #   libseccomp2  lets bubblewrap forbid fork when it must run the sandbox as host uid 0
-#   util-linux   unshare/setpriv, the fallback layer when bubblewrap is missing (root only)
-# Idempotent: installs only what is missing. Never fails: without these packages the sandbox falls
-# back to a weaker layer and says so in a warning; this script only reports what it could not do.
+#   util-linux   unshare/setpriv, the weaker layer a user may name explicitly (isolation: unshare)
+# Idempotent: installs only what is missing. Never fails: without bubblewrap the code reward refuses
+# to run untrusted code (a clear error naming this package) and the sandbox tests skip with that
+# reason; this script only reports what it could not do.
 # --quiet: print nothing when everything is present (make setup).
 set -u
 
@@ -39,7 +40,7 @@ if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
     # The package lists may be missing or stale (fresh container): refresh them once and retry.
     "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
     if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
-        echo "sandbox deps: could not install ${missing[*]} with apt-get; the sandbox will use a weaker layer" >&2
+        echo "sandbox deps: could not install ${missing[*]} with apt-get; the code reward will refuse to run until bubblewrap is installed" >&2
         exit 0
     fi
 fi

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -157,3 +159,11 @@ def test_cli_reports_a_bad_key_in_one_line_and_exit_code_2(capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("cohort: error: unknown config key 'rollout.groupsize'")
     assert "\n" not in err
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_is_valid(path):
+    """The shipped example configs load, pass the method rules, and name their own run directory."""
+    config = load_config(str(path))
+    check_config(config)
+    assert config.train.out_dir.startswith("runs/") and config.train.out_dir != "runs/cohort"
