@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
+from cohort import models
 from cohort.models import (
     ModelNotFoundError,
     cache_kwargs,
@@ -250,13 +251,44 @@ def test_scoring_runs_without_autograd(tiny_llama, char_tokenizer, context):
     torch.testing.assert_close(logprobs[1, : len(COMPLETIONS[1])], expected, atol=1e-5, rtol=0)
 
 
-def test_only_the_needed_logits_are_computed(tiny_llama, char_tokenizer):
+def test_the_head_runs_on_chunks_of_the_needed_positions_only(tiny_llama, char_tokenizer):
+    """No [n, T, vocab] logits tensor: the output head sees chunks of the rows x T completion positions."""
     batch = _batch(char_tokenizer, PROMPTS, COMPLETIONS)
+    completion_logprobs(tiny_llama, *batch)  # the one-time check that the head is plain for this class
     seen = []
     tiny_llama.lm_head.register_forward_hook(lambda module, args, output: seen.append(tuple(output.shape)))
     completion_logprobs(tiny_llama, *batch)
     rows, width = batch[2].shape
-    assert seen == [(rows, width + 1, tiny_llama.config.vocab_size)]
+    assert all(len(shape) == 2 and shape[1] == tiny_llama.config.vocab_size for shape in seen)
+    assert sum(shape[0] for shape in seen) == rows * width
+
+
+@pytest.mark.parametrize("recompute_above", [0, 1 << 40], ids=["recomputed", "kept"])
+def test_chunked_head_gradients_equal_the_full_logits_gradients(tiny_model, char_tokenizer, monkeypatch, recompute_above):
+    """Log-probs and every parameter's gradient through the chunked head (recomputed in the backward
+    or kept) equal those of a plain full forward + log_softmax, one unpadded sequence at a time, to 1e-5."""
+    monkeypatch.setattr(models, "RECOMPUTE_ABOVE_LOGITS", recompute_above)
+    calls = []
+    real_checkpoint = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or real_checkpoint(*a, **k))
+    batch = _batch(char_tokenizer, PROMPTS, COMPLETIONS)
+    weights = torch.linspace(0.5, 1.5, batch[2].numel()).reshape(batch[2].shape)  # any fixed per-token weights
+    logprobs = completion_logprobs(tiny_model, *batch, temperature=0.8, chunk_rows=5)
+    torch.where(batch[3], logprobs * weights, 0.0).sum().backward()
+    assert bool(calls) == (recompute_above == 0)
+    chunked = {name: p.grad.clone() for name, p in tiny_model.named_parameters()}
+    tiny_model.zero_grad()
+    total = 0.0
+    for row, (prompt, completion) in enumerate(zip(PROMPTS, COMPLETIONS)):
+        ids = char_tokenizer(prompt)["input_ids"] + [token_id(char_tokenizer, c) for c in completion]
+        logits = tiny_model(torch.tensor([ids])).logits[0].float() / 0.8  # [L, V]
+        log_p = torch.log_softmax(logits[len(ids) - len(completion) - 1 : -1], dim=-1)  # [T, V]
+        picked = log_p.gather(-1, torch.tensor(ids[len(ids) - len(completion):])[:, None]).squeeze(-1)  # [T]
+        torch.testing.assert_close(logprobs[row, : len(completion)].detach(), picked.detach(), atol=1e-5, rtol=0)
+        total = total + (picked * weights[row, : len(completion)]).sum()
+    total.backward()
+    for name, p in tiny_model.named_parameters():
+        torch.testing.assert_close(chunked[name], p.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_the_kv_cache_goes_under_the_name_the_forward_takes(tiny_llama):

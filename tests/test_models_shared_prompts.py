@@ -44,15 +44,20 @@ def test_shared_prompts_ignore_padding_values():
     assert (inverse[first] == torch.arange(len(first))).all()
 
 
+def _token_inputs(model, seen: list) -> torch.utils.hooks.RemovableHandle:
+    """Record the [batch, length] of every call of the model's token embedding (one per forward)."""
+    return model.get_input_embeddings().register_forward_hook(lambda module, args, output: seen.append(tuple(args[0].shape)))
+
+
 def test_shared_path_equals_one_forward_per_row(tiny_model, char_tokenizer, monkeypatch):
     batch = _group_batch(char_tokenizer)
+    completion_logprobs(tiny_model, *batch)  # the one-time check of the model class's output head
     seen = []
-    hook = tiny_model.lm_head.register_forward_hook(lambda module, args, output: seen.append(tuple(output.shape)))
+    hook = _token_inputs(tiny_model, seen)
     shared = completion_logprobs_and_entropy(tiny_model, *batch, temperature=0.7)
     hook.remove()
     rows, width = batch[2].shape
-    vocab = tiny_model.config.vocab_size
-    assert seen == [(len(PROMPTS), 1, vocab), (rows, width - 1, vocab)]  # each prompt once, then completions
+    assert seen == [(len(PROMPTS), batch[0].shape[1]), (rows, width - 1)]  # each prompt once, then completions
     _per_row(monkeypatch)
     separate = completion_logprobs_and_entropy(tiny_model, *batch, temperature=0.7)
     mask = batch[3]
@@ -104,7 +109,9 @@ def test_activation_checkpointing_in_training_scores_each_row(tiny_llama, char_t
     enable()
     tiny_llama.train()
     batch = _group_batch(char_tokenizer)
+    completion_logprobs(tiny_llama, *batch)  # the one-time check of the model class's output head
     seen = []
-    tiny_llama.lm_head.register_forward_hook(lambda module, args, output: seen.append(tuple(output.shape)))
+    _token_inputs(tiny_llama, seen)
     completion_logprobs(tiny_llama, *batch).sum().backward()
-    assert seen == [(batch[2].shape[0], batch[2].shape[1] + 1, tiny_llama.config.vocab_size)]
+    forward_calls = {shape for shape in seen}  # the backward's recomputation repeats the forward's shape
+    assert forward_calls == {(batch[2].shape[0], batch[0].shape[1] + batch[2].shape[1])}  # every row on its own

@@ -11,7 +11,8 @@ import json
 import pytest
 
 from cohort.reproduce import reproduce
-from cohort.reproduce.plan import ARM_NAMES, CLAIMS
+from cohort.reproduce.plan import ARM_NAMES, ARMS, CLAIMS, FULL, QUICK
+from cohort.reproduce.runner import arm_config
 from system_deps import requires_chromium
 from test_report import browser, screenshot, show_whole_page  # noqa: F401  (the browser fixture)
 
@@ -42,6 +43,16 @@ def test_every_arm_and_claim_comes_out(quick_run):
     assert (out / "reward_models" / "prm" / "training.json").is_file()
     assert (out / "runs" / "grpo_ps_iterative" / "seed-0" / "iterations" / "iter-1" / "reward_model").is_dir()
     assert any("runs left" in m for m in messages)
+    iteration_one = next(c for c in results["claims"] if c["claim"] == "iteration_one")
+    assert iteration_one["better"]["values"], "the per-iteration gains need held-out points at every iteration's end"
+
+
+@pytest.mark.parametrize("scale", [FULL, QUICK], ids=["full", "quick"])
+def test_the_iterative_arm_is_evaluated_at_every_iteration_boundary(tmp_path, scale):
+    arm = next(a for a in ARMS if a.name == "grpo_ps_iterative")
+    config = arm_config(arm, scale, 0, tmp_path)
+    per = config.iterative.steps_per_iteration
+    assert config.train.steps == per * config.iterative.iterations and per % config.train.eval_every == 0
 
 
 def test_a_second_invocation_skips_what_is_done_and_redoes_what_is_missing(quick_run):

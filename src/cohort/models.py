@@ -532,6 +532,96 @@ def _completion_logits(
     return logits[:, -(width + 1) : -1, :]  # [n, T, V]
 
 
+RECOMPUTE_ABOVE_LOGITS = 1 << 24  # ~64 MiB of float32 logits: above it the head is recomputed in the backward
+_PLAIN_HEADS: dict[type, bool] = {}  # model class -> its logits are the head applied to the last hidden states
+
+
+def _head_is_plain(model: torch.nn.Module) -> bool:
+    """Whether ``logits == output_embeddings(last hidden state)`` exactly for this model class, i.e.
+    nothing (soft-capping, scaling) follows the head in its forward; checked once per class on a tiny input."""
+    inner = unwrap(model)
+    known = _PLAIN_HEADS
+    if type(inner) in known:
+        return known[type(inner)]
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    plain = False
+    if head is not None and hasattr(inner, "set_output_embeddings"):
+        device = next(inner.parameters()).device
+        ids = torch.arange(1, 4, device=device).unsqueeze(0) % max(2, inner.get_input_embeddings().num_embeddings)
+        with torch.no_grad():
+            reference = inner(input_ids=ids, use_cache=False).logits
+            with _hidden_states_out(inner) as real_head:
+                plain = bool(torch.allclose(real_head(inner(input_ids=ids, use_cache=False).logits), reference, atol=1e-5, rtol=1e-4))
+    known[type(inner)] = plain
+    return plain
+
+
+@contextlib.contextmanager
+def _hidden_states_out(model: torch.nn.Module):
+    """Within: the model's forward returns its last hidden states as ``logits`` (the head is set aside
+    and yielded), so the caller applies the head chunk by chunk."""
+    inner = unwrap(model)
+    head = inner.get_output_embeddings()
+    inner.set_output_embeddings(torch.nn.Identity())
+    try:
+        yield head
+    finally:
+        inner.set_output_embeddings(head)
+
+
+def _head_chunk(head: torch.nn.Module, hidden: torch.Tensor, tokens: torch.Tensor, temperature: float):
+    """Log-prob of ``tokens`` and the (detached) entropy from one chunk of hidden states. [m, H] -> ([m], [m])"""
+    logits = head(hidden).float() / temperature  # [m, V]
+    log_norm = torch.logsumexp(logits, dim=-1)  # [m]
+    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - log_norm  # [m]
+    with torch.no_grad():
+        log_p = logits - log_norm.unsqueeze(-1)  # [m, V]
+        entropy = -(log_p.exp() * log_p).sum(-1)  # [m]
+    return picked, entropy
+
+
+def _chunked_head(head: torch.nn.Module, hidden: torch.Tensor, tokens: torch.Tensor, temperature: float,
+                  chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies through the head, ``chunk_rows`` positions at a time. With gradients and
+    more than ``RECOMPUTE_ABOVE_LOGITS`` logits in all, each chunk is recomputed in the backward
+    (torch.utils.checkpoint), so no [n, T, V] tensor is ever kept; below it the saved chunks are
+    small and recomputing would only cost time.
+    hidden: [n, T, H]; tokens: [n, T] -> ([n, T] float32, [n, T] float32)"""
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # [n*T, H]
+    flat_tokens = tokens.reshape(-1)  # [n*T]
+    vocab = head.weight.shape[0] if hasattr(head, "weight") else 1
+    step = max(16, min(chunk_rows, (1 << 25) // max(1, vocab)))  # at most ~32 M logits at once
+    recompute = torch.is_grad_enabled() and hidden.requires_grad and flat_hidden.shape[0] * vocab > RECOMPUTE_ABOVE_LOGITS
+    logprobs, entropies = [], []
+    for start in range(0, flat_hidden.shape[0], step):
+        piece = (flat_hidden[start : start + step], flat_tokens[start : start + step])
+        if recompute:
+            picked, entropy = torch.utils.checkpoint.checkpoint(_head_chunk, head, *piece, temperature, use_reentrant=False)
+        else:
+            picked, entropy = _head_chunk(head, *piece, temperature)
+        logprobs.append(picked)
+        entropies.append(entropy)
+    shape = tokens.shape
+    if not logprobs:
+        zeros = torch.zeros(shape, dtype=torch.float32, device=hidden.device)
+        return zeros, zeros
+    return torch.cat(logprobs).reshape(shape), torch.cat(entropies).reshape(shape)  # [n, T] each
+
+
+def _logprobs_and_entropy(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, chunk_rows):
+    _check_scoring_inputs(prompt_ids, prompt_mask, completion_ids, completion_mask)
+    tokens = torch.where(completion_mask, completion_ids, torch.zeros_like(completion_ids))  # [n, T]
+    if _head_is_plain(model):  # the head runs chunk by chunk: no [n, T, V] logits, in the forward or the backward
+        with _hidden_states_out(model) as head:
+            hidden = _completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask)  # [n, T, H]
+        return _chunked_head(head, hidden, tokens, temperature, chunk_rows)
+    logits = _completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask)  # [n, T, V]
+    logprobs = token_logprobs(logits, tokens, temperature, chunk_rows)  # [n, T]
+    with torch.no_grad():
+        entropy = entropy_from_logits(logits.detach(), temperature, chunk_rows)  # [n, T]
+    return logprobs, entropy
+
+
 def completion_logprobs(
     model: PreTrainedModel,
     prompt_ids: torch.Tensor,
@@ -547,11 +637,10 @@ def completion_logprobs(
     prompt_ids/prompt_mask: [n, Lp] left-padded; completion_ids/completion_mask: [n, T]
     right-padded -> [n, T]. Padded positions may hold any id; their values are finite but
     meaningless (select them away with the mask). Differentiable; also runs under ``torch.no_grad()``.
-    Use the rollout's logprob temperature (1.0 for greedy sampling).
+    Use the rollout's logprob temperature (1.0 for greedy sampling). The output head runs on
+    chunks of positions, so the [n, T, vocabulary] logits never exist at once.
     """
-    logits = _completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask)  # [n, T, V]
-    tokens = torch.where(completion_mask, completion_ids, torch.zeros_like(completion_ids))  # [n, T]
-    return token_logprobs(logits, tokens, temperature, chunk_rows)  # [n, T]
+    return _logprobs_and_entropy(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, chunk_rows)[0]
 
 
 def completion_logprobs_and_entropy(
@@ -566,9 +655,4 @@ def completion_logprobs_and_entropy(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Like :func:`completion_logprobs`, plus the entropy (nats) of each predicting distribution,
     from the same forward. The entropy is detached (a metric). -> ([n, T], [n, T])"""
-    logits = _completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask)  # [n, T, V]
-    tokens = torch.where(completion_mask, completion_ids, torch.zeros_like(completion_ids))  # [n, T]
-    logprobs = token_logprobs(logits, tokens, temperature, chunk_rows)  # [n, T]
-    with torch.no_grad():
-        entropy = entropy_from_logits(logits.detach(), temperature, chunk_rows)  # [n, T]
-    return logprobs, entropy
+    return _logprobs_and_entropy(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, chunk_rows)

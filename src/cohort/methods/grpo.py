@@ -49,6 +49,23 @@ def group_advantages(config: Config, batch: ScoredBatch) -> algo.Advantages:
     )
 
 
+def process_metrics(batch: ScoredBatch) -> dict[str, float]:
+    """What process supervision optimises: the PRM's mean step score (first and last step too) and
+    the steps per completion; a policy that games the PRM shows here before its accuracy falls."""
+    step_rewards, _, step_mask, scored = step_tensors(batch.steps)  # [N, K], [N, K], [N]
+    steps = step_mask.sum(dim=1)  # [N]
+    has_steps = steps > 0  # [N]
+    if not bool(has_steps.any()):
+        return {"process/steps_mean": 0.0}
+    last = step_rewards.gather(1, (steps.clamp(min=1) - 1).unsqueeze(1)).squeeze(1)  # [N]
+    return {
+        "process/step_score_mean": float(step_rewards[step_mask].mean()),
+        "process/first_step_score_mean": float(step_rewards[has_steps, 0].mean()),
+        "process/last_step_score_mean": float(last[has_steps].mean()),
+        "process/steps_mean": float(steps[scored].double().mean()) if bool(scored.any()) else 0.0,
+    }
+
+
 def check_clip_settings(config: Config) -> None:
     a = config.algorithm
     if a.policy_loss not in algo.POLICY_LOSSES:
@@ -122,6 +139,8 @@ class GRPO(Method):
             "advantage/abs_mean": float(per_sample_advantage(advantages, rollout.completion_mask).abs().mean()),
             "groups_sampled": batch.sampled_groups,
         }
+        if knobs.advantage == "process":
+            metrics.update(process_metrics(batch))
         return TrainingSignal(loss_mask, trainable, tensors, metrics)
 
     def loss(self, micro: MicroBatch, signal: TrainingSignal, norm: algo.LossNormalizers):

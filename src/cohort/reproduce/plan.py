@@ -78,7 +78,8 @@ ARMS: tuple[Arm, ...] = (
         lambda s, m: ["algorithm.beta=0.04", "algorithm.advantage=process", f"iterative.iterations={s.iterations}",
                       f"iterative.steps_per_iteration={s.steps // s.iterations}", f"iterative.reward_model={m / 'prm'}",
                       f"iterative.rm_samples={s.rm_samples}", f"iterative.mc_rollouts={s.mc_rollouts}", "iterative.rm_epochs=3",
-                      f"train.steps={(s.steps // s.iterations) * s.iterations}"]),
+                      f"train.steps={(s.steps // s.iterations) * s.iterations}",
+                      f"train.eval_every={s.steps // s.iterations}"]),  # held-out pass@1 at every iteration's end
     Arm("dr_grpo", "Dr. GRPO (no length or std normalisation)", "length",
         lambda s, m: ["algorithm.preset=dr_grpo", "algorithm.beta=0.04", "optim.betas=[0.9, 0.999]"]),
 )
