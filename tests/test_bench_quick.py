@@ -66,3 +66,44 @@ def test_missing_trl_is_a_clear_error(tmp_path):
     )
     assert done.returncode != 0
     assert "needs TRL" in done.stderr and "pip install" in done.stderr
+
+
+MATRIX = SCRIPT.with_name("matrix.py")
+
+
+@pytest.mark.slow  # about 30-60 s: four training subprocesses (two cells x cohort and TRL)
+@needs_trl
+def test_quick_matrix_reports_every_cell(tmp_path):
+    out = tmp_path / "matrix.json"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--matrix", "--quick", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    names = [cell["cell"]["name"] for cell in summary["cells"]]
+    assert names == ["quick-tiny-b0.04", "quick-long-b0"]
+    for cell in summary["cells"]:
+        medians = cell["medians"]
+        for key in ("median_step_s", "tokens_per_s", "peak_rss_mib", "achieved_gflops"):
+            assert medians[key]["cohort"] > 0 and medians[key]["trl"] > 0, (cell["cell"]["name"], key, medians[key])
+            assert medians[key]["ratio"] == pytest.approx(medians[key]["cohort"] / medians[key]["trl"])
+        assert set(cell["cohort_split_s"]) == {"rollout", "reward", "logprob", "train", "other"}
+        assert set(cell["matrix_targets"]) == {"step_ratio", "memory", "reward", "peak_share"}
+        for raw in cell["raw"]:  # every step's completion lengths, within the budget
+            assert len(raw["lengths"]) == cell["settings"]["steps"]
+            budget = cell["settings"]["max_new_tokens"]
+            assert all(1 <= n <= budget for step in raw["lengths"] for n in step)
+    tiny, long = summary["cells"]
+    assert tiny["settings"]["beta"] > 0 and tiny["cohort_split_s"]["logprob"] > 0  # the reference forward ran
+    assert long["settings"]["reward"] == "first_line" and long["model"]["params"] > 5e6
+
+    # one markdown table of the whole matrix, a row per cell, with a verdict per target
+    table = done.stdout[done.stdout.index("## Benchmark matrix"):]
+    rows = [line for line in table.splitlines() if line.startswith("| quick-")]
+    assert [row.split("|")[1].strip() for row in rows] == names
+    for row in rows:
+        verdicts = [field.strip() for field in row.strip("|").split("|")][-4:]
+        assert all(v in ("HOLDS", "**DOES NOT HOLD**", "n/a") for v in verdicts), row
+    assert rows[0].rstrip(" |").endswith("n/a")  # no peak target for the 0.44 M model
+    assert summary["table"].splitlines()[2:] == rows and summary["complete"]

@@ -100,19 +100,21 @@ def test_resume_equals_the_straight_run_for_every_method(tmp_path, tiny_llama_di
 
 @pytest.mark.parametrize("method", METHODS)
 def test_micro_batch_size_does_not_change_any_methods_gradient(tmp_path, tiny_llama_dir, task_file, method):
+    """One row per micro-batch, 64 rows, or a padded-token budget that cuts the batch by length: one gradient."""
     gradients = []
-    for size in (1, 64):
-        extra = [f"optim.micro_batch_size={size}", "optim.lr=1e-12"]
+    for size, tokens in ((1, 0), (64, 0), (64, 24)):
+        extra = [f"optim.micro_batch_size={size}", f"optim.micro_batch_tokens={tokens}", "optim.lr=1e-12"]
         if method in ("grpo", "ppo"):
             extra += ["algorithm.beta=0.04", "algorithm.aggregation=token_mean"]
-        trainer = Trainer(method_config(tmp_path / f"micro{size}", tiny_llama_dir, task_file, method, *extra), RunConsole("quiet", 1))
+        trainer = Trainer(method_config(tmp_path / f"micro{size}-{tokens}", tiny_llama_dir, task_file, method, *extra), RunConsole("quiet", 1))
         signal = one_update(trainer)
         assert signal.trainable.any()
         modules = {t.name: t.module for t in trainer.trainables}
         gradients.append({f"{m}.{n}": p.grad.clone() for m, module in modules.items() for n, p in module.named_parameters() if p.grad is not None})
-    assert gradients[0].keys() == gradients[1].keys()
-    for name, grad in gradients[0].items():
-        assert torch.allclose(grad, gradients[1][name], rtol=1e-4, atol=1e-7), name
+    for other in gradients[1:]:
+        assert gradients[0].keys() == other.keys()
+        for name, grad in gradients[0].items():
+            assert torch.allclose(grad, other[name], rtol=1e-4, atol=1e-7), name
 
 
 @settings(max_examples=100, deadline=None)
@@ -126,17 +128,38 @@ def test_micro_batch_size_does_not_change_any_methods_gradient(tmp_path, tiny_ll
 def test_micro_and_mini_batches_never_split_a_group(group_size, groups, size, minis, data):
     rows = groups * group_size
     lengths = torch.tensor(data.draw(st.lists(st.integers(1, 9), min_size=rows, max_size=rows)))
+    prompt_lengths = torch.tensor(data.draw(st.lists(st.integers(1, 5), min_size=groups, max_size=groups))).repeat_interleave(group_size)
     for mini in mini_batches(rows, minis, group_size, "group"):
         assert {r // group_size for r in mini} == {r // group_size for r in mini if True}
         assert all(sum(1 for r in mini if r // group_size == g) == group_size for g in {r // group_size for r in mini})
         kept = data.draw(st.lists(st.sampled_from(mini), unique=True)) if data.draw(st.booleans()) else mini
-        micros = micro_batches(sorted(kept), lengths, size, group_size, "group")
+        budget = data.draw(st.sampled_from([0, 1, 8, 20, 60]))
+        micros = micro_batches(sorted(kept), lengths, size, group_size, "group", budget, prompt_lengths)
         assert sorted(r for m in micros for r in m) == sorted(kept)
         owner = {}
         for index, micro in enumerate(micros):
             for r in micro:
                 assert owner.setdefault(r // group_size, index) == index  # a group lives in one micro-batch
+            padded = len(micro) * (max(int(prompt_lengths[r]) for r in micro) + max(int(lengths[r]) for r in micro))
+            one_group = len({r // group_size for r in micro}) == 1
+            assert one_group or (len(micro) <= size and (budget == 0 or padded <= budget))
     assert sorted(r for mini in mini_batches(rows, minis, group_size, "group") for r in mini) == list(range(rows))
+
+
+@settings(max_examples=100, deadline=None)
+@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=30), size=st.integers(1, 12),
+       budget=st.sampled_from([0, 1, 16, 64, 200]), prompt=st.integers(1, 8))
+def test_a_token_budget_cuts_rows_by_length_and_keeps_every_row(lengths, size, budget, prompt):
+    completion = torch.tensor(lengths)
+    micros = micro_batches(list(range(len(lengths))), completion, size, 1, "row", budget, torch.full((len(lengths),), prompt))
+    assert sorted(r for m in micros for r in m) == list(range(len(lengths)))
+    order = [lengths[r] for m in micros for r in m]
+    assert order == sorted(order)  # shortest first: each micro-batch pads only up to its own longest row
+    for micro in micros:
+        assert len(micro) <= size
+        assert len(micro) == 1 or budget == 0 or len(micro) * (prompt + max(lengths[r] for r in micro)) <= budget
+    if budget == 0:
+        assert [len(m) for m in micros[:-1]] == [size] * (len(micros) - 1)  # rows only: full micro-batches
 
 
 def test_dpo_pairs_from_a_preference_file(tmp_path, tiny_llama_dir, task_file):

@@ -42,7 +42,7 @@ HOSTILE_COMPLETION = (
 )
 ALL_PLOTS = {
     "plot-reward", "plot-reward-functions", "plot-accuracy", "plot-kl", "plot-entropy", "plot-clip-frac",
-    "plot-completion-len", "plot-truncated-frac", "plot-frac-zero-std", "plot-step-time", "plot-tokens-per-s",
+    "plot-completion-len", "plot-length-by-correctness", "plot-truncated-frac", "plot-frac-zero-std", "plot-step-time", "plot-tokens-per-s",
     "plot-loss", "plot-grad-norm", "plot-lr", "plot-eval-pass-maj",
 }
 
@@ -293,11 +293,13 @@ def test_a_run_without_kl_accuracy_or_eval_skips_them_and_says_so(trained_run: P
     for record in metrics:
         record["kl"] = None  # no reference model: the trainer writes null
         del record["accuracy"], record["time/logprob_s"], record["tokens_per_s"]
+        record.pop("completion_len/correct_mean", None), record.pop("completion_len/wrong_mean", None)
     write_jsonl(run / "metrics.jsonl", metrics)
     for name in ("eval_before.json", "eval_after.json", "completions.jsonl"):
         (run / name).unlink()
     html = write_report(run).read_text()
-    assert plot_ids(html) == ALL_PLOTS - {"plot-kl", "plot-accuracy", "plot-tokens-per-s", "plot-eval-pass-maj"}
+    assert plot_ids(html) == ALL_PLOTS - {
+        "plot-kl", "plot-accuracy", "plot-length-by-correctness", "plot-tokens-per-s", "plot-eval-pass-maj"}
     assert '<code>kl</code> (recorded, but every value is null)' in html
     assert '<code>accuracy</code> (not recorded in this run)' in html
     assert 'id="no-eval"' in html and 'id="no-completions"' in html

@@ -56,7 +56,8 @@ class MicroBatch:
 class Objective(Protocol):
     """What the loop needs from a method."""
 
-    unit: str  # "row" or "group"
+    unit: str  # "row" or "group": what a mini-batch is cut from
+    micro_unit: str  # "row" or "group": what a micro-batch is cut from (a DPO pair must stay whole)
 
     def normalizers(self, signal: Any, rows: list[int]) -> algo.LossNormalizers: ...
 
@@ -87,26 +88,42 @@ def mini_batches(num_rows: int, count: int, group_size: int, unit: str) -> list[
     return [[int(r) for r in chunk] for chunk in np.array_split(np.arange(num_rows), min(count, num_rows)) if len(chunk)]
 
 
-def micro_batches(rows: list[int], lengths: torch.Tensor, size: int, group_size: int = 1, unit: str = "row") -> list[list[int]]:
-    """Cut ``rows`` into micro-batches of about ``size`` rows, shortest first so each pads little.
-
-    Unit "row" sorts rows by completion length; unit "group" keeps each group's rows together (a
-    DPO pair is never split), sorts groups by their longest row and packs whole groups up to
-    ``size`` rows (at least one group per micro-batch).
+def micro_batches(rows: list[int], lengths: torch.Tensor, size: int, group_size: int = 1, unit: str = "row",
+                  token_budget: int = 0, prompt_lengths: torch.Tensor | None = None) -> list[list[int]]:
+    """Cut ``rows`` into micro-batches, shortest first so each pads little: at most ``size`` rows and,
+    with ``token_budget`` > 0, at most that many padded tokens (rows x (widest prompt + widest
+    completion) of the micro-batch), so long completions go in small micro-batches and short ones in
+    large. Unit "row" sorts rows by completion length; unit "group" keeps each group's rows together
+    (a DPO pair is never split), sorted by their longest row. A micro-batch holds at least one unit.
     """
     if unit == "row":
-        ordered = sorted(rows, key=lambda r: int(lengths[r]))
-        return [ordered[i : i + size] for i in range(0, len(ordered), size)]
-    by_group: dict[int, list[int]] = {}
-    for row in rows:
-        by_group.setdefault(row // group_size, []).append(row)
-    ordered_groups = sorted(by_group.values(), key=lambda members: max(int(lengths[r]) for r in members))
+        units = [[row] for row in rows]
+    else:
+        by_group: dict[int, list[int]] = {}
+        for row in rows:
+            by_group.setdefault(row // group_size, []).append(row)
+        units = list(by_group.values())
+    completion = [int(x) for x in lengths.tolist()]
+    prompt = [int(x) for x in prompt_lengths.tolist()] if prompt_lengths is not None else None
+    units.sort(key=lambda members: max(completion[r] for r in members))
     batches: list[list[int]] = [[]]
-    for members in ordered_groups:
-        if batches[-1] and len(batches[-1]) + len(members) > size:
+    widest = (0, 0)  # (prompt, completion) widths of the micro-batch being filled
+    for members in units:
+        width = (max(prompt[r] for r in members) if prompt else 0, max(completion[r] for r in members))
+        grown = (max(widest[0], width[0]), max(widest[1], width[1]))
+        count = len(batches[-1]) + len(members)
+        if batches[-1] and (count > size or (token_budget > 0 and count * sum(grown) > token_budget)):
             batches.append([])
+            grown = width
         batches[-1].extend(members)
+        widest = grown
     return [batch for batch in batches if batch]
+
+
+def rollout_micro_batches(rollout: Rollout, rows: list[int], size: int, token_budget: int = 0, unit: str = "row") -> list[list[int]]:
+    """:func:`micro_batches` of a rollout's ``rows``, with its completion and prompt lengths."""
+    prompt_lengths = rollout.prompt_mask.sum(dim=1).repeat_interleave(rollout.group_size)  # [N]
+    return micro_batches(rows, rollout.completion_lengths, size, rollout.group_size, unit, token_budget, prompt_lengths)
 
 
 @torch.no_grad()
@@ -116,11 +133,12 @@ def logprobs_without_grad(
     rows: list[int],
     micro_batch_size: int,
     autocast: Callable[[], AbstractContextManager],
+    token_budget: int = 0,
 ) -> torch.Tensor:
     """Log-probs of the completions of ``rows`` under ``model`` (pi_old or reference), micro-batched. -> [N, T]"""
     device = rollout.completion_ids.device
     out = torch.zeros(rollout.completion_ids.shape, dtype=torch.float32, device=device)  # [N, T]
-    for micro in micro_batches(rows, rollout.completion_lengths, micro_batch_size):
+    for micro in rollout_micro_batches(rollout, rows, micro_batch_size, token_budget):
         prompt_ids, prompt_mask, completion_ids, completion_mask = batch_inputs(rollout, micro, device)
         with autocast():
             logprobs = completion_logprobs(
@@ -138,6 +156,7 @@ class LoopSettings:
     mini_batches: int
     micro_batch_size: int
     autocast: Callable[[], AbstractContextManager]
+    micro_batch_tokens: int = 0  # padded tokens per micro-batch at most (0: rows only)
     world: World = World()
     gathered: Callable[[], AbstractContextManager] = contextlib.nullcontext
     """FSDP2: holds the full parameters for one mini-batch's forwards and backwards (see cohort.distributed)."""
@@ -224,11 +243,12 @@ def _mini_step(objective: Objective, signal: Any, rollout: Rollout, loss_mask: t
     anything = world.sum(len(rows)) > 0  # every rank must agree whether this mini-batch makes a step
     for trainable in trainables:
         trainable.optimizer.zero_grad(set_to_none=True)
-    micros = micro_batches(rows, rollout.completion_lengths, settings.micro_batch_size, rollout.group_size, objective.unit)
+    unit = getattr(objective, "micro_unit", objective.unit)
+    micros = rollout_micro_batches(rollout, rows, settings.micro_batch_size, settings.micro_batch_tokens, unit)
     placeholder = world.distributed and anything and not micros  # this rank still takes part in the gradient sync
     if placeholder:
-        micros = micro_batches(mini[:1] if objective.unit == "row" else mini[: rollout.group_size],
-                               rollout.completion_lengths, settings.micro_batch_size, rollout.group_size, objective.unit)
+        micros = rollout_micro_batches(rollout, mini[:1] if unit == "row" else mini[: rollout.group_size],
+                                       settings.micro_batch_size, settings.micro_batch_tokens, unit)
     sums: dict[str, float] = {}
     with settings.gathered():  # FSDP2: gathered again for each optimizer step (the step updates the shards)
         for i, micro_rows in enumerate(micros):

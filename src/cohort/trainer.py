@@ -193,7 +193,8 @@ class Trainer:
         self.source = self.method.source(self.pieces)
         self.iterative = IterativeRL(self) if config.iterative.iterations else None
         o = config.optim
-        self.loop = LoopSettings(config.algorithm.mu, o.mini_batches, o.micro_batch_size, self.autocast, world, self.gathered)
+        self.loop = LoopSettings(config.algorithm.mu, o.mini_batches, o.micro_batch_size, self.autocast, o.micro_batch_tokens,
+                                 world, self.gathered)
 
     def gathered(self):
         """FSDP2: the trained models' full parameters for the enclosed forwards (a no-op otherwise)."""

@@ -63,7 +63,10 @@ class Method:
     name: ClassVar[str]
     summary: ClassVar[str]
     unit: ClassVar[str] = "row"
-    """"group" when a group's rows must stay in one micro-batch (GRPO groups, DPO pairs)."""
+    """"group" when mini-batches are cut on group boundaries (GRPO groups, DPO pairs)."""
+    micro_unit: ClassVar[str] = "row"
+    """"group" when a group's rows must also stay in one micro-batch (a DPO pair: its loss couples
+    the two rows); "row" lets micro-batches sort rows by length across groups (less padding)."""
     algorithm_keys: ClassVar[frozenset[str]] = frozenset()
     """The ``algorithm.*`` settings this method reads; setting another one is an error."""
     sections: ClassVar[frozenset[str]] = frozenset()
@@ -119,7 +122,8 @@ class Method:
 
     def no_grad_logprobs(self, model: torch.nn.Module, rollout: Rollout, rows: list[int]) -> torch.Tensor:
         """[N, T] log-probs of ``rows`` under ``model`` (0 elsewhere)."""
-        return logprobs_without_grad(model, rollout, rows, self.config.optim.micro_batch_size, self.context.autocast)
+        optim = self.config.optim
+        return logprobs_without_grad(model, rollout, rows, optim.micro_batch_size, self.context.autocast, optim.micro_batch_tokens)
 
 
 def rows_of(mask: torch.Tensor) -> list[int]:

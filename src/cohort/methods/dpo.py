@@ -30,6 +30,7 @@ class DPO(Method):
     name = "dpo"
     summary = "offline (correct, incorrect) pairs of the initial policy or a preference file; sigmoid-weighted +/- gradient"
     unit = "group"
+    micro_unit = "group"  # the loss of a pair needs both its rows
     sections = frozenset({"dpo", "offline"})
     takes_batch_size = True
 
