@@ -38,7 +38,7 @@ test-fast: setup
 demo: setup
 	$(VENV)/bin/cohort train
 
-# cohort vs TRL's GRPOTrainer, side by side (benchmarks/RESULTS.md); e.g. make bench BENCH_ARGS="--model-size small"
+# cohort vs TRL's GRPOTrainer, side by side (benchmarks/RESULTS.md); e.g. make bench BENCH_ARGS="--model-size small"; the whole matrix (~45 min): BENCH_ARGS="--matrix --json matrix.json"
 bench: setup
 	$(PY) benchmarks/vs_trl.py $(BENCH_ARGS)
 

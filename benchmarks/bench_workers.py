@@ -5,7 +5,9 @@ warms another's caches) and writes a JSON result: wall-clock seconds of every tr
 mean reward and completion tokens of every step, and for cohort its ``time/*`` split. A step's time
 is the interval between the ends of consecutive steps (the first step is measured from the start
 of training), so everything the training loop does -- sampling, scoring, the update, logging -- is
-counted on both sides.
+counted on both sides. Both sides also record every step's completion lengths (cohort: from the
+rollout, with which rows it trained; TRL: from the token ids its reward function receives), from
+which the FLOPs of variable-length steps are counted exactly.
 """
 
 from __future__ import annotations
@@ -24,6 +26,20 @@ SIDES = ("cohort", "trl")
 # Mixed precision, the same on both sides: cohort's model.autocast and TRL's bf16 flag (autocast on
 # CPU through accelerate); weights and optimiser state stay float32 on both.
 PRECISIONS = ("off", "bfloat16")
+
+# The reward both sides score with: the same class, built in each run's process. cohort names it
+# in reward.functions (None: the task's default, exact_match); TRL gets an instance.
+REWARDS = {
+    "exact_match": ("cohort.rewards.builtin:ExactMatch", None),
+    "first_line": ("bench_models:FirstLineMatch", "bench_models:FirstLineMatch"),  # the long writer's reward
+}
+
+
+def build_reward(name: str):
+    """An instance of the benchmark reward ``name`` (see REWARDS)."""
+    from cohort.rewards.registry import import_callable
+
+    return import_callable(REWARDS[name][0])()
 
 
 @dataclass
@@ -46,10 +62,13 @@ class RunSpec:
     extra_cohort: list[str] = field(default_factory=list)  # extra cohort config overrides
     autocast: str = "off"  # one of PRECISIONS
     device: str = "cpu"  # "cpu" or "cuda" (both sides)
+    reward: str = "exact_match"  # one of REWARDS
 
     def __post_init__(self) -> None:
         if self.side not in SIDES:
             raise ValueError(f"side must be one of {SIDES}, got {self.side!r}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward must be one of {sorted(REWARDS)}, got {self.reward!r}")
         if self.autocast not in PRECISIONS:
             raise ValueError(f"autocast must be one of {PRECISIONS}, got {self.autocast!r}")
 
@@ -116,8 +135,24 @@ def cohort_overrides(spec: RunSpec, out_dir: str) -> list[str]:
         "log.completions_every=0",
         "log.tensorboard=false",
         "log.report=false",
+        *([f"reward.functions=[{{name: '{REWARDS[spec.reward][1]}'}}]"] if REWARDS[spec.reward][1] else []),
         *spec.extra_cohort,
     ]
+
+
+def record_shapes(trainer) -> list[dict[str, list]]:
+    """From now on, each step's completion lengths and which rows cohort trains on, appended to the
+    returned list (the method's signal is wrapped; what it computes is unchanged)."""
+    shapes: list[dict[str, list]] = []
+    signal = trainer.method.signal
+
+    def recorded(batch, timer):
+        result = signal(batch, timer)
+        shapes.append({"lengths": batch.rollout.completion_lengths.tolist(), "trained": result.trainable.tolist()})
+        return result
+
+    trainer.method.signal = recorded
+    return shapes
 
 
 def run_cohort(spec: RunSpec) -> dict[str, Any]:
@@ -133,6 +168,7 @@ def run_cohort(spec: RunSpec) -> dict[str, Any]:
         trainer = Trainer(load_config(None, cohort_overrides(spec, out_dir)))
         setup_s = time.perf_counter() - setup_started
         prompts = trainer.task.train["prompt"]
+        shapes = record_shapes(trainer)
         rss_before = current_rss_bytes()
         records, ends = [], []
         started = time.perf_counter()
@@ -156,6 +192,9 @@ def run_cohort(spec: RunSpec) -> dict[str, Any]:
             "reward": [m["reward/mean"] for m in records],
             "completion_tokens": [m["completion_len/mean"] * n for m in records],
             "trained_frac": [m["trained_frac"] for m in records],
+            "frac_reward_zero_std": [m.get("frac_zero_std", float("nan")) for m in records],
+            "lengths": [shape["lengths"] for shape in shapes],
+            "trained": [shape["trained"] for shape in shapes],
             "split": {
                 name: [m[f"time/{name}_s"] for m in records] for name in ("rollout", "reward", "logprob", "train")
             },
@@ -217,14 +256,26 @@ def trl_config(spec: RunSpec, out_dir: str):
     )
 
 
+class LengthRecorder:
+    """A reward function that records the completion lengths (tokens) of every call, then scores with ``reward``."""
+
+    def __init__(self, reward) -> None:
+        self.reward = reward
+        self.__name__ = reward.__name__
+        self.lengths: list[list[int]] = []
+
+    def __call__(self, prompts, completions, **columns):
+        self.lengths.append([len(ids) for ids in columns["completion_ids"]])
+        return self.reward(prompts, completions, **columns)
+
+
 def run_trl(spec: RunSpec) -> dict[str, Any]:
-    """Train with TRL's GRPOTrainer; the reward is cohort's own exact-match reward object."""
+    """Train with TRL's GRPOTrainer; the reward is the same reward class cohort scores with (``spec.reward``)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOTrainer
 
     from cohort.data.tasks import load_task
-    from cohort.rewards.builtin import ExactMatch
 
     torch.set_num_threads(spec.threads)
     # TRL itself reads model.is_gradient_checkpointing, deprecated in transformers 5.24: not ours to change.
@@ -258,9 +309,10 @@ def run_trl(spec: RunSpec) -> dict[str, Any]:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32)
         clock = StepClock()
+        reward = LengthRecorder(build_reward(spec.reward))
         trainer = GRPOTrainer(
             model=model,
-            reward_funcs=[ExactMatch()],
+            reward_funcs=[reward],
             args=trl_config(spec, out_dir),
             train_dataset=dataset,
             processing_class=tokenizer,
@@ -276,6 +328,8 @@ def run_trl(spec: RunSpec) -> dict[str, Any]:
         generation_logs = clock.logs[:: spec.mu] if len(clock.logs) == len(optimizer_steps) else clock.logs
         if len(generation_logs) != len(step_s):
             raise RuntimeError(f"TRL logged {len(generation_logs)} rewards for {len(step_s)} generation batches")
+        if len(reward.lengths) != len(step_s):
+            raise RuntimeError(f"TRL scored {len(reward.lengths)} generation batches in {len(step_s)} steps")
         n = spec.completions_per_step
         return {
             "side": "trl",
@@ -287,6 +341,7 @@ def run_trl(spec: RunSpec) -> dict[str, Any]:
             "reward": [log["reward"] for log in generation_logs],
             "completion_tokens": [log["completions/mean_length"] * n for log in generation_logs],
             "frac_reward_zero_std": [log.get("frac_reward_zero_std", float("nan")) for log in generation_logs],
+            "lengths": reward.lengths,
         }
 
 
@@ -295,4 +350,8 @@ def run_worker(spec_path: Path, result_path: Path) -> None:
     spec = RunSpec(**json.loads(spec_path.read_text()))
     result = run_cohort(spec) if spec.side == "cohort" else run_trl(spec)
     result["spec"] = asdict(spec)
+    if spec.device == "cuda":  # the subprocess's RSS is host memory only; this is the GPU's high-water mark
+        import torch
+
+        result["gpu_peak"] = torch.cuda.max_memory_allocated()
     result_path.write_text(json.dumps(result))
