@@ -107,3 +107,26 @@ def test_quick_matrix_reports_every_cell(tmp_path):
         assert all(v in ("HOLDS", "**DOES NOT HOLD**", "n/a") for v in verdicts), row
     assert rows[0].rstrip(" |").endswith("n/a")  # no peak target for the 0.44 M model
     assert summary["table"].splitlines()[2:] == rows and summary["complete"]
+
+
+LORA_SCRIPT = SCRIPT.with_name("lora_vs_full.py")
+
+
+@pytest.mark.slow  # about 20-30 s: a full and a LoRA training subprocess, then both in one process
+def test_lora_vs_full_quick_run_measures_both_sides(tmp_path):
+    pytest.importorskip("peft", reason="PEFT is not installed (pip install -e '.[lora]')")
+    out = tmp_path / "lora.json"
+    done = subprocess.run([sys.executable, str(LORA_SCRIPT), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| trainable parameters |" in done.stdout and "per-pair step ratio LoRA / full" in done.stdout
+    summary = json.loads(out.read_text())
+    assert [run["side"] for run in summary["runs"]] == ["full", "lora"]
+    medians = summary["medians"]
+    full, lora = medians["trainable_params"]["full"], medians["trainable_params"]["lora"]
+    assert 0 < lora < full  # adapters only
+    assert medians["reference_weights_mib"]["lora"] == 0 < medians["reference_weights_mib"]["full"]  # no second copy
+    assert medians["adamw_state_mib"]["lora"] < medians["adamw_state_mib"]["full"]
+    paired = summary["paired"]
+    assert all(len(paired["raw"][side]["step"]) == summary["settings"]["paired_steps"] for side in ("full", "lora"))
+    assert paired["step_ratio_median"] > 0
