@@ -4,7 +4,8 @@ Each prompt is prefilled once (P left-padded rows, logits of the last position o
 is then repeated G times so the G samples of a prompt share its prefill. Decoding advances every
 unfinished row by one token per forward; rows that finished are dropped from the batch (cache
 rows selected away) once they make up a quarter of it, so long-running stragglers do not pay
-for finished rows.
+for finished rows. The cache grows in blocks (``cohort.rollout.kv_cache``): each token is written
+in place instead of re-concatenating the whole cache.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 
 from cohort.models import cache_kwargs, prefill_prompts
 from cohort.rollout.batch import FINISH_REASONS, Rollout, left_pad
+from cohort.rollout.kv_cache import grow_in_blocks
 from cohort.rollout.sampling import SamplingParams, choose_tokens
 
 # Drop finished rows from the decode batch once they are this fraction of it (each drop copies
 # the KV cache, so dropping at every single finish would cost more than it saves).
 COMPACT_FRACTION = 0.25
+GROW_IN_BLOCKS = True  # False: transformers' DynamicLayer (a torch.cat of the whole cache per token)
 _EOS, _STOP, _LENGTH = (FINISH_REASONS.index(reason) for reason in ("eos", "stop", "length"))
 
 
@@ -134,6 +137,8 @@ def _prefill(
     if group_size > 1:
         cache.batch_repeat_interleave(group_size)
         logits = logits.repeat_interleave(group_size, dim=0)  # [P*G, V]
+    if GROW_IN_BLOCKS:
+        grow_in_blocks(cache)  # decoding writes each token in place, no whole-cache torch.cat per token
     return cache, logits
 
 
