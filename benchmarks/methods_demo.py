@@ -36,17 +36,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def train(method: str, out: Path, steps: int | None, overrides: list[str]) -> dict:
-    """One ``cohort train`` run in a fresh process; its summary.json plus the command's wall time."""
+    """One ``cohort train`` run in a fresh process (skipped when ``out`` already holds a finished
+    run of this script: its numbers are read back); the run's evaluations, step count and times."""
     command = [str(Path(sys.executable).with_name("cohort")), "train", f"algorithm.method={method}",
                f"train.out_dir={out}", "log.console=quiet", *([f"train.steps={steps}"] if steps else []), *overrides]
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    summary = json.loads((out / "summary.json").read_text())
-    summary["command_seconds"] = time.perf_counter() - started
-    summary["command"] = " ".join(["cohort", *command[1:]])
-    return summary
+    timing = out / "methods_demo_timing.json"
+    if not timing.is_file():
+        started = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
+        if result.returncode != 0:
+            sys.exit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        timing.write_text(json.dumps({"command_seconds": time.perf_counter() - started}))
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {
+        "steps": len(metrics), "train_seconds": sum(m["time/step_s"] for m in metrics),
+        "command_seconds": json.loads(timing.read_text())["command_seconds"], "command": " ".join(["cohort", *command[1:]]),
+        "before": json.loads((out / "eval_before.json").read_text()), "after": json.loads((out / "eval_after.json").read_text()),
+    }
 
 
 def row(method: str, summary: dict) -> dict:
