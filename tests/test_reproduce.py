@@ -41,6 +41,9 @@ def test_every_arm_and_claim_comes_out(quick_run):
     assert sorted(results["figure7"]) == ["after-seed-0", "after-seed-1", "before"]
     assert json.loads((out / "results.json").read_text())["claims"] == json.loads(json.dumps(results["claims"]))
     assert (out / "reward_models" / "prm" / "training.json").is_file()
+    figures = {p.name: p.read_bytes() for p in (out / "figures").iterdir()}
+    assert sorted(figures) == ["figure5.png", "figure6.png", "figure7.png", "finals.png", "length-bias.png"]
+    assert all(png.startswith(b"\x89PNG") for png in figures.values())
     assert (out / "runs" / "grpo_ps_iterative" / "seed-0" / "iterations" / "iter-1" / "reward_model").is_dir()
     assert any("runs left" in m for m in messages)
     iteration_one = next(c for c in results["claims"] if c["claim"] == "iteration_one")

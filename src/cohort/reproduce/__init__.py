@@ -3,7 +3,7 @@
 Arms (see :mod:`cohort.reproduce.plan`): SFT, RFT, online RFT, DPO, PPO, GRPO with outcome
 supervision (rule, and a trained ORM), GRPO with process supervision (a trained PRM, fixed or
 retrained each iteration), and Dr. GRPO; each with several seeds and one budget of samples. Out
-come ``DIR/results.json`` and ``DIR/report.html``: Figure 5 (accuracy against step), Figure 6
+come ``DIR/results.json``, ``DIR/report.html`` and ``DIR/figures/*.png``: Figure 5 (accuracy against step), Figure 6
 (iterative RL), Figure 7 (pass@K / maj@K), the length bias, and a verdict for every claim.
 """
 
@@ -59,6 +59,9 @@ def reproduce(out: Path, *, quick: bool = False, seeds: int | None = None, worke
     ]
     (out / "results.json").write_text(dumps(results, indent=1))
     (out / "report.html").write_text(render(results, plots), encoding="utf-8")
-    progress(f"wrote {out / 'results.json'} and {out / 'report.html'} ({results['wall_seconds'] / 60:.1f} min)")
+    (out / "figures").mkdir(exist_ok=True)
+    for plot in plots:  # the same figures as files, for papers and READMEs
+        (out / "figures" / f"{plot.id}.png").write_bytes(plot.png)
+    progress(f"wrote {out / 'results.json'}, {out / 'report.html'} and {out / 'figures'}/ ({results['wall_seconds'] / 60:.1f} min)")
     return results
 

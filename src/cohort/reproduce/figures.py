@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ def _band(axes: Any, xs: list[float], points: list[dict[str, Any]], label: str, 
 
 
 def _plot(identifier: str, title: str, figure: Any, axes: Any, alt: str) -> Plot:
-    axes.set_title(title, fontsize=11)
+    axes.set_title(textwrap.fill(title, 72), fontsize=10)  # long titles wrap instead of running off the figure
     axes.legend(fontsize=8, loc="best")
     png, width, height = _png(figure)
     return Plot(identifier, title, alt, (), png, width, height)
