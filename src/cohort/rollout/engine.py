@@ -18,7 +18,7 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 
 from cohort.models import cache_kwargs, prefill_prompts
 from cohort.rollout.batch import FINISH_REASONS, Rollout, left_pad
-from cohort.rollout.kv_cache import grow_in_blocks
+from cohort.rollout.kv_cache import DEFAULT_BLOCK, grow_in_blocks
 from cohort.rollout.sampling import SamplingParams, choose_tokens
 
 # Drop finished rows from the decode batch once they are this fraction of it (each drop copies
@@ -126,7 +126,7 @@ def generate_rollout(
 
 
 def _prefill(
-    model: PreTrainedModel, prompts: torch.Tensor, prompt_mask: torch.Tensor, group_size: int
+    model: PreTrainedModel, prompts: torch.Tensor, prompt_mask: torch.Tensor, group_size: int, budget: int
 ) -> tuple[DynamicCache, torch.Tensor]:
     """Run each prompt once and share its KV cache among its G samples.
 
@@ -134,11 +134,11 @@ def _prefill(
     """
     cache, logits = prefill_prompts(model, prompts, prompt_mask)
     logits = logits.float()  # [P, V]
+    if GROW_IN_BLOCKS:  # decoding writes each token in place, no whole-cache torch.cat per token
+        grow_in_blocks(cache, block=min(DEFAULT_BLOCK, budget))  # short budgets reserve only what they can use
     if group_size > 1:
         cache.batch_repeat_interleave(group_size)
         logits = logits.repeat_interleave(group_size, dim=0)  # [P*G, V]
-    if GROW_IN_BLOCKS:
-        grow_in_blocks(cache)  # decoding writes each token in place, no whole-cache torch.cat per token
     return cache, logits
 
 
@@ -193,7 +193,7 @@ def _decode(
     completions, logprobs, lengths, reasons = _output_buffers(total, budget, pad_token_id, device)
     eos_ids = torch.tensor(params.eos_token_ids, dtype=torch.long, device=device)  # [E]
 
-    cache, logits = _prefill(model, prompts, prompt_mask, group_size)  # logits [N, V]
+    cache, logits = _prefill(model, prompts, prompt_mask, group_size, budget)  # logits [N, V]
     attention = torch.zeros((total, prompt_width + budget), dtype=torch.bool, device=device)  # [N, Lp+max_new]
     attention[:, :prompt_width] = prompt_mask.repeat_interleave(group_size, dim=0)
     positions = prompt_mask.sum(dim=-1).repeat_interleave(group_size)  # [N], next token's position
