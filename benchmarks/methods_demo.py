@@ -41,12 +41,14 @@ def train(method: str, out: Path, steps: int | None, overrides: list[str]) -> di
     command = [str(Path(sys.executable).with_name("cohort")), "train", f"algorithm.method={method}",
                f"train.out_dir={out}", "log.console=quiet", *([f"train.steps={steps}"] if steps else []), *overrides]
     timing = out / "methods_demo_timing.json"
+    if timing.is_file() and json.loads(timing.read_text()).get("command") != command:
+        sys.exit(f"{out} holds a run of another command; remove it or choose another --out")
     if not timing.is_file():
         started = time.perf_counter()
         result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
         if result.returncode != 0:
             sys.exit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-        timing.write_text(json.dumps({"command_seconds": time.perf_counter() - started}))
+        timing.write_text(json.dumps({"command_seconds": time.perf_counter() - started, "command": command}))
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return {
         "steps": len(metrics), "train_seconds": sum(m["time/step_s"] for m in metrics),

@@ -38,7 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank (default 1)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="more config overrides for every run")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.steps < 2:
+        parser.error("--steps must be >= 2 (step 1 is excluded as warm-up)")
+    if args.ranks < 2:
+        parser.error("--ranks must be >= 2 (one process is always measured)")
+    if any(o.startswith("train.out_dir=") for o in args.overrides):
+        parser.error("train.out_dir is set by the script (one temporary directory per run)")
+    return args
 
 
 def run(args: argparse.Namespace, method: str, ranks: int, strategy: str, out: Path) -> dict:
@@ -54,7 +61,8 @@ def run(args: argparse.Namespace, method: str, ranks: int, strategy: str, out: P
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()][1:]
-    medians = {key.split("/")[1]: statistics.median(m.get(key) or 0.0 for m in metrics) for key in PHASES}
+    medians = {key.split("/")[1]: statistics.median(m[key] for m in metrics) if all(key in m for m in metrics) else float("nan")
+               for key in PHASES}
     return {"method": method, "ranks": ranks, "strategy": strategy if ranks > 1 else "-", "wall_s": time.perf_counter() - started,
             **medians}
 

@@ -16,7 +16,8 @@ from cohort.cli import main
 from cohort.config import ConfigError, load_config
 from cohort.data.files import DatasetError
 from cohort.monitor import RunConsole
-from cohort.optimise import micro_batches, mini_batches
+from cohort.optimise import micro_batches, mini_batches, rollout_micro_batches
+from cohort.rollout import Rollout
 from cohort.sources import MethodDataError
 from cohort.trainer import Trainer
 from test_trainer import comparable, metric_lines, one_update
@@ -160,6 +161,30 @@ def test_a_token_budget_cuts_rows_by_length_and_keeps_every_row(lengths, size, b
         assert len(micro) == 1 or budget == 0 or len(micro) * (prompt + max(lengths[r] for r in micro)) <= budget
     if budget == 0:
         assert [len(m) for m in micros[:-1]] == [size] * (len(micros) - 1)  # rows only: full micro-batches
+
+
+def _rollout_with(prompt_width: int, lengths: list[list[int]]) -> Rollout:
+    """A rollout of len(lengths) groups whose prompts are ``prompt_width`` tokens and completions these lengths."""
+    groups, group_size = len(lengths), len(lengths[0])
+    width = max(max(row) for row in lengths)
+    completion_mask = torch.arange(width)[None] < torch.tensor(lengths).reshape(-1, 1)  # [N, T]
+    return Rollout(
+        prompt_ids=torch.arange(groups * prompt_width).reshape(groups, prompt_width) % 7 + 3,
+        prompt_mask=torch.ones(groups, prompt_width, dtype=torch.bool), group_size=group_size,
+        completion_ids=torch.full((groups * group_size, width), 5), completion_mask=completion_mask,
+        sampling_logprobs=torch.zeros(groups * group_size, width), finish_reasons=["eos"] * (groups * group_size),
+        logprob_temperature=1.0, pad_token_id=0,
+    )
+
+
+def test_rows_are_cut_across_groups_unless_whole_groups_run_fewer_positions():
+    spread = [[4, 60, 9, 120], [5, 110, 7, 64], [3, 100, 8, 58]]  # each group has short and long completions
+    short_prompts = rollout_micro_batches(_rollout_with(4, spread), list(range(12)), 4, token_budget=300)
+    assert any(len({r // 4 for r in micro}) > 1 for micro in short_prompts)  # sorted by length across groups
+    long_prompts = rollout_micro_batches(_rollout_with(400, spread), list(range(12)), 4, token_budget=300)
+    assert all(len({r // 4 for r in micro}) == 1 for micro in long_prompts)  # each prompt runs once for its group
+    for plan in (short_prompts, long_prompts):
+        assert sorted(r for micro in plan for r in micro) == list(range(12))
 
 
 def test_dpo_pairs_from_a_preference_file(tmp_path, tiny_llama_dir, task_file):

@@ -121,9 +121,35 @@ def micro_batches(rows: list[int], lengths: torch.Tensor, size: int, group_size:
 
 
 def rollout_micro_batches(rollout: Rollout, rows: list[int], size: int, token_budget: int = 0, unit: str = "row") -> list[list[int]]:
-    """:func:`micro_batches` of a rollout's ``rows``, with its completion and prompt lengths."""
+    """:func:`micro_batches` of a rollout's ``rows``, with its completion and prompt lengths.
+
+    Unit "row" may still keep groups whole: rows sorted across groups pad least, but a micro-batch
+    of whole groups runs each shared prompt once (``cohort.models`` scores a prompt used by at least
+    two rows once), which wins when prompts are long next to the spread of completion lengths. Of
+    the two cuts, the one with fewer estimated token positions is taken.
+    """
     prompt_lengths = rollout.prompt_mask.sum(dim=1).repeat_interleave(rollout.group_size)  # [N]
-    return micro_batches(rows, rollout.completion_lengths, size, rollout.group_size, unit, token_budget, prompt_lengths)
+    lengths, group_size = rollout.completion_lengths, rollout.group_size
+    plan = micro_batches(rows, lengths, size, group_size, unit, token_budget, prompt_lengths)
+    if unit == "row" and 1 < group_size <= size:
+        grouped = micro_batches(rows, lengths, size, group_size, "group", token_budget, prompt_lengths)
+        completion, prompt = lengths.tolist(), prompt_lengths.tolist()
+        if _token_positions(grouped, completion, prompt, group_size) < _token_positions(plan, completion, prompt, group_size):
+            plan = grouped
+    return plan
+
+
+def _token_positions(plan: list[list[int]], completion: list[int], prompt: list[int], group_size: int) -> int:
+    """Positions the forwards of ``plan`` run: per micro-batch, each distinct prompt once when on
+    average it serves two rows (as ``cohort.models`` decides), else once per row; plus every row's
+    completion, padded to the micro-batch's longest."""
+    total = 0
+    for micro in plan:
+        groups = {row // group_size for row in micro}
+        prompt_width, completion_width = max(prompt[r] for r in micro), max(completion[r] for r in micro)
+        prompt_rows = len(groups) if 2 * len(groups) <= len(micro) else len(micro)
+        total += prompt_rows * prompt_width + len(micro) * completion_width
+    return total
 
 
 @torch.no_grad()
@@ -243,7 +269,7 @@ def _mini_step(objective: Objective, signal: Any, rollout: Rollout, loss_mask: t
     anything = world.sum(len(rows)) > 0  # every rank must agree whether this mini-batch makes a step
     for trainable in trainables:
         trainable.optimizer.zero_grad(set_to_none=True)
-    unit = getattr(objective, "micro_unit", objective.unit)
+    unit = objective.micro_unit
     micros = rollout_micro_batches(rollout, rows, settings.micro_batch_size, settings.micro_batch_tokens, unit)
     placeholder = world.distributed and anything and not micros  # this rank still takes part in the gradient sync
     if placeholder:

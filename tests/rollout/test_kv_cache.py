@@ -59,3 +59,26 @@ def test_rollouts_equal_the_concatenating_cache(tiny_model, char_tokenizer, monk
     assert len(set(plain.completion_lengths.tolist())) > 1  # rows end at different steps
     assert torch.equal(plain.completion_ids, grown.completion_ids)
     torch.testing.assert_close(plain.sampling_logprobs, grown.sampling_logprobs, atol=1e-6, rtol=0)
+
+
+def test_beam_reorder_reset_and_offload_keep_buffer_and_views_in_step():
+    torch.manual_seed(1)
+    first = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    plain, grown = DynamicLayer(), BlockGrowingLayer(*first, block=2)
+    plain.update(*first)
+    beams = torch.tensor([2, 2, 0])
+    plain.reorder_cache(beams), grown.reorder_cache(beams)
+    grown.offload(), grown.prefetch()
+    new = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)
+    assert all(torch.equal(a, b) for a, b in zip(plain.update(*new), grown.update(*new)))
+    plain.reset(), grown.reset()
+    again = torch.randn(3, 2, 2, 4), torch.randn(3, 2, 2, 4)
+    assert all(torch.equal(a, b) for a, b in zip(plain.update(*again), grown.update(*again)))
+    assert grown.get_seq_length() == 2
+
+
+def test_an_offloading_cache_is_left_alone():
+    cache = DynamicCache()
+    cache.update(torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4), 0)
+    cache.offloading = True  # what DynamicCache(offloading=True) sets (it needs a GPU to update)
+    assert grow_in_blocks(cache) == 0 and type(cache.layers[0]) is DynamicLayer

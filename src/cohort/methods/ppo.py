@@ -20,7 +20,7 @@ from cohort.methods.base import Method, MethodContext, TrainingSignal, rows_of, 
 from cohort.methods.grpo import check_clip_settings
 from cohort.methods.coefficient import check_aggregation
 from cohort.methods.registry import register_method
-from cohort.optimise import MicroBatch, Trainable, batch_inputs
+from cohort.optimise import MicroBatch, Trainable, batch_inputs, rollout_micro_batches
 from cohort.rollout import Rollout
 from cohort.sources import OnlineRollouts, SourcePieces, StepTimer
 from cohort.value_model import completion_values, load_value_model
@@ -87,9 +87,8 @@ class PPO(Method):
     def _values(self, rollout: Rollout, rows: list[int]) -> torch.Tensor:
         """V(s_t) of every completion token of ``rows`` before the update. -> [N, T]"""
         out = torch.zeros(rollout.completion_ids.shape, dtype=torch.float32, device=rollout.completion_ids.device)
-        size = self.config.optim.micro_batch_size
-        for start in range(0, len(rows), size):
-            micro = rows[start : start + size]
+        optim = self.config.optim
+        for micro in rollout_micro_batches(rollout, rows, optim.micro_batch_size, optim.micro_batch_tokens):
             with self.context.autocast():
                 values = completion_values(self.value_model, *batch_inputs(rollout, micro, out.device))  # [n, T']
             out[torch.tensor(micro, device=out.device), : values.shape[1]] = values

@@ -51,6 +51,9 @@ if DynamicLayer is not None:
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
             """Write the new positions [B, H, q, D] in place (growing the buffer by a block when full)."""
             new = key_states.shape[-2]
+            if self._keys is None:  # after reset(): start again from these positions
+                self.__init__(key_states, value_states, self.block)
+                return self.keys, self.values
             if self.length + new > self._keys.shape[-2]:
                 capacity = self.length + new + self.block
                 self._keys = self._with_room(self.keys, capacity)
@@ -74,6 +77,19 @@ if DynamicLayer is not None:
             self._values = self._values[indices]
             self._refresh_views()
 
+        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+            self.batch_select_indices(beam_idx.to(self._keys.device))
+
+        def offload(self) -> None:
+            self._keys, self._values = self._keys.to("cpu", non_blocking=True), self._values.to("cpu", non_blocking=True)
+            self._refresh_views()
+
+        def prefetch(self) -> None:
+            if self._keys.device != self.device:
+                self._keys = self._keys.to(self.device, non_blocking=True)
+                self._values = self._values.to(self.device, non_blocking=True)
+                self._refresh_views()
+
         def crop(self, tokens_to_remove: int) -> None:
             super().crop(tokens_to_remove)  # checks the argument and crops the views
             self.length = self.keys.shape[-2]
@@ -87,11 +103,12 @@ if DynamicLayer is not None:
 def grow_in_blocks(cache, block: int = DEFAULT_BLOCK) -> int:
     """Turn a filled cache's plain ``DynamicLayer``s into :class:`BlockGrowingLayer`s, in place.
 
-    Sliding-window and other layer kinds are left as they are. -> how many layers were converted.
+    Sliding-window and other layer kinds, and caches that offload to the CPU, are left as they are.
+    Inference only: the in-place writes would trip autograd's checks. -> how many layers were converted.
     """
     layers = getattr(cache, "layers", None)
-    if DynamicLayer is None or layers is None:
-        return 0
+    if DynamicLayer is None or layers is None or getattr(cache, "offloading", False):
+        return 0  # an offloading cache moves layer.keys between devices; it keeps its own layers
     converted = 0
     for index, layer in enumerate(layers):
         if type(layer) is DynamicLayer and layer.is_initialized and layer.keys is not None and layer.keys.dim() == 4:
