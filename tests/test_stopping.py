@@ -53,11 +53,17 @@ def comparable(out: Path) -> list[dict]:
     return [{k: v for k, v in m.items() if not k.startswith("time/") and k != "tokens_per_s"} for m in lines]
 
 
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, tiny_llama_dir, task_file) -> Path:
+    """An uninterrupted run of the same config (read-only; shared by the signal tests)."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    assert run_cli(tiny_llama_dir, task_file, out).returncode == 0
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signal_name, code", [("SIGTERM", 143), ("SIGINT", 130)])
-def test_a_signal_finishes_the_step_checkpoints_it_and_resume_is_exact(tmp_path, tiny_llama_dir, task_file, signal_name, code):
-    straight = tmp_path / "straight"
-    assert run_cli(tiny_llama_dir, task_file, straight).returncode == 0
+def test_a_signal_finishes_the_step_checkpoints_it_and_resume_is_exact(tmp_path, tiny_llama_dir, task_file, straight, signal_name, code):
     stopped = tmp_path / "stopped"
     result = run_cli(tiny_llama_dir, task_file, stopped, reward=f"{{name: 'reward_fixtures:SignalAtCall', at: 3, signal: {signal_name}}}")
     assert result.returncode == code, result.stderr
