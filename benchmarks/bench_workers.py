@@ -13,13 +13,14 @@ which the FLOPs of variable-length steps are counted exactly.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench_processes import current_rss_bytes
 
 SIDES = ("cohort", "trl")
 
@@ -75,15 +76,6 @@ class RunSpec:
     @property
     def completions_per_step(self) -> int:
         return self.prompts_per_step * self.group_size
-
-
-def current_rss_bytes() -> int:
-    """This process's resident set size now (Linux /proc; 0 where unavailable)."""
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def intervals(started: float, ends: list[float]) -> list[float]:

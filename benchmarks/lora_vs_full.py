@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +44,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
+
+from bench_processes import check_run_args, current_rss_bytes, peak_rss_so_far, run_measured  # noqa: E402
 
 SIDES = ("full", "lora")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -100,20 +100,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject settings that cannot give a comparison, naming the flag."""
-    for name in ("steps", "prompts_per_step", "max_new_tokens", "repeats", "threads", "eval_samples", "lora_r",
-                 "micro_batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.steps < 2:
-        parser.error("--steps must be >= 2 (the first step is warm-up and is not timed)")
-    if args.group_size < 2:
-        parser.error(f"--group-size must be >= 2 (GRPO needs a group), got {args.group_size}")
+    check_run_args(parser, args, ("steps", "prompts_per_step", "max_new_tokens", "repeats", "threads", "eval_samples",
+                                  "lora_r", "micro_batch_size"))
     if args.paired_steps == 1 or args.paired_steps < 0:
         parser.error(f"--paired-steps must be 0 (off) or >= 2, got {args.paired_steps}")
     if args.eval_limit < 0 or args.beta < 0 or args.full_lr <= 0 or args.lora_lr <= 0:
         parser.error("--eval-limit and --beta must be >= 0, the learning rates > 0")
-    if args.model and not Path(args.model).is_dir():
-        parser.error(f"--model {args.model!r} is not a directory")
     args.last_steps = args.last_steps or max(1, args.steps // 4)
     if not 1 <= args.last_steps < args.steps:
         parser.error(f"--last-steps must be in 1..{args.steps - 1}, got {args.last_steps}")
@@ -142,17 +134,6 @@ def overrides(spec: dict[str, Any]) -> list[str]:
         f"train.eval_samples={spec['eval_samples']}",
         "log.console=quiet", "log.completions_every=0", "log.tensorboard=false", "log.report=false",
     ]
-
-
-def current_rss() -> int:
-    """This process's resident set size now, in bytes (Linux /proc/self/statm)."""
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss_so_far() -> int:
-    """This process's RSS high-water mark so far, in bytes."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def tensor_bytes(tensors) -> int:
@@ -201,14 +182,14 @@ def run_worker(spec_path: Path, result_path: Path) -> None:
         result_path.write_text(json.dumps(run_paired(spec)))
         return
     trainer = Trainer(load_config(None, overrides(spec)))
-    rss_loaded = current_rss()
+    rss_loaded = current_rss_bytes()
     trainable = {id(p): p for p in trainer.policy.parameters() if p.requires_grad}
     total = {id(p): p for p in trainer.policy.parameters()}
     trainer.evaluate("before")
-    rss_before_train = current_rss()
+    rss_before_train = current_rss_bytes()
     step_s, records = run_steps(trainer, spec["steps"])
     peak_training = peak_rss_so_far()
-    rss_after_train = current_rss()
+    rss_after_train = current_rss_bytes()
     accounting = memory_accounting(trainer)
     trainer.evaluate("after")
     trainer.writer.close()
@@ -283,23 +264,7 @@ def run_paired_subprocess(args: argparse.Namespace, model_path: str, runs_dir: P
 
 def run_subprocess(spec: dict[str, Any], workdir: Path, index: int) -> dict[str, Any]:
     """Run one spec in a fresh Python process; its result plus the process's peak RSS (bytes)."""
-    spec_path, result_path, log_path = (workdir / f"run{index}.{suffix}" for suffix in ("spec.json", "result.json", "log"))
-    spec_path.write_text(json.dumps(spec))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
-               OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path), str(result_path)],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )
-        _, status, usage = os.wait4(process.pid, 0)
-        returncode = os.waitstatus_to_exitcode(status)
-    if returncode != 0 or not result_path.is_file():
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
-        sys.exit(f"the {spec['side']} run (seed {spec['seed']}) failed with exit code {returncode}:\n{tail}")
-    result = json.loads(result_path.read_text())
-    result["peak_rss"] = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)  # KiB on Linux
-    return result
+    return run_measured(Path(__file__).resolve(), spec, workdir, index)
 
 
 def make_spec(args: argparse.Namespace, side: str, repeat: int, model_path: str, runs_dir: Path) -> dict[str, Any]:

@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict
@@ -36,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from bench_processes import check_run_args, run_measured
 from bench_workers import PRECISIONS, REWARDS
 
 # Targets of the promise "a cohort step takes a third of TRL's time or less" (half on the small model).
@@ -106,17 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.max_new_tokens = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[args.model_size]
     args.reward = args.reward or DEFAULT_REWARD[args.model_size]
     args.step_ratio_target = args.step_ratio_target or STEP_RATIO_TARGETS[args.model_size]
-    for name in ("steps", "prompts_per_step", "max_new_tokens", "mu", "repeats", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.steps < 2:
-        parser.error("--steps must be >= 2 (the first step is warm-up and is not timed)")
-    if args.group_size < 2:
-        parser.error(f"--group-size must be >= 2 (GRPO needs a group), got {args.group_size}")
+    check_run_args(parser, args, ("steps", "prompts_per_step", "max_new_tokens", "mu", "repeats", "threads"))
     if args.temperature <= 0:
         parser.error(f"--temperature must be > 0, got {args.temperature}")
-    if args.model and not Path(args.model).is_dir():
-        parser.error(f"--model {args.model!r} is not a directory")
     args.micro_batch_size = args.micro_batch_size or args.prompts_per_step * args.group_size
     args.lr = args.lr or DEFAULT_LR[args.model_size]
     if args.lr <= 0:
@@ -145,24 +136,7 @@ def require_trl() -> str:
 
 def run_subprocess(spec, workdir: Path, index: int) -> dict[str, Any]:
     """Run one spec in a fresh Python process; its result plus the process's peak RSS (bytes)."""
-    spec_path, result_path, log_path = (workdir / f"run{index}.{suffix}" for suffix in ("spec.json", "result.json", "log"))
-    spec_path.write_text(json.dumps(asdict(spec)))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
-               OMP_NUM_THREADS=str(spec.threads), MKL_NUM_THREADS=str(spec.threads))
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path), str(result_path)],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0 or not result_path.is_file():
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
-        sys.exit(f"the {spec.side} run (seed {spec.seed}) failed with exit code {process.returncode}:\n{tail}")
-    result = json.loads(result_path.read_text())
-    # ru_maxrss is in KiB on Linux, bytes on macOS
-    result["peak_rss"] = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return result
+    return run_measured(Path(__file__).resolve(), asdict(spec), workdir, index)
 
 
 def run_all(args: argparse.Namespace, model_path: str, log=print) -> list[dict[str, Any]]:
