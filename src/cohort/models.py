@@ -454,10 +454,15 @@ def shared_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple
     return first, inverse
 
 
+def prompts_shared_often_enough(distinct: int, rows: int) -> bool:
+    """Whether ``rows`` rows with ``distinct`` prompts score each prompt once: when on average each
+    is used at least twice (the second forward call costs about as much as a few prompt tokens)."""
+    return 2 * distinct <= rows
+
+
 def _prefix_sharing_pays(model: PreTrainedModel, distinct: int, rows: int) -> bool:
-    """Score shared prompts once when on average each is used at least twice (the second forward
-    call costs about as much as a few prompt tokens), and the model can take a KV cache."""
-    return 2 * distinct <= rows and not _recomputes_activations(model)
+    """Score shared prompts once when they are shared often enough and the model can take a KV cache."""
+    return prompts_shared_often_enough(distinct, rows) and not _recomputes_activations(model)
 
 
 def _recomputes_activations(model: torch.nn.Module) -> bool:

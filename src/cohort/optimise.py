@@ -22,7 +22,7 @@ import torch
 
 from cohort import algo
 from cohort.distributed import World, gradient_sync
-from cohort.models import completion_logprobs, completion_logprobs_and_entropy
+from cohort.models import completion_logprobs, completion_logprobs_and_entropy, prompts_shared_often_enough
 from cohort.rollout import Rollout
 
 
@@ -140,14 +140,14 @@ def rollout_micro_batches(rollout: Rollout, rows: list[int], size: int, token_bu
 
 
 def _token_positions(plan: list[list[int]], completion: list[int], prompt: list[int], group_size: int) -> int:
-    """Positions the forwards of ``plan`` run: per micro-batch, each distinct prompt once when on
-    average it serves two rows (as ``cohort.models`` decides), else once per row; plus every row's
-    completion, padded to the micro-batch's longest."""
+    """Positions the forwards of ``plan`` run: per micro-batch, each distinct prompt once when
+    ``cohort.models`` would share it, else once per row; plus every row's completion, padded to the
+    micro-batch's longest."""
     total = 0
     for micro in plan:
         groups = {row // group_size for row in micro}
         prompt_width, completion_width = max(prompt[r] for r in micro), max(completion[r] for r in micro)
-        prompt_rows = len(groups) if 2 * len(groups) <= len(micro) else len(micro)
+        prompt_rows = len(groups) if prompts_shared_often_enough(len(groups), len(micro)) else len(micro)
         total += prompt_rows * prompt_width + len(micro) * completion_width
     return total
 
