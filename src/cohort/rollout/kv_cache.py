@@ -12,92 +12,86 @@ the whole budget), and the numbers are the same: the keys and values are the sam
 from __future__ import annotations
 
 import torch
-
-try:  # transformers >= 4.56: caches are lists of layer objects
-    from transformers.cache_utils import DynamicLayer
-except ImportError:  # pragma: no cover - older transformers keeps plain tensor lists; nothing to convert
-    DynamicLayer = None
+from transformers.cache_utils import DynamicLayer  # transformers >= 4.56 (pyproject): caches are lists of layers
 
 DEFAULT_BLOCK = 64
 
 
-if DynamicLayer is not None:
+class BlockGrowingLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose ``keys``/``values`` are views [B, H, length, D] of a larger buffer."""
 
-    class BlockGrowingLayer(DynamicLayer):
-        """A ``DynamicLayer`` whose ``keys``/``values`` are views [B, H, length, D] of a larger buffer."""
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, block: int = DEFAULT_BLOCK) -> None:
+        super().__init__()
+        self.block = block
+        self.device = keys.device
+        self.is_initialized = True
+        self.length = keys.shape[-2]
+        self._keys = self._with_room(keys, self.length + block)  # [B, H, capacity, D]
+        self._values = self._with_room(values, self.length + block)
+        self._refresh_views()
 
-        def __init__(self, keys: torch.Tensor, values: torch.Tensor, block: int = DEFAULT_BLOCK) -> None:
-            super().__init__()
-            self.block = block
-            self.device = keys.device
-            self.is_initialized = True
-            self.length = keys.shape[-2]
-            self._keys = self._with_room(keys, self.length + block)  # [B, H, capacity, D]
-            self._values = self._with_room(values, self.length + block)
-            self._refresh_views()
+    @staticmethod
+    def _with_room(filled: torch.Tensor, capacity: int) -> torch.Tensor:
+        """A new [B, H, capacity, D] buffer whose first positions hold ``filled``."""
+        batch, heads, length, dim = filled.shape
+        buffer = filled.new_empty((batch, heads, capacity, dim))
+        buffer[:, :, :length] = filled
+        return buffer
 
-        @staticmethod
-        def _with_room(filled: torch.Tensor, capacity: int) -> torch.Tensor:
-            """A new [B, H, capacity, D] buffer whose first positions hold ``filled``."""
-            batch, heads, length, dim = filled.shape
-            buffer = filled.new_empty((batch, heads, capacity, dim))
-            buffer[:, :, :length] = filled
-            return buffer
+    def _refresh_views(self) -> None:
+        self.keys = self._keys[:, :, : self.length]  # [B, H, length, D], a view
+        self.values = self._values[:, :, : self.length]
 
-        def _refresh_views(self) -> None:
-            self.keys = self._keys[:, :, : self.length]  # [B, H, length, D], a view
-            self.values = self._values[:, :, : self.length]
-
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-            """Write the new positions [B, H, q, D] in place (growing the buffer by a block when full)."""
-            new = key_states.shape[-2]
-            if self._keys is None:  # after reset(): start again from these positions
-                self.__init__(key_states, value_states, self.block)
-                return self.keys, self.values
-            if self.length + new > self._keys.shape[-2]:
-                capacity = self.length + new + self.block
-                self._keys = self._with_room(self.keys, capacity)
-                self._values = self._with_room(self.values, capacity)
-            self._keys[:, :, self.length : self.length + new] = key_states
-            self._values[:, :, self.length : self.length + new] = value_states
-            self.length += new
-            self._refresh_views()
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new positions [B, H, q, D] in place (growing the buffer by a block when full)."""
+        new = key_states.shape[-2]
+        if self._keys is None:  # after reset(): start again from these positions
+            self.__init__(key_states, value_states, self.block)
             return self.keys, self.values
+        if self.length + new > self._keys.shape[-2]:
+            capacity = self.length + new + self.block
+            self._keys = self._with_room(self.keys, capacity)
+            self._values = self._with_room(self.values, capacity)
+        self._keys[:, :, self.length : self.length + new] = key_states
+        self._values[:, :, self.length : self.length + new] = value_states
+        self.length += new
+        self._refresh_views()
+        return self.keys, self.values
 
-        def get_seq_length(self) -> int:
-            return self.length
+    def get_seq_length(self) -> int:
+        return self.length
 
-        def batch_repeat_interleave(self, repeats: int) -> None:
-            self._keys = self._keys.repeat_interleave(repeats, dim=0)
-            self._values = self._values.repeat_interleave(repeats, dim=0)
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._keys = self._keys.repeat_interleave(repeats, dim=0)
+        self._values = self._values.repeat_interleave(repeats, dim=0)
+        self._refresh_views()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._keys = self._keys[indices]
+        self._values = self._values[indices]
+        self._refresh_views()
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.batch_select_indices(beam_idx.to(self._keys.device))
+
+    def offload(self) -> None:
+        self._keys, self._values = self._keys.to("cpu", non_blocking=True), self._values.to("cpu", non_blocking=True)
+        self._refresh_views()
+
+    def prefetch(self) -> None:
+        if self._keys.device != self.device:
+            self._keys = self._keys.to(self.device, non_blocking=True)
+            self._values = self._values.to(self.device, non_blocking=True)
             self._refresh_views()
 
-        def batch_select_indices(self, indices: torch.Tensor) -> None:
-            self._keys = self._keys[indices]
-            self._values = self._values[indices]
-            self._refresh_views()
+    def crop(self, tokens_to_remove: int) -> None:
+        super().crop(tokens_to_remove)  # checks the argument and crops the views
+        self.length = self.keys.shape[-2]
 
-        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-            self.batch_select_indices(beam_idx.to(self._keys.device))
-
-        def offload(self) -> None:
-            self._keys, self._values = self._keys.to("cpu", non_blocking=True), self._values.to("cpu", non_blocking=True)
-            self._refresh_views()
-
-        def prefetch(self) -> None:
-            if self._keys.device != self.device:
-                self._keys = self._keys.to(self.device, non_blocking=True)
-                self._values = self._values.to(self.device, non_blocking=True)
-                self._refresh_views()
-
-        def crop(self, tokens_to_remove: int) -> None:
-            super().crop(tokens_to_remove)  # checks the argument and crops the views
-            self.length = self.keys.shape[-2]
-
-        def reset(self) -> None:
-            super().reset()
-            self._keys = self._values = None
-            self.length = 0
+    def reset(self) -> None:
+        super().reset()
+        self._keys = self._values = None
+        self.length = 0
 
 
 def grow_in_blocks(cache, block: int = DEFAULT_BLOCK) -> int:
@@ -107,7 +101,7 @@ def grow_in_blocks(cache, block: int = DEFAULT_BLOCK) -> int:
     Inference only: the in-place writes would trip autograd's checks. -> how many layers were converted.
     """
     layers = getattr(cache, "layers", None)
-    if DynamicLayer is None or layers is None or getattr(cache, "offloading", False):
+    if layers is None or getattr(cache, "offloading", False):
         return 0  # an offloading cache moves layer.keys between devices; it keeps its own layers
     converted = 0
     for index, layer in enumerate(layers):
