@@ -152,7 +152,7 @@ def run_cohort(spec: RunSpec) -> dict[str, Any]:
     import torch
 
     from cohort.config import load_config
-    from cohort.trainer import Trainer
+    from cohort.training.trainer import Trainer
 
     torch.set_num_threads(spec.threads)
     with tempfile.TemporaryDirectory(prefix="bench-cohort-") as out_dir:

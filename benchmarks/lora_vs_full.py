@@ -174,7 +174,7 @@ def run_worker(spec_path: Path, result_path: Path) -> None:
     import torch
 
     from cohort.config import load_config
-    from cohort.trainer import Trainer
+    from cohort.training.trainer import Trainer
 
     spec = json.loads(spec_path.read_text())
     torch.set_num_threads(spec["threads"])
@@ -217,7 +217,7 @@ def run_paired(spec: dict[str, Any]) -> dict[str, Any]:
     """Step times of both sides under the same load: a full and a LoRA trainer in this one process, stepped
     alternately (full, LoRA, LoRA, full, ...), ``spec["steps"]`` steps each; no evaluation, no memory numbers."""
     from cohort.config import load_config
-    from cohort.trainer import Trainer
+    from cohort.training.trainer import Trainer
 
     trainers = {run["side"]: Trainer(load_config(None, overrides(run))) for run in spec["runs"]}
     times: dict[str, dict[str, list[float]]] = {side: {key: [] for key in ("step", *PHASES)} for side in trainers}

@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 
 from cohort.config import ConfigError, load_config
 from cohort.methods import check_config
-from cohort.monitor import RunConsole
+from cohort.monitoring.console import RunConsole
 from cohort.report import write_report
-from cohort.trainer import Trainer
+from cohort.training.trainer import Trainer
 
 pytestmark = pytest.mark.timeout(600)
 

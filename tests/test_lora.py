@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from cohort.cli import main
-from cohort.lora import AdapterReference, LoraError
+from cohort.models.lora import AdapterReference, LoraError
 from cohort.models import completion_logprobs, load_policy
-from cohort.monitor import RunConsole
-from cohort.trainer import Trainer
+from cohort.monitoring.console import RunConsole
+from cohort.training.trainer import Trainer
 from test_methods import METHODS, method_config, train
 from test_trainer import comparable, metric_lines
 

@@ -15,11 +15,11 @@ from transformers import AutoModelForTokenClassification
 from cohort.cli import main
 from cohort.config import ConfigError, load_config
 from cohort.data.files import DatasetError
-from cohort.monitor import RunConsole
-from cohort.optimise import micro_batches, mini_batches, rollout_micro_batches
+from cohort.monitoring.console import RunConsole
+from cohort.optimisation.update import micro_batches, mini_batches, rollout_micro_batches
 from cohort.rollout import Rollout
 from cohort.sources import MethodDataError
-from cohort.trainer import Trainer
+from cohort.training.trainer import Trainer
 from test_trainer import comparable, metric_lines, one_update
 
 METHODS = ["grpo", "ppo", "dpo", "sft", "rft", "online_rft"]

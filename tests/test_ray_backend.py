@@ -62,8 +62,8 @@ def test_a_lost_worker_scores_none_for_its_chunk_and_the_next_call_works():
 
 def test_training_with_ray_scoring(tmp_path, tiny_llama_dir):
     from cohort.config import load_config
-    from cohort.monitor import RunConsole
-    from cohort.trainer import Trainer
+    from cohort.monitoring.console import RunConsole
+    from cohort.training.trainer import Trainer
 
     task = tmp_path / "sums.jsonl"
     task.write_text("".join(json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n" for a in range(5) for b in range(5)))

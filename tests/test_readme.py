@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cohort import config_reference
+from cohort.config import reference as config_reference
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_config_reference_is_current():
     text = README.read_text()
-    assert config_reference.refreshed(text) == text, "run: python -m cohort.config_reference --write README.md"
+    assert config_reference.refreshed(text) == text, "run: python -m cohort.config.reference --write README.md"
 
 
 def test_every_config_field_is_documented():

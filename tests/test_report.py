@@ -23,7 +23,7 @@ import pytest
 from system_deps import requires_chromium
 
 from cohort.config import load_config
-from cohort.monitor import RunConsole
+from cohort.monitoring.console import RunConsole
 from cohort.report import (
     ReportError,
     format_number,
@@ -32,7 +32,7 @@ from cohort.report import (
     render_html,
     write_report,
 )
-from cohort.trainer import Trainer
+from cohort.training.trainer import Trainer
 
 STEPS = 6
 HOSTILE_COMPLETION = (

@@ -10,8 +10,8 @@ from system_deps import requires_bubblewrap
 from transformers import LlamaForSequenceClassification, LlamaForTokenClassification
 
 from cohort.config import load_config
-from cohort.monitor import RunConsole
-from cohort.trainer import Trainer
+from cohort.monitoring.console import RunConsole
+from cohort.training.trainer import Trainer
 from rewards.test_reward_models import save_classifier
 
 
@@ -105,7 +105,7 @@ def test_the_run_log_names_the_sandbox_isolation(tmp_path, tiny_llama_dir):
     run(tree, tmp_path)
     log = (tmp_path / "out" / "run.log").read_text()
     assert "programs run in a sandbox with" in log
-    from cohort.rewards.sandbox import sandbox_isolation
+    from cohort.rewards.sandbox.runner import sandbox_isolation
 
     assert sandbox_isolation().split(" ")[0] in log
 

@@ -1,4 +1,4 @@
-"""Monte-Carlo step labels (cohort.step_labels, Math-Shepherd's hard / soft estimates) on tiny real models."""
+"""Monte-Carlo step labels (cohort.reward_training.labels, Math-Shepherd's hard / soft estimates) on tiny real models."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from cohort.assets import BUILTIN_MODELS
 from cohort.rewards import ExactMatch
 from cohort.rewards.process_model import split_steps
 from cohort.rollout import SamplingParams
-from cohort.step_labels import monte_carlo_step_labels, outcome_labels
+from cohort.reward_training.labels import monte_carlo_step_labels, outcome_labels
 
 PROMPTS = ["q1:", "q22:", "hello:", "x:", "long prompt:"]
 COMPLETIONS = ["ab\ncd\nef", "a1\n\n b2 \n", "", "single", "s1\ns2\ns3\ns4"]
@@ -148,7 +148,7 @@ def test_monte_carlo_labels_agree_with_the_gold_step_checker():
     """
     from cohort.data.multistep import check_steps, split_problems
     from cohort.models import encode_prompts, load_policy, load_tokenizer
-    from cohort.rewards.steps import FinalAnswerReward
+    from cohort.rewards.multistep import FinalAnswerReward
     from cohort.rollout import generate_rollout
 
     model, tokenizer = load_policy(str(MULTISTEP_MODEL)), load_tokenizer(str(MULTISTEP_MODEL))

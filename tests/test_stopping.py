@@ -17,10 +17,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cohort.checkpoint import TRAINER_STATE, UnsafeCheckpointError, load_trainer_state
+from cohort.training.checkpoint import TRAINER_STATE, UnsafeCheckpointError, load_trainer_state
 from cohort.config import load_config
-from cohort.monitor import RunConsole
-from cohort.trainer import Trainer
+from cohort.monitoring.console import RunConsole
+from cohort.training.trainer import Trainer
 
 TESTS = Path(__file__).parent
 

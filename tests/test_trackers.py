@@ -18,11 +18,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from cohort.checkpoint import RunDirectory
+from cohort.training.checkpoint import RunDirectory
 from cohort.cli import main
 from cohort.config import load_config
-from cohort.monitor import MetricsWriter
-from cohort.trackers import import_library, mlflow_key, tracker_names
+from cohort.monitoring.console import MetricsWriter
+from cohort.monitoring.trackers import import_library, mlflow_key, tracker_names
 
 TESTS = Path(__file__).resolve().parent
 RUN_NAME = "tiny-sums"
@@ -214,7 +214,7 @@ def test_tensorboard_has_the_same_scalars(tracked):
 def test_resume_continues_every_tracker_run_and_output_stays_quiet(tracked):
     assert tracked.ids == tracked.ids_after_first  # same W&B id, MLflow run, trackio run
     log = (tracked.out / "run.log").read_text().splitlines()
-    resumed = [line.split("cohort.trackers: ")[1].split(":")[0] for line in log if "cohort.trackers: " in line and " resumed " in line]
+    resumed = [line.split("cohort.monitoring.trackers: ")[1].split(":")[0] for line in log if "cohort.monitoring.trackers: " in line and " resumed " in line]
     assert resumed == ["wandb", "mlflow", "trackio"]
     for run in tracked.runs:
         lines = run.stdout.splitlines()

@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM
 
 from cohort.cli import main
 from cohort.config import PRESETS, load_config
-from cohort.monitor import RunConsole
-from cohort.optimise import optimise
-from cohort.trainer import StepTimer, Trainer
+from cohort.monitoring.console import RunConsole
+from cohort.optimisation.update import optimise
+from cohort.training.trainer import StepTimer, Trainer
 
 DESIGN_METRIC_KEYS = {
     "step", "reward/mean", "reward/std", "frac_zero_std", "kl", "clip_frac/low", "clip_frac/high", "entropy",

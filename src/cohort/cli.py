@@ -37,8 +37,8 @@ def _load(items: list[str]):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cohort.monitor import RunConsole
-    from cohort.trainer import Trainer
+    from cohort.monitoring.console import RunConsole
+    from cohort.training.trainer import Trainer
 
     config = _load(args.items)
     console = RunConsole(config.log.console, config.train.steps)
@@ -47,7 +47,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from cohort.evaluation_cli import run_eval
+    from cohort.evaluation.cli import run_eval
 
     models = [item for item in args.items if "=" not in item]
     overrides = [item for item in args.items if "=" in item]
@@ -107,8 +107,8 @@ def _presets(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     """A LoRA run's adapters merged into a plain HF model that AutoModelForCausalLM loads."""
-    from cohort.checkpoint import RunDirectory, save_pretrained_atomic
-    from cohort.lora import base_model_path, merged_model
+    from cohort.training.checkpoint import RunDirectory, save_pretrained_atomic
+    from cohort.models.lora import base_model_path, merged_model
     from cohort.models import load_policy, load_tokenizer
 
     source = Path(args.source)

@@ -17,9 +17,9 @@ from cohort.assets import resolve_builtin
 from cohort.config import Config
 from cohort.data.files import DatasetError
 from cohort.data.tasks import Task, format_prompt, load_task, row_columns, rows_at
-from cohort.evaluate import EvalSummary, ProblemResult, evaluate
+from cohort.evaluation.evaluate import EvalSummary, ProblemResult, evaluate
 from cohort.models import autocast_context, encode_prompts, eos_token_ids
-from cohort.monitor import dumps
+from cohort.monitoring.console import dumps
 from cohort.rewards import NamedReward, RewardScorer, SoftOverlongPunishment, build_reward, correctness_reward
 from cohort.rewards.registry import reward_label
 from cohort.rollout import SamplingParams

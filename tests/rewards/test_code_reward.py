@@ -32,7 +32,7 @@ from cohort.rewards.code import (
     parse_tests,
 )
 from cohort.rewards.registry import build_reward
-from cohort.rewards.sandbox import IsolationUnavailable, Sandbox, SandboxLimits
+from cohort.rewards.sandbox.runner import IsolationUnavailable, Sandbox, SandboxLimits
 
 pytestmark = pytest.mark.timeout(60)
 

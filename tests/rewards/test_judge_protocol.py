@@ -1,4 +1,4 @@
-"""The judge's wire format (cohort.rewards.judge), in this process: what survives the trip, what is refused.
+"""The judge's wire format (cohort.rewards.sandbox.harness), in this process: what survives the trip, what is refused.
 
 The judge only ever compares objects it decoded itself, so decoding must give exact builtin types
 and refuse anything else; these checks need no sandbox.
@@ -17,8 +17,8 @@ import threading
 
 import pytest
 
-from cohort.rewards import judge
-from cohort.rewards.judge import ProtocolError, decode, dump_line, encode, parse_line
+from cohort.rewards.sandbox import harness as judge
+from cohort.rewards.sandbox.harness import ProtocolError, decode, dump_line, encode, parse_line
 
 
 def roundtrip(value):

@@ -2,7 +2,7 @@
 
 Each attack scores 0 while an honest solution of the same problem scores 1. Everything runs in one
 batch per scoring mode (so the sandboxes run in parallel), under the default isolation. The verdict
-of an assertion test comes from a judge in another sandbox (cohort.rewards.verdict), so an attack on
+of an assertion test comes from a judge in another sandbox (cohort.rewards.sandbox.verdict), so an attack on
 the program's own process, output or return value must not turn into a pass; several cases would
 pass if one defence were removed (noted in their comment).
 """
@@ -20,7 +20,7 @@ import pytest
 from system_deps import requires_bubblewrap
 
 from cohort.rewards.code import CodeExecutionReward
-from cohort.rewards.sandbox import Sandbox, SandboxLimits
+from cohort.rewards.sandbox.runner import Sandbox, SandboxLimits
 
 pytestmark = [requires_bubblewrap, pytest.mark.timeout(120)]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from system_deps import requires_bubblewrap
 
-from cohort.rewards.sandbox import (
+from cohort.rewards.sandbox.runner import (
     ExecutionRequest,
     IsolationUnavailable,
     Sandbox,
@@ -179,7 +179,7 @@ def test_cohort_bwrap_points_the_sandbox_at_a_bwrap_binary(tmp_path, monkeypatch
 _WEAK_LAYER_RUN = """
 import json, logging, tempfile
 from cohort.rewards.registry import build_reward
-from cohort.rewards.sandbox import Sandbox
+from cohort.rewards.sandbox.runner import Sandbox
 warnings = []
 class Collect(logging.Handler):
     def emit(self, record):

@@ -18,11 +18,11 @@ from typing import Any, ClassVar
 import torch
 
 from cohort import algo
-from cohort.batches import ScoredBatch
+from cohort.sources.scored_batch import ScoredBatch
 from cohort.config import Config
 from cohort.data.tasks import Task
 from cohort.distributed import World
-from cohort.optimise import MicroBatch, Trainable, logprobs_without_grad
+from cohort.optimisation.update import MicroBatch, Trainable, logprobs_without_grad
 from cohort.rewards import NamedReward
 from cohort.rollout import Rollout
 from cohort.sources import Source, SourcePieces, StepTimer

@@ -15,12 +15,12 @@ from __future__ import annotations
 import torch
 
 from cohort import algo
-from cohort.batches import ScoredBatch
+from cohort.sources.scored_batch import ScoredBatch
 from cohort.config import Config, ConfigError
 from cohort.data.tasks import Task
 from cohort.methods.base import Method, TrainingSignal, take
 from cohort.methods.registry import register_method
-from cohort.optimise import MicroBatch
+from cohort.optimisation.update import MicroBatch
 from cohort.rewards import NamedReward, correctness_reward
 from cohort.sources import (
     DatasetTargets,

@@ -12,13 +12,13 @@ import time
 import torch
 
 from cohort import algo
-from cohort.batches import ScoredBatch
+from cohort.sources.scored_batch import ScoredBatch
 from cohort.config import Config, ConfigError
 from cohort.data.tasks import Task
 from cohort.methods.base import Method, TrainingSignal, rows_of, take
 from cohort.methods.coefficient import require_correctness
 from cohort.methods.registry import register_method
-from cohort.optimise import MicroBatch
+from cohort.optimisation.update import MicroBatch
 from cohort.rewards import NamedReward
 from cohort.sources import OfflineSamples, PreferencePairs, SamplePairs, SourcePieces, StepTimer, check_preference_columns
 

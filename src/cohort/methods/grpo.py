@@ -12,11 +12,11 @@ import time
 import torch
 
 from cohort import algo
-from cohort.batches import ScoredBatch
+from cohort.sources.scored_batch import ScoredBatch
 from cohort.config import Config, ConfigError
 from cohort.methods.base import Method, TrainingSignal, rows_of, take
 from cohort.methods.registry import register_method
-from cohort.optimise import MicroBatch
+from cohort.optimisation.update import MicroBatch
 from cohort.rewards.process_model import step_tensors
 from cohort.sources import OnlineRollouts, SourcePieces, StepTimer
 

@@ -13,17 +13,17 @@ import time
 import torch
 
 from cohort import algo
-from cohort.batches import ScoredBatch
+from cohort.sources.scored_batch import ScoredBatch
 from cohort.config import Config
 from cohort.distributed import World
 from cohort.methods.base import Method, MethodContext, TrainingSignal, rows_of, take
 from cohort.methods.grpo import check_clip_settings
 from cohort.methods.coefficient import check_aggregation
 from cohort.methods.registry import register_method
-from cohort.optimise import MicroBatch, Trainable, batch_inputs, rollout_micro_batches
+from cohort.optimisation.update import MicroBatch, Trainable, batch_inputs, rollout_micro_batches
 from cohort.rollout import Rollout
 from cohort.sources import OnlineRollouts, SourcePieces, StepTimer
-from cohort.value_model import completion_values, load_value_model
+from cohort.models.value import completion_values, load_value_model
 
 VALUE_DIR = "value_model"
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cohort.monitor import dumps
+from cohort.monitoring.console import dumps
 from cohort.reproduce import figures
 from cohort.reproduce.analysis import arm_results, judge_claims
 from cohort.reproduce.page import render

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from cohort.monitor import dumps
+from cohort.monitoring.console import dumps
 from cohort.reproduce.plan import Scale, common_overrides
 from cohort.reproduce.runner import ProgressFn, run_directory
 
@@ -38,8 +38,8 @@ def _policy_and_samples(scale: Scale):
 def train_reward_models(scale: Scale, out: Path, progress: ProgressFn) -> dict[str, Any]:
     """The ORM (rule labels) and the PRM (Math-Shepherd Monte-Carlo step labels) the GRPO arms use."""
     from cohort.reward_training import OutcomeExample, train_outcome_model, train_process_model
-    from cohort.rewards.steps import FinalAnswerReward
-    from cohort.step_labels import monte_carlo_step_labels
+    from cohort.rewards.multistep import FinalAnswerReward
+    from cohort.reward_training.labels import monte_carlo_step_labels
 
     directory = out / "reward_models"
     summary_path = directory / "summary.json"

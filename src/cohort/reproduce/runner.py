@@ -47,7 +47,7 @@ def run_directory(out: Path, arm: str, seed: int) -> Path:
 
 def arm_config(arm: Arm, scale: Scale, seed: int, out: Path):
     """The run config of one job (resuming when its directory holds a run)."""
-    from cohort.checkpoint import RunDirectory
+    from cohort.training.checkpoint import RunDirectory
     from cohort.config import load_config
 
     directory = run_directory(out, arm.name, seed)
@@ -61,8 +61,8 @@ def _train_job(arm_name: str, seed: int, scale: Scale, out: str) -> dict[str, An
     import torch
     from transformers.utils import logging as hf_logging
 
-    from cohort.monitor import RunConsole, dumps
-    from cohort.trainer import Trainer
+    from cohort.monitoring.console import RunConsole, dumps
+    from cohort.training.trainer import Trainer
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

@@ -5,7 +5,7 @@ continued from an earlier reward model) with binary cross-entropy and write an H
 cohort's ``reward_model`` reward and ``reward.process_model`` load as they are; both return a
 :class:`RewardTrainingReport` (loss curve, held-out accuracy and exact AUC). The examples come
 from JSONL files (``read_outcome_examples`` / ``read_process_examples``) or from memory, e.g.
-from ``cohort.step_labels`` (Monte-Carlo step labels in the manner of Math-Shepherd).
+from ``cohort.reward_training.labels`` (Monte-Carlo step labels in the manner of Math-Shepherd).
 """
 
 from cohort.reward_training.examples import (

@@ -29,9 +29,9 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 from cohort.assets import resolve_builtin
-from cohort.checkpoint import atomic_directory
+from cohort.training.checkpoint import atomic_directory
 from cohort.models import load_tokenizer, resolve_device, resolve_dtype, resolve_model_source
-from cohort.optim import build_optimizer
+from cohort.optimisation.optimizer import build_optimizer
 from cohort.reward_training.encoding import Encoded, encode_outcome, encode_process, separator_ids, unit_labels, unit_logits
 from cohort.reward_training.examples import Example, OutcomeExample, ProcessExample
 from cohort.reward_training.metrics import HeldOutMetrics, held_out_metrics
@@ -51,7 +51,7 @@ class RewardTrainingOptions:
     batch_size: int = 8
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0  # 0 = no clipping
-    schedule: str = "constant"  # constant | cosine | linear (cohort.optim), after warmup_steps
+    schedule: str = "constant"  # constant | cosine | linear (cohort.optimisation.optimizer), after warmup_steps
     warmup_steps: int = 0
     max_length: int | None = None  # token limit per input (None: the model's positions)
     held_out_fraction: float = 0.1  # used when no held-out set is given

@@ -14,8 +14,8 @@ The tests of a problem come in a dataset column (default ``tests``), as a list, 
 
 Assertion tests never run in the program's process: a judge sandbox runs them against proxies of
 the program's top-level functions in a second sandbox and reports the verdict to the host (see
-:mod:`cohort.rewards.verdict`), so nothing the program prints, returns or patches can make a
-failing test pass. All isolation lives in :mod:`cohort.rewards.sandbox`; this module only
+:mod:`cohort.rewards.sandbox.verdict`), so nothing the program prints, returns or patches can make a
+failing test pass. All isolation lives in :mod:`cohort.rewards.sandbox.runner`; this module only
 extracts, parses, schedules and scores.
 """
 
@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from cohort.rewards.sandbox import ExecutionResult, Sandbox, SandboxLimits
-from cohort.rewards.verdict import AssertionTest, run_assertion_tests
+from cohort.rewards.sandbox.runner import ExecutionResult, Sandbox, SandboxLimits
+from cohort.rewards.sandbox.verdict import AssertionTest, run_assertion_tests
 
 __all__ = [
     "MODES",

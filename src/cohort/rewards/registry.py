@@ -12,7 +12,7 @@ from cohort.rewards.base import NamedReward
 BUILTIN_REWARDS: dict[str, str | Callable[..., Any]] = {
     "exact_match": "cohort.rewards.builtin:ExactMatch",
     "format": "cohort.rewards.builtin:FormatReward",
-    "final_answer": "cohort.rewards.steps:FinalAnswerReward",
+    "final_answer": "cohort.rewards.multistep:FinalAnswerReward",
     "math": "cohort.rewards.math:MathAnswerReward",
     "code": "cohort.rewards.code:CodeExecutionReward",
     "reward_model": "cohort.rewards.reward_model:RewardModelReward",

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 import torch
 
 from cohort import algo
-from cohort.batches import ScoredBatch, per_sample_columns
-from cohort.checkpoint import RunDirectory
+from cohort.sources.scored_batch import ScoredBatch, per_sample_columns
+from cohort.training.checkpoint import RunDirectory
 from cohort.components import PromptRenderer
 from cohort.config import Config
 from cohort.data.tasks import Task, row_columns

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from cohort.batches import ScoredBatch
+from cohort.sources.scored_batch import ScoredBatch
 from cohort.data.tasks import row_columns, rows_at
-from cohort.monitor import dumps
+from cohort.monitoring.console import dumps
 from cohort.rewards import RewardScores
 from cohort.sources.base import SourcePieces, StepTimer, sample_and_score
 from cohort.sources.stream import ExampleStream, MethodDataError, as_float_tensor, default_batch_size

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from cohort.batches import ScoredBatch, rollout_from_tokens
+from cohort.sources.scored_batch import ScoredBatch, rollout_from_tokens
 from cohort.data.sampler import PromptSampler
 from cohort.sources.base import SourcePieces, StepTimer
 

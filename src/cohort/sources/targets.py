@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cohort.batches import ScoredBatch, no_scores
+from cohort.sources.scored_batch import ScoredBatch, no_scores
 from cohort.config import Config
 from cohort.data.files import DatasetError
 from cohort.data.tasks import Task, row_columns, rows_at

@@ -31,7 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
-from cohort.checkpoint import RunDirectory
+from cohort.training.checkpoint import RunDirectory
 
 MAX_COMPLETIONS = 50
 """Sampled completions shown in the table (the latest ones)."""

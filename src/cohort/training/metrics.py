@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from cohort.batches import ScoredBatch
+from cohort.sources.scored_batch import ScoredBatch
 from cohort.distributed import World
 
 

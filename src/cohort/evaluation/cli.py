@@ -20,7 +20,7 @@ from rich.progress import (
 )
 
 from cohort.assets import DEMO_CONFIG, resolve_builtin
-from cohort.checkpoint import RunDirectory
+from cohort.training.checkpoint import RunDirectory
 from cohort.components import (
     build_rewards,
     evaluate_held_out,
@@ -29,9 +29,9 @@ from cohort.components import (
     write_eval,
 )
 from cohort.config import Config, load_config
-from cohort.evaluate import default_ks
+from cohort.evaluation.evaluate import default_ks
 from cohort.models import load_policy, load_tokenizer, resolve_device
-from cohort.monitor import comparison_table, dumps
+from cohort.monitoring.console import comparison_table, dumps
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cohort.rewards.layers import NOBODY, Layer, SandboxError, no_fork_filter
+from cohort.rewards.sandbox.layers import NOBODY, Layer, SandboxError, no_fork_filter
 
 if TYPE_CHECKING:
-    from cohort.rewards.sandbox import SandboxLimits
+    from cohort.rewards.sandbox.runner import SandboxLimits
 
 logger = logging.getLogger("cohort.rewards.sandbox")
 

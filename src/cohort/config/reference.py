@@ -1,6 +1,6 @@
 """The config reference in Markdown, generated from ``cohort/config.py`` (fields, defaults, docstrings).
 
-``python -m cohort.config_reference --write README.md`` refreshes the section of the README between
+``python -m cohort.config.reference --write README.md`` refreshes the section of the README between
 the reference markers; a test fails when the README is out of date.
 """
 

@@ -40,10 +40,10 @@ from cohort.rewards import NamedReward
 from cohort.rewards.process_model import ProcessRewardModel, split_steps
 from cohort.rewards.reward_model import RewardModelReward
 from cohort.sources import StepTimer, sample_and_score
-from cohort.step_labels import monte_carlo_step_labels
+from cohort.reward_training.labels import monte_carlo_step_labels
 
 if TYPE_CHECKING:
-    from cohort.trainer import Trainer
+    from cohort.training.trainer import Trainer
 
 ITERATIONS_DIR = "iterations"
 REWARD_MODEL_NAME = "reward_model"

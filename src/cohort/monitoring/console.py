@@ -21,11 +21,11 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cohort.evaluate import EvalSummary
-from cohort.trackers import TrackedRun, close_trackers, finite_scalars, open_trackers, tracker_names
+from cohort.evaluation.evaluate import EvalSummary
+from cohort.monitoring.trackers import TrackedRun, close_trackers, finite_scalars, open_trackers, tracker_names
 
 if TYPE_CHECKING:
-    from cohort.checkpoint import RunDirectory
+    from cohort.training.checkpoint import RunDirectory
     from cohort.config import Config
 
 logger = logging.getLogger("cohort")
@@ -59,7 +59,7 @@ def _format_number(value: Any) -> str:
 
 class MetricsWriter:
     """Appends per-step metrics to metrics.jsonl and sends them to the run's trackers (TensorBoard, W&B,
-    MLflow, trackio: see cohort.trackers); sampled completions go to completions.jsonl.
+    MLflow, trackio: see cohort.monitoring.trackers); sampled completions go to completions.jsonl.
 
     metrics.jsonl is written first and is the record: the trackers get its finite numbers under its
     names, and a tracker that fails is reported once and never stops training.

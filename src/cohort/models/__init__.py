@@ -200,11 +200,11 @@ def load_policy(
     Returned in eval mode (dropout off, the usual choice for RL fine-tuning); call ``.train()``
     to enable dropout.
     """
-    from cohort.lora import base_model_path
+    from cohort.models.lora import base_model_path
 
     base = base_model_path(name_or_path) if Path(name_or_path).is_dir() else None
     if base is not None:
-        from cohort.lora import load_adapters
+        from cohort.models.lora import load_adapters
 
         model = load_policy(base, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         return load_adapters(model, name_or_path)

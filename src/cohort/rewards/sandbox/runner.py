@@ -1,7 +1,7 @@
 """Run untrusted Python programs in a sandbox: one process per program, in a throwaway directory.
 
 Secure by default: a :class:`Sandbox` uses bubblewrap with a bound on the number of processes (see
-:mod:`cohort.rewards.layers` for what each layer guarantees). With ``isolation="auto"`` (the default)
+:mod:`cohort.rewards.sandbox.layers` for what each layer guarantees). With ``isolation="auto"`` (the default)
 or ``"bubblewrap"`` it raises :class:`IsolationUnavailable` when bubblewrap is missing or cannot
 work here, naming what is missing and how to install it; it never falls back to a weaker layer. The
 weaker layers (``"unshare"``, ``"setuid"``, ``"none"``) run only when named explicitly, and the
@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TypeVar
 
-from cohort.rewards.layers import (
+from cohort.rewards.sandbox.layers import (
     ISOLATIONS,
     NOBODY,
     IsolationUnavailable,
@@ -39,7 +39,7 @@ from cohort.rewards.layers import (
     find_bwrap,
     probes_failed,
 )
-from cohort.rewards.process import SANDBOX_DIR, SandboxProcess, decode_status
+from cohort.rewards.sandbox.processes import SANDBOX_DIR, SandboxProcess, decode_status
 
 __all__ = [
     "ISOLATIONS",
@@ -200,7 +200,7 @@ class Sandbox:
 
         The caller waits for it and must close it (``with``). ``pass_fds`` reach the script under the
         same numbers; ``role="judge"`` gives a read-only directory and, under unshare and setuid, a
-        uid other than the programs' (see :class:`~cohort.rewards.process.SandboxProcess`).
+        uid other than the programs' (see :class:`~cohort.rewards.sandbox.processes.SandboxProcess`).
         """
         with self._started_lock:
             self._started_total += 1

@@ -3,7 +3,7 @@
 For one completion the host starts two sandboxes under the same layer, connected only by two pipes
 it created: the *candidate* runs the program's top level, then answers calls; the *judge* runs the
 tests (trusted dataset code) against proxies of the program's functions and decodes every answer
-into plain builtin data (see :mod:`cohort.rewards.judge`, the harness both run). The tests reach the
+into plain builtin data (see :mod:`cohort.rewards.sandbox.harness`, the harness both run). The tests reach the
 judge through a descriptor the host opened (never a file), and the judge reports one pass/fail per
 test over a pipe only it holds; nothing the candidate prints, returns or patches is read as a verdict.
 
@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cohort.rewards import judge
-from cohort.rewards.sandbox import Sandbox, SandboxError, SandboxProcess
+from cohort.rewards.sandbox import harness as judge
+from cohort.rewards.sandbox.runner import Sandbox, SandboxError, SandboxProcess
 
 PROGRAM_NAME = "main.py"
 _STARTUP_SLACK_S = 2.0  # on top of the per-test limits: two interpreters starting on a busy machine

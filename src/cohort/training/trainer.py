@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from cohort.assets import resolve_builtin
-from cohort.batches import ScoredBatch
-from cohort.checkpoint import (
+from cohort.sources.scored_batch import ScoredBatch
+from cohort.training.checkpoint import (
     RunDirectory,
     capture_rng_state,
     load_trainer_state,
@@ -47,21 +47,21 @@ from cohort.components import (
 from cohort.config import Config, save_config
 from cohort.data.tasks import Task, format_prompt
 from cohort.distributed import World, full_model_state, gathered, load_optimizer_state, optimizer_state, start_world, wrap
-from cohort.evaluate import EvalSummary
-from cohort.iterative import IterativeRL
-from cohort.lora import AdapterReference, LoraError, add_adapters, is_adapted, lora_config, merged_model
+from cohort.evaluation.evaluate import EvalSummary
+from cohort.training.iterative import IterativeRL
+from cohort.models.lora import AdapterReference, LoraError, add_adapters, is_adapted, lora_config, merged_model
 from cohort.methods import MethodContext, TrainingSignal, check_config
 from cohort.models import autocast_context, load_policy, load_reference, load_tokenizer, resolve_device
-from cohort.monitor import MetricsWriter, RunConsole, comparison_table, dumps
-from cohort.optim import build_optimizer
-from cohort.optimise import LoopSettings, Trainable, optimise
+from cohort.monitoring.console import MetricsWriter, RunConsole, comparison_table, dumps
+from cohort.optimisation.optimizer import build_optimizer
+from cohort.optimisation.update import LoopSettings, Trainable, optimise
 from cohort.report import write_report
 from cohort.rewards import RewardScorer, correctness_reward
 from cohort.rewards.process_model import ProcessRewardModel
 from cohort.rewards.registry import construct
 from cohort.sources import SourcePieces, StepTimer
-from cohort.step_metrics import BatchFacts, mean_over_ranks, reward_metrics, shape_metrics
-from cohort.stopping import StopRequests
+from cohort.training.metrics import BatchFacts, mean_over_ranks, reward_metrics, shape_metrics
+from cohort.training.stopping import StopRequests
 
 logger = logging.getLogger(__name__)
 
