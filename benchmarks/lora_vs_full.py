@@ -45,7 +45,12 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench_processes import check_run_args, current_rss_bytes, peak_rss_so_far, run_measured  # noqa: E402
+from bench_processes import (  # noqa: E402
+    check_run_args,
+    current_rss_bytes,
+    peak_rss_so_far,
+    run_measured,
+)
 
 SIDES = ("full", "lora")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -18,7 +18,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from cohort.rewards.code import CodeExecutionReward
-from cohort.rewards.sandbox.runner import ISOLATIONS, ExecutionRequest, Sandbox, SandboxLimits
+from cohort.rewards.sandbox.runner import (
+    ISOLATIONS,
+    ExecutionRequest,
+    Sandbox,
+    SandboxLimits,
+)
 
 TRIVIAL = "pass"
 # A typical competitive-programming solution: parse input, a small DP, print the answer.

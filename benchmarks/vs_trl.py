@@ -390,7 +390,13 @@ def measure_machine(args: argparse.Namespace, trl_version: str, log=print) -> tu
 
 def resolve_model(args: argparse.Namespace, scratch: str, log=print) -> str:
     """The model directory to benchmark: --model, a random-weight stand-in (--no-warm-start), or the cached model."""
-    from bench_models import RECIPES, build_char_tokenizer, build_random_model, prepare_model, recipe_characters
+    from bench_models import (
+        RECIPES,
+        build_char_tokenizer,
+        build_random_model,
+        prepare_model,
+        recipe_characters,
+    )
 
     if args.model:
         return args.model

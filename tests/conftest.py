@@ -15,16 +15,19 @@ import pytest
 # Hooks: a test marked requires_bubblewrap / requires_chromium skips (or, under
 # COHORT_REQUIRE_SYSTEM_DEPS=1, fails) when the package is missing, and the terminal summary says
 # which packages were missing and how to install them.
-from system_deps import pytest_collection_modifyitems, pytest_runtest_setup, pytest_terminal_summary  # noqa: F401
+from system_deps import (  # noqa: F401
+    pytest_collection_modifyitems,
+    pytest_runtest_setup,
+    pytest_terminal_summary,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 
 def _save(directory: Path, arch: str, seed: int) -> Path:
-    from transformers.utils import logging as hf_logging
-
     from tiny_models import save_tiny_model
+    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     return save_tiny_model(directory, arch, seed=seed)

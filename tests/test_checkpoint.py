@@ -10,7 +10,10 @@ import textwrap
 
 import pytest
 
-from cohort.training.checkpoint import RunDirectory, RunDirectoryError, atomic_directory, prune_checkpoints, truncate_jsonl
+from cohort.atomic import atomic_directory
+from cohort.records import truncate_jsonl
+from cohort.run_directory import RunDirectory, RunDirectoryError
+from cohort.training.checkpoint import prune_checkpoints
 
 
 def test_atomic_directory_replaces_or_keeps(tmp_path):
@@ -32,7 +35,7 @@ def test_a_process_killed_mid_write_leaves_no_checkpoint_behind(tmp_path):
         f"""
         import time
         from pathlib import Path
-        from cohort.training.checkpoint import atomic_directory
+        from cohort.atomic import atomic_directory
         with atomic_directory(Path({str(tmp_path)!r}) / "checkpoints" / "step-2") as tmp:
             (tmp / "trainer_state.pt").write_text("partial")
             print("writing", flush=True)

@@ -8,7 +8,14 @@ import pytest
 import yaml
 
 from cohort.cli import main
-from cohort.config import FIELD_TYPES, PRESETS, ConfigError, build_config, load_config, parse_overrides
+from cohort.config import (
+    PRESETS,
+    ConfigError,
+    build_config,
+    field_types,
+    load_config,
+    parse_overrides,
+)
 from cohort.methods import check_config
 
 REQUIRED_KEYS = [
@@ -30,13 +37,13 @@ REQUIRED_KEYS = [
 
 def test_the_issue_keys_exist_with_their_names():
     for key in REQUIRED_KEYS:
-        assert key in FIELD_TYPES, key
+        assert key in field_types(), key
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_applies_and_its_settings_are_real_keys(name):
     for key in PRESETS[name].settings:
-        assert key in FIELD_TYPES, f"preset {name} sets unknown key {key}"
+        assert key in field_types(), f"preset {name} sets unknown key {key}"
     config = build_config({"model.path": "m", "algorithm.preset": name})
     for key, value in PRESETS[name].settings.items():
         section, field = key.split(".")
@@ -101,9 +108,9 @@ def test_invalid_values_name_key_value_and_what_is_allowed(override, message):
         (["algorithm.method=sft", "algorithm.mu=2"], r"algorithm.mu belongs to method grpo / ppo, not sft"),
         (["algorithm.method=grpo", "ppo.gamma=0.9"], r"ppo.gamma belongs to method ppo, not grpo"),
         (["algorithm.method=dpo", "algorithm.ref_reset_every=5"], r"algorithm.ref_reset_every belongs to method grpo / ppo, not dpo"),
-        (["train.batch_size=4"], r"train.batch_size belongs to method dpo / rft / sft, not grpo"),
+        (["train.batch_size=4"], r"train.batch_size belongs to method dpo / ipo / rft / sft, not grpo"),
         (["algorithm.method=dpo", "offline.samples_per_prompt=1"], r"offline.samples_per_prompt=1 is not allowed: expected an int >= 2"),
-        (["algorithm.method=dqn"], r"algorithm.method='dqn' is not allowed: expected one of dpo, grpo, online_rft, ppo, rft, sft"),
+        (["algorithm.method=dqn"], r"algorithm.method='dqn' is not allowed: expected one of dpo, grpo, ipo, online_rft, ppo, rft, sft"),
     ],
 )
 def test_method_rules_are_checked_before_anything_loads(overrides, message):

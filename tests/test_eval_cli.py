@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_trainer import run_config, train
 
 from cohort.cli import main
-from test_trainer import run_config, train
 
 
 @pytest.fixture(scope="module")

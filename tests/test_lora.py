@@ -9,15 +9,16 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_methods import METHODS, has_kl, method_config, train
+from test_trainer import comparable, metric_lines
 from transformers import AutoModelForCausalLM
 
 from cohort.cli import main
+from cohort.models.loading import load_policy
 from cohort.models.lora import AdapterReference, LoraError
-from cohort.models import completion_logprobs, load_policy
+from cohort.models.scoring import completion_logprobs
 from cohort.monitoring.console import RunConsole
 from cohort.training.trainer import Trainer
-from test_methods import METHODS, method_config, train
-from test_trainer import comparable, metric_lines
 
 pytest.importorskip("peft", reason="LoRA needs PEFT: pip install 'cohort[lora]'")
 
@@ -32,7 +33,7 @@ def task_file(tmp_path_factory):
 
 
 def _extra(method):
-    return ("algorithm.beta=0.04",) if method in ("grpo", "ppo") else ()
+    return ("algorithm.beta=0.04",) if has_kl(method) else ()
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -10,19 +10,24 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
+from test_trainer import comparable, metric_lines, one_update
 from transformers import AutoModelForTokenClassification
 
 from cohort.cli import main
 from cohort.config import ConfigError, load_config
 from cohort.data.files import DatasetError
+from cohort.methods import METHODS as REGISTERED
 from cohort.monitoring.console import RunConsole
-from cohort.optimisation.update import micro_batches, mini_batches, rollout_micro_batches
+from cohort.optimisation.batching import (
+    micro_batches,
+    mini_batches,
+    rollout_micro_batches,
+)
 from cohort.rollout import Rollout
 from cohort.sources import MethodDataError
 from cohort.training.trainer import Trainer
-from test_trainer import comparable, metric_lines, one_update
 
-METHODS = ["grpo", "ppo", "dpo", "sft", "rft", "online_rft"]
+METHODS = REGISTERED.names()  # every registered method, so a new one is tested without naming it here
 
 METHOD_METRICS = {
     "grpo": {"kl", "clip_frac/low", "clip_frac/high", "frac_zero_std", "advantage/abs_mean", "reward/mean"},
@@ -45,6 +50,22 @@ def task_file(tmp_path_factory):
     return path
 
 
+def draws_offline(method, overrides=()):
+    """Whether the method samples the initial policy once (RFT, pair methods without a preference file)."""
+    return REGISTERED.get(method).samples == "offline" and "dpo.pairs=dataset" not in overrides
+
+
+def has_kl(method):
+    """Whether the method reads algorithm.beta (a reference model in its loss or reward)."""
+    return REGISTERED.get(method).reads_key("algorithm.beta")
+
+
+def recorded_metrics(method):
+    """What a run of ``method`` must record: the metrics listed above, and every metric its panels draw."""
+    drawn = {key for panel in REGISTERED.get(method).panels for key, _ in panel.series}
+    return SHARED_METRICS | METHOD_METRICS.get(method, set()) | drawn
+
+
 def method_config(out_dir, model_dir, task_file, method, *overrides):
     base = [
         f"model.path={model_dir}", f"data.task={task_file}", "data.test_fraction=0.25", "data.eval_limit=4",
@@ -53,7 +74,7 @@ def method_config(out_dir, model_dir, task_file, method, *overrides):
         f"train.out_dir={out_dir}", "log.console=quiet", "log.completions_every=1", "log.report=false",
         "reward.functions=[{name: 'reward_fixtures:has_digit'}, {name: 'reward_fixtures:digit_count', weight: 0.1}]",
     ]
-    if method == "rft" or (method == "dpo" and "dpo.pairs=dataset" not in overrides):
+    if draws_offline(method, overrides):
         base += ["offline.samples_per_prompt=4", "offline.max_prompts=12"]
     return load_config(None, base + list(overrides))
 
@@ -70,7 +91,7 @@ def test_every_method_trains_and_records_its_metrics(tmp_path, tiny_llama_dir, t
     metrics = metric_lines(out)
     assert [m["step"] for m in metrics] == [1, 2, 3]
     for m in metrics:
-        assert SHARED_METRICS | METHOD_METRICS[method] <= set(m), (SHARED_METRICS | METHOD_METRICS[method]) - set(m)
+        assert recorded_metrics(method) <= set(m), recorded_metrics(method) - set(m)
         assert m["loss"] is not None and m["grad_norm"] is not None
     trained = load_file(out / "final" / "model.safetensors")
     initial = load_file(tiny_llama_dir / "model.safetensors")
@@ -78,7 +99,7 @@ def test_every_method_trains_and_records_its_metrics(tmp_path, tiny_llama_dir, t
     if method == "ppo":
         value = AutoModelForTokenClassification.from_pretrained(out / "checkpoints" / "step-3" / "value_model")
         assert value.config.num_labels == 1
-    if method in ("rft", "dpo"):
+    if draws_offline(method):
         drawn = (out / "offline" / "samples.jsonl").read_text().splitlines()
         assert len(drawn) == 12 * 4  # K samples for each of the max_prompts prompts
 
@@ -86,7 +107,7 @@ def test_every_method_trains_and_records_its_metrics(tmp_path, tiny_llama_dir, t
 @pytest.mark.parametrize("method", METHODS)
 def test_resume_equals_the_straight_run_for_every_method(tmp_path, tiny_llama_dir, task_file, method):
     extra = ("train.steps=4", "train.save_every=2", "train.eval_before=false", "train.eval_after=false")
-    if method in ("grpo", "ppo"):
+    if has_kl(method):
         extra += ("algorithm.beta=0.04", "algorithm.mu=2")
     straight = tmp_path / "straight"
     train(method_config(straight, tiny_llama_dir, task_file, method, *extra))
@@ -105,7 +126,7 @@ def test_micro_batch_size_does_not_change_any_methods_gradient(tmp_path, tiny_ll
     gradients = []
     for size, tokens in ((1, 0), (64, 0), (64, 24)):
         extra = [f"optim.micro_batch_size={size}", f"optim.micro_batch_tokens={tokens}", "optim.lr=1e-12"]
-        if method in ("grpo", "ppo"):
+        if has_kl(method):
             extra += ["algorithm.beta=0.04", "algorithm.aggregation=token_mean"]
         trainer = Trainer(method_config(tmp_path / f"micro{size}-{tokens}", tiny_llama_dir, task_file, method, *extra), RunConsole("quiet", 1))
         signal = one_update(trainer)
@@ -234,7 +255,7 @@ def test_an_interrupted_offline_draw_continues_to_the_same_samples(tmp_path, tin
         ("rft", ["reward.functions=[{name: 'reward_fixtures:length_score'}]"], MethodDataError, "method rft keeps correct samples"),
         ("online_rft", ["reward.functions=[{name: 'reward_fixtures:length_score'}]"], MethodDataError, "method online_rft keeps"),
         ("sft", ["algorithm.beta=0.1"], ConfigError, "algorithm.beta belongs to method grpo / ppo, not sft"),
-        ("ppo", ["dpo.beta=0.2"], ConfigError, "dpo.beta belongs to method dpo, not ppo"),
+        ("ppo", ["dpo.beta=0.2"], ConfigError, "dpo.beta belongs to method dpo / ipo, not ppo"),
     ],
 )
 def test_a_method_without_what_it_needs_fails_before_any_model_loads(tmp_path, task_file, method, overrides, error, message):

@@ -8,26 +8,27 @@ import time
 
 import pytest
 import torch
+from tiny_models import build_char_tokenizer, save_tiny_model, token_id
 from transformers import GenerationConfig
 
-from cohort import models
-from cohort.models import (
+from cohort.models import scoring
+from cohort.models.loading import (
     ModelNotFoundError,
-    cache_kwargs,
-    completion_logprobs,
-    completion_logprobs_and_entropy,
-    encode_prompts,
     eos_token_ids,
-    left_padded_position_ids,
     load_policy,
     load_reference,
     load_tokenizer,
-    render_prompt,
     resolve_dtype,
     resolve_model_source,
 )
+from cohort.models.prompts import encode_prompts, render_prompt
+from cohort.models.scoring import (
+    cache_kwargs,
+    completion_logprobs,
+    completion_logprobs_and_entropy,
+    left_padded_position_ids,
+)
 from cohort.rollout import left_pad
-from tiny_models import build_char_tokenizer, save_tiny_model, token_id
 
 MISSING_HUB_ID = "cohort-tests/no-such-model-7f3a9c"
 
@@ -267,7 +268,7 @@ def test_the_head_runs_on_chunks_of_the_needed_positions_only(tiny_llama, char_t
 def test_chunked_head_gradients_equal_the_full_logits_gradients(tiny_model, char_tokenizer, monkeypatch, recompute_above):
     """Log-probs and every parameter's gradient through the chunked head (recomputed in the backward
     or kept) equal those of a plain full forward + log_softmax, one unpadded sequence at a time, to 1e-5."""
-    monkeypatch.setattr(models, "RECOMPUTE_ABOVE_LOGITS", recompute_above)
+    monkeypatch.setattr(scoring, "RECOMPUTE_ABOVE_LOGITS", recompute_above)
     calls = []
     real_checkpoint = torch.utils.checkpoint.checkpoint
     monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or real_checkpoint(*a, **k))

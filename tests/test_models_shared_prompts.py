@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import cohort.models as models
-from cohort.models import completion_logprobs, completion_logprobs_and_entropy, shared_prompts
-from cohort.rollout import left_pad
 from tiny_models import token_id
+
+from cohort.models import scoring
+from cohort.models.scoring import (
+    completion_logprobs,
+    completion_logprobs_and_entropy,
+    shared_prompts,
+)
+from cohort.rollout import left_pad
 
 PROMPTS = ["what is 12+30?", "hi", "a longer prompt here"]
 COMPLETIONS = [["42\n", "4", "forty-two"], ["hello there", "yo", "hi!"], ["x", "yz", "abc d"]]
@@ -32,7 +36,7 @@ def _group_batch(tokenizer):
 
 def _per_row(monkeypatch):
     """Force the one-forward-per-row path."""
-    monkeypatch.setattr(models, "_prefix_sharing_pays", lambda model, distinct, rows: False)
+    monkeypatch.setattr(scoring, "_prefix_sharing_pays", lambda model, distinct, rows: False)
 
 
 def test_shared_prompts_ignore_padding_values():

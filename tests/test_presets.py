@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cohort.algo import AGGREGATIONS, KL_ESTIMATORS, OUTCOME_ESTIMATORS, POLICY_LOSSES, policy_loss
-from cohort.config import FIELD_TYPES, PRESETS, ConfigError, build_config, get_preset
+from cohort.algo import (
+    AGGREGATIONS,
+    KL_ESTIMATORS,
+    OUTCOME_ESTIMATORS,
+    POLICY_LOSSES,
+    policy_loss,
+)
+from cohort.config import PRESETS, ConfigError, build_config, field_types, get_preset
 from cohort.methods import check_config
 
 
@@ -16,7 +22,7 @@ def test_spec_presets_exist():
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_settings_are_real_keys_and_registered_and_usable(name):
-    assert all(key in FIELD_TYPES for key in get_preset(name).settings)
+    assert all(key in field_types() for key in get_preset(name).settings)
     config = build_config({"model.path": "m", "algorithm.preset": name})
     check_config(config)
     knobs = config.algorithm

@@ -14,9 +14,10 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="reward.backend=ray needs Ray: pip install 'cohort[ray]'")
 
+from system_deps import requires_bubblewrap  # noqa: E402
+
 from cohort.rewards import build_reward  # noqa: E402
 from cohort.rewards.ray_backend import RayReward, connect  # noqa: E402
-from system_deps import requires_bubblewrap  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -28,10 +28,10 @@ from cohort.report import (
     ReportError,
     format_number,
     load_run,
-    prompt_text,
     render_html,
     write_report,
 )
+from cohort.report.page import prompt_text
 from cohort.training.trainer import Trainer
 
 STEPS = 6

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from system_deps import requires_chromium
+from test_report import browser, screenshot, show_whole_page  # noqa: F401  (the browser fixture)
 
 from cohort.reproduce import reproduce
 from cohort.reproduce.plan import ARM_NAMES, ARMS, CLAIMS, FULL, QUICK
 from cohort.reproduce.runner import arm_config
-from system_deps import requires_chromium
-from test_report import browser, screenshot, show_whole_page  # noqa: F401  (the browser fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

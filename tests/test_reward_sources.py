@@ -6,13 +6,13 @@ import json
 
 import pytest
 import yaml
+from rewards.test_reward_models import save_classifier
 from system_deps import requires_bubblewrap
 from transformers import LlamaForSequenceClassification, LlamaForTokenClassification
 
 from cohort.config import load_config
 from cohort.monitoring.console import RunConsole
 from cohort.training.trainer import Trainer
-from rewards.test_reward_models import save_classifier
 
 
 def write_yaml(path, tree):

@@ -16,7 +16,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
 
 from cohort.cli import main
 from cohort.reward_training import (
@@ -33,7 +36,12 @@ from cohort.reward_training import (
     with_replay,
     write_examples,
 )
-from cohort.reward_training.encoding import encode_outcome, encode_process, separator_ids, unit_logits
+from cohort.reward_training.encoding import (
+    encode_outcome,
+    encode_process,
+    separator_ids,
+    unit_logits,
+)
 from cohort.rewards import build_reward
 from cohort.rewards.process_model import ProcessRewardModel
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from cohort.assets import BUILTIN_MODELS
+from cohort.reward_training.labels import monte_carlo_step_labels, outcome_labels
 from cohort.rewards import ExactMatch
 from cohort.rewards.process_model import split_steps
 from cohort.rollout import SamplingParams
-from cohort.reward_training.labels import monte_carlo_step_labels, outcome_labels
 
 PROMPTS = ["q1:", "q22:", "hello:", "x:", "long prompt:"]
 COMPLETIONS = ["ab\ncd\nef", "a1\n\n b2 \n", "", "single", "s1\ns2\ns3\ns4"]
@@ -147,7 +147,8 @@ def test_monte_carlo_labels_agree_with_the_gold_step_checker():
     for N=4 and N=8 (run with -s to see them).
     """
     from cohort.data.multistep import check_steps, split_problems
-    from cohort.models import encode_prompts, load_policy, load_tokenizer
+    from cohort.models.loading import load_policy, load_tokenizer
+    from cohort.models.prompts import encode_prompts
     from cohort.rewards.multistep import FinalAnswerReward
     from cohort.rollout import generate_rollout
 

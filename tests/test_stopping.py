@@ -17,9 +17,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cohort.training.checkpoint import TRAINER_STATE, UnsafeCheckpointError, load_trainer_state
 from cohort.config import load_config
 from cohort.monitoring.console import RunConsole
+from cohort.run_directory import TRAINER_STATE
+from cohort.training.checkpoint import UnsafeCheckpointError, load_trainer_state
 from cohort.training.trainer import Trainer
 
 TESTS = Path(__file__).parent

@@ -18,11 +18,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from cohort.training.checkpoint import RunDirectory
 from cohort.cli import main
 from cohort.config import load_config
-from cohort.monitoring.console import MetricsWriter
+from cohort.monitoring.metrics_writer import MetricsWriter
 from cohort.monitoring.trackers import import_library, mlflow_key, tracker_names
+from cohort.run_directory import RunDirectory
 
 TESTS = Path(__file__).resolve().parent
 RUN_NAME = "tiny-sums"

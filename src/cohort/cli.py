@@ -37,12 +37,17 @@ def _load(items: list[str]):
 
 
 def _train(args: argparse.Namespace) -> int:
+    from cohort.distributed import stop_world
     from cohort.monitoring.console import RunConsole
     from cohort.training.trainer import Trainer
 
     config = _load(args.items)
     console = RunConsole(config.log.console, config.train.steps)
-    summary = Trainer(config, console).train()
+    trainer = Trainer(config, console)
+    try:
+        summary = trainer.train()
+    finally:
+        stop_world(trainer.world)  # under torchrun: leave the process group cleanly
     return 128 + summary["stopped_by"] if "stopped_by" in summary else 0  # the shell's convention for a signal
 
 
@@ -56,7 +61,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _train_rm(args: argparse.Namespace) -> int:
-    from cohort.reward_training import read_outcome_examples, read_process_examples, train_outcome_model, train_process_model
+    from cohort.reward_training import (
+        read_outcome_examples,
+        read_process_examples,
+        train_outcome_model,
+        train_process_model,
+    )
 
     def unescape(text: str) -> str:  # a shell passes "\\n" for a typed \n
         return text.replace("\\n", "\n").replace("\\t", "\t")
@@ -107,9 +117,10 @@ def _presets(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     """A LoRA run's adapters merged into a plain HF model that AutoModelForCausalLM loads."""
-    from cohort.training.checkpoint import RunDirectory, save_pretrained_atomic
+    from cohort.models.loading import load_policy, load_tokenizer
     from cohort.models.lora import base_model_path, merged_model
-    from cohort.models import load_policy, load_tokenizer
+    from cohort.run_directory import RunDirectory
+    from cohort.training.checkpoint import save_pretrained_atomic
 
     source = Path(args.source)
     run = RunDirectory(source)

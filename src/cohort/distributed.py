@@ -113,6 +113,7 @@ def start_world(strategy: str = "ddp", backend: str = "auto", timeout_s: float =
 
 
 def stop_world(world: World) -> None:
+    """Destroy the process group :func:`start_world` made (a no-op in one process)."""
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -7,7 +7,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cohort.algo import OUTCOME_ESTIMATORS, gae_advantages, outcome_advantages, process_advantages
+from cohort.algo import (
+    OUTCOME_ESTIMATORS,
+    gae_advantages,
+    outcome_advantages,
+    process_advantages,
+)
 
 F64 = torch.float64
 

@@ -166,7 +166,7 @@ def test_sequence_level_ratio_is_gspo():
     loss, stats = policy_loss(logp, old, adv, mask, loss="sequence_clip", eps_low=0.1, eps_high=0.1)
     seq_ratio = math.exp((0.01 - 0.02) / 2)
     assert float(loss.detach()) == pytest.approx(-seq_ratio * 2.0)
-    assert float(stats["ratio_mean"]) == pytest.approx(seq_ratio)
+    assert float(stats["ratio_sum"]) == pytest.approx(2 * seq_ratio)  # two tokens in the mask
     loss.backward()
     expected = -seq_ratio * 2.0 / 2
     assert torch.allclose(logp.grad, torch.tensor([[expected, expected, 0.0]], dtype=F64))
@@ -254,7 +254,7 @@ def test_dpo_loss_and_gradient_by_hand(length_normalized):
     assert float(loss.detach()) == pytest.approx(expected, abs=1e-12)
     assert float(stats["accuracy"]) == pytest.approx(sum(v > 0 for v in z) / 2)
     loss.backward()
-    # spec §7: dJ/dl+_t = beta sigma(-z) w_t, so d loss / d l+_t = -(1/B) beta sigma(-z) w_t
+    # docs/spec.md §7: dJ/dl+_t = beta sigma(-z) w_t, so d loss / d l+_t = -(1/B) beta sigma(-z) w_t
     for i, v in enumerate(z):
         coef = beta / (1 + math.exp(v)) / 2
         n_c = len(chosen_terms[i])

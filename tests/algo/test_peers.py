@@ -149,7 +149,7 @@ def test_seq_mean_token_mean_equals_verls_unless_a_sequence_is_fully_masked():
     g, mask = _random_batch(4)
     values = torch.randn(mask.shape, dtype=F64, generator=g)
     assert float(aggregate(values, mask, "seq_mean_token_mean")) == pytest.approx(float(verl_seq_mean_token_mean(values, mask)), abs=1e-9)
-    mask[0] = False  # cohort counts the empty sequence in 1/B (TRL grpo, spec §10.6); verl leaves it out
+    mask[0] = False  # cohort counts the empty sequence in 1/B (TRL grpo, docs/spec.md §10.6); verl leaves it out
     rows = mask.shape[0]
     assert float(aggregate(values, mask, "seq_mean_token_mean", LossNormalizers.from_mask(mask))) == pytest.approx(
         float(verl_seq_mean_token_mean(values, mask)) * (rows - 1) / rows, abs=1e-9)

@@ -1,4 +1,4 @@
-"""The worked numbers of spec §11 (Examples A-E) and §10.7, reproduced to 1e-8 with gradients."""
+"""The worked numbers of docs/spec.md §11 (Examples A-E) and §10.7, reproduced to 1e-8 with gradients."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from cohort.algo import kl_penalty, outcome_advantages, pass_at_k, policy_loss, process_advantages
+from cohort.algo import (
+    kl_penalty,
+    outcome_advantages,
+    pass_at_k,
+    policy_loss,
+    process_advantages,
+)
 
 F64 = torch.float64
 TOL = 1e-8

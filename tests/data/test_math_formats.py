@@ -18,7 +18,12 @@ from cohort.data.math_formats import (
     normalize_math_dataset,
     read_math_file,
 )
-from cohort.data.samples import GSM8K_SAMPLES, MATH_SAMPLES, main, write_sample_math_files
+from cohort.data.samples import (
+    GSM8K_SAMPLES,
+    MATH_SAMPLES,
+    main,
+    write_sample_math_files,
+)
 from cohort.rewards.math import MathAnswerReward
 
 

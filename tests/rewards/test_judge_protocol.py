@@ -18,7 +18,13 @@ import threading
 import pytest
 
 from cohort.rewards.sandbox import harness as judge
-from cohort.rewards.sandbox.harness import ProtocolError, decode, dump_line, encode, parse_line
+from cohort.rewards.sandbox.harness import (
+    ProtocolError,
+    decode,
+    dump_line,
+    encode,
+    parse_line,
+)
 
 
 def roundtrip(value):

@@ -10,7 +10,13 @@ import time
 
 import pytest
 
-from cohort.rewards import NamedReward, RewardScorer, RewardTimeout, build_reward, correctness_reward
+from cohort.rewards import (
+    NamedReward,
+    RewardScorer,
+    RewardTimeout,
+    build_reward,
+    correctness_reward,
+)
 from cohort.rewards.math import (
     AnswerTimeout,
     MathAnswerReward,

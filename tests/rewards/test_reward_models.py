@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import build_char_tokenizer, tiny_config
 from transformers import LlamaForSequenceClassification, LlamaForTokenClassification
 
 from cohort.rewards import build_reward
-from cohort.rewards.process_model import ProcessRewardModel, split_steps, step_tensors, token_ends
-from tiny_models import build_char_tokenizer, tiny_config
+from cohort.rewards.process_model import (
+    ProcessRewardModel,
+    split_steps,
+    step_tensors,
+    token_ends,
+)
 
 
 def save_classifier(directory, cls, num_labels, seed=0):

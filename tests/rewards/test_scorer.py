@@ -15,11 +15,11 @@ from cohort.rewards import (
     NamedReward,
     RewardFunctionError,
     RewardScorer,
+    RewardTimeout,
     SoftOverlongPunishment,
     build_reward,
     call_with_time_limit,
     correctness_reward,
-    RewardTimeout,
 )
 
 PROMPTS = ["1+1=", "2+2=", "3+3="]

@@ -7,10 +7,10 @@ import torch
 
 from cohort.assets import BUILTIN_MODELS, resolve_builtin
 from cohort.data.multistep import check_steps, final_answer, split_problems
-from cohort.models import eos_token_ids, load_policy, load_tokenizer
+from cohort.models.loading import eos_token_ids, load_policy, load_tokenizer
 from cohort.rewards import build_reward, correctness_reward
-from cohort.rewards.process_model import StepScores, split_steps
 from cohort.rewards.multistep import FinalAnswerReward, GoldStepScorer
+from cohort.rewards.process_model import StepScores, split_steps
 from cohort.rollout import generate_rollout
 from cohort.rollout.sampling import SamplingParams
 

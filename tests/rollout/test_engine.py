@@ -6,8 +6,15 @@ import pytest
 import torch
 
 import cohort.rollout.engine as engine
-from cohort.models import completion_logprobs
-from cohort.rollout import Rollout, SamplingParams, filter_logits, generate_rollout, left_pad, sample_from_probs
+from cohort.models.scoring import completion_logprobs
+from cohort.rollout import (
+    Rollout,
+    SamplingParams,
+    filter_logits,
+    generate_rollout,
+    left_pad,
+    sample_from_probs,
+)
 from cohort.rollout.batch import concat_rollouts
 
 PROMPT_TEXTS = ["what is 12+30?", "hi", "count: 1, 2, 3,", "q"]

@@ -12,6 +12,7 @@ from cohort.algo.advantages import (
 from cohort.algo.losses import (
     AGGREGATIONS,
     KL_ESTIMATORS,
+    PAIR_LOSSES,
     POLICY_LOSSES,
     ClipRange,
     LossNormalizers,
@@ -24,7 +25,13 @@ from cohort.algo.losses import (
     policy_loss,
 )
 from cohort.algo.metrics import explained_variance, maj_at_k, majority_answer, pass_at_k
-from cohort.algo.ops import entropy_from_logits, masked_mean, masked_sum, masked_whiten, token_logprobs
+from cohort.algo.ops import (
+    entropy_from_logits,
+    masked_mean,
+    masked_sum,
+    masked_whiten,
+    token_logprobs,
+)
 
 __all__ = [
     "AGGREGATIONS",
@@ -39,6 +46,7 @@ __all__ = [
     "clipped_value_loss",
     "coefficient_loss",
     "degenerate_groups",
+    "PAIR_LOSSES",
     "dpo_loss",
     "entropy_from_logits",
     "explained_variance",

@@ -1,12 +1,12 @@
-"""Advantages: group-relative outcome and process supervision (spec §3, §4, §10) and GAE (§1.1).
+"""Advantages: group-relative outcome and process supervision (docs/spec.md §3, §4, §10) and GAE (§1.1).
 
 Outcome estimators share one signature and live in ``OUTCOME_ESTIMATORS``; a new variant is one
 decorated function of :class:`GroupStats`. The rules every estimator inherits:
 
 * statistics use only the valid (finite) rewards of a group; NaN marks "could not score" and gets
-  advantage 0 and ``valid = False`` (spec §10.7); ±inf raises;
+  advantage 0 and ``valid = False`` (docs/spec.md §10.7); ±inf raises;
 * a group with fewer than two valid rewards, or whose valid rewards are all exactly equal
-  (``max - min == 0``), gets advantage exactly 0 — never a division (spec §10.1, §11.4);
+  (``max - min == 0``), gets advantage exactly 0 — never a division (docs/spec.md §10.1, §11.4);
 * ``eps`` is added to the std outside the square root; ``ddof`` picks population (0) or sample (1).
 """
 
@@ -48,7 +48,7 @@ class OutcomeEstimator:
     """An advantage estimator and the properties the rest of the code asks it about.
 
     ``zeroes_equal_groups``: a group whose valid rewards are all equal (or fewer than two) gets
-    advantage exactly 0 (spec §10.1); estimators with a group baseline need this, one without a
+    advantage exactly 0 (docs/spec.md §10.1); estimators with a group baseline need this, one without a
     baseline (REINFORCE: the reward itself, e.g. online RFT's coefficient) does not.
     ``needs_group``: the estimator compares samples of one prompt, so the group size must be >= 2.
     """
@@ -180,7 +180,7 @@ def outcome_advantages(
     eps: float = 1e-4,
     strict: bool = False,
 ) -> Advantages:
-    """Group-relative outcome advantages, one value per sample (spec §3, §8.1, §10).
+    """Group-relative outcome advantages, one value per sample (docs/spec.md §3, §8.1, §10).
 
     Whether an all-equal group gets 0 is a property of the estimator
     (``OUTCOME_ESTIMATORS.get(name).zeroes_equal_groups``).
@@ -239,7 +239,7 @@ def _check_process_inputs(
     ddof: int,
     eps: float,
 ) -> None:
-    """Shapes, dtypes, step padding, and step ends strictly increasing within [1, |o_i|] (spec §10.11)."""
+    """Shapes, dtypes, step padding, and step ends strictly increasing within [1, |o_i|] (docs/spec.md §10.11)."""
     if step_rewards.dim() != 2:
         raise ValueError(f"step_rewards must be 2-D [N, K], got shape {tuple(step_rewards.shape)}")
     shape = tuple(step_rewards.shape)
@@ -292,7 +292,7 @@ def process_advantages(
     strict: bool = False,
     scored: torch.Tensor | None = None,
 ) -> Advantages:
-    """Process-supervision token advantages (DeepSeekMath §4.1.3, spec §4, §10.11).
+    """Process-supervision token advantages (DeepSeekMath §4.1.3, docs/spec.md §4, §10.11).
 
     Step rewards of a whole group are pooled, normalised ``(r - mean(R)) / (std(R) + eps)``, and
     each token gets the sum of the normalised rewards of the steps that end at or after it.
@@ -338,7 +338,7 @@ def gae_advantages(
     gamma: float = 1.0,
     lam: float = 0.95,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimation over right-padded completions (spec §1.1, PPO baseline).
+    """Generalised advantage estimation over right-padded completions (docs/spec.md §1.1, PPO baseline).
 
     ``delta_t = r_t + gamma V(s_{t+1}) - V(s_t)`` with ``V(s_{|o|+1}) = 0`` (the value after the last
     counted token is zero), ``A_t = sum_l (gamma lam)^l delta_{t+l}``. Returns

@@ -2,9 +2,9 @@
 
 Everything is minimised (``loss = -J``). Inputs are right-padded ``[B, T]`` tensors with a bool
 mask; masked positions may hold garbage and are replaced by selection before any arithmetic, so
-neither the loss nor the gradient ever sees them (spec §10.5). Normalisers that must span the whole
+neither the loss nor the gradient ever sees them (docs/spec.md §10.5). Normalisers that must span the whole
 optimisation batch come in through :class:`LossNormalizers`, so splitting a batch into
-micro-batches and summing their losses gives the same gradient as one pass (spec §10.9).
+micro-batches and summing their losses gives the same gradient as one pass (docs/spec.md §10.9).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def first_token_mask(mask: torch.Tensor) -> torch.Tensor:
     return mask & (mask.long().cumsum(dim=-1) == 1)
 
 
-# --- token aggregation (spec §8.5) -----------------------------------------------------------------
+# --- token aggregation (docs/spec.md §8.5) -----------------------------------------------------------------
 
 Aggregation = Callable[..., torch.Tensor]
 AGGREGATIONS: Registry[Aggregation] = Registry("loss aggregation")
@@ -108,7 +108,7 @@ def aggregate(
     return AGGREGATIONS.get(mode)(values, mask, norm, max_length=max_length, control_weight=control_weight)
 
 
-# --- KL estimators (Schulman's k1/k2/k3, spec §2.1) -------------------------------------------------
+# --- KL estimators (Schulman's k1/k2/k3, docs/spec.md §2.1) -------------------------------------------------
 
 KL_ESTIMATORS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("KL estimator")
 
@@ -132,7 +132,7 @@ def _k3(log_x: torch.Tensor) -> torch.Tensor:
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3", log_limit: float = 20.0) -> torch.Tensor:
-    """Per-token KL estimate of pi_theta against pi_ref; log x is clamped to ±log_limit (spec §10.8)."""
+    """Per-token KL estimate of pi_theta against pi_ref; log x is clamped to ±log_limit (docs/spec.md §10.8)."""
     log_x = (ref_logprobs - logprobs).clamp(-log_limit, log_limit)
     return KL_ESTIMATORS.get(estimator)(log_x)
 
@@ -141,7 +141,7 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: st
 
 
 def _at_least_float32(*tensors: torch.Tensor | None) -> torch.dtype:
-    """The widest floating dtype among the tensors, never narrower than float32 (spec §10.8)."""
+    """The widest floating dtype among the tensors, never narrower than float32 (docs/spec.md §10.8)."""
     dtype = torch.float32
     for tensor in tensors:
         if tensor is not None and tensor.dtype.is_floating_point:
@@ -257,8 +257,8 @@ def policy_loss(
     of negative-advantage tokens by ``dual_clip * |A|``.
 
     logprobs, old_logprobs, ref_logprobs: [B, T] float32; advantages: [B] or [B, T]; mask: [B, T] bool
-    -> (loss [], stats) with stats 0-d tensors ``clip_frac_low``, ``clip_frac_high``, ``ratio_mean``,
-    ``kl``, normalised by ``normalizers.num_tokens`` so micro-batch stats add up to the batch's.
+    -> (loss [], stats): 0-d ``clip_frac_low``, ``clip_frac_high``, ``kl`` normalised by ``normalizers.num_tokens``
+    (micro-batch stats add up to the batch's), and ``ratio_sum`` over the mask (over trained tokens: the mean).
     """
     advantages = _per_token(advantages, logprobs, mask, "advantages")  # [B, T]
     _check_same_shape(logprobs, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs)
@@ -286,7 +286,7 @@ def policy_loss(
         stats = {
             "clip_frac_low": masked_sum(((adv < 0) & (ratio < 1.0 - eps_low)).to(dtype), mask) / token_count,
             "clip_frac_high": masked_sum(((adv > 0) & (ratio > 1.0 + eps_high)).to(dtype), mask) / token_count,
-            "ratio_mean": masked_sum(ratio, mask) / token_count,
+            "ratio_sum": masked_sum(ratio, mask),
             "kl": masked_sum(kl, mask) / token_count,
         }
     return total, stats
@@ -304,7 +304,7 @@ def coefficient_loss(
     normalizers: LossNormalizers | None = None,
     max_length: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The unified paradigm's gradient as a loss: ``-aggregate(GC * log pi_theta)`` (spec §7, Eq. 5).
+    """The unified paradigm's gradient as a loss: ``-aggregate(GC * log pi_theta)`` (docs/spec.md §7, Eq. 5).
 
     Its gradient is ``E[(1/|o|) sum_t GC(q, o, t) grad log pi(o_t | q, o_<t)]`` under the default
     per-sequence token mean. GC = 1 gives SFT (Eq. 7); GC = I(o correct) gives RFT and online RFT
@@ -326,7 +326,17 @@ def coefficient_loss(
     return loss, stats
 
 
-# --- DPO (spec §1.2) ------------------------------------------------------------------------------
+# --- DPO and other pairwise preference losses (docs/spec.md §1.2, §1.3) ----------------------------------
+
+PairLoss = Callable[[torch.Tensor, float], torch.Tensor]
+"""(h [B], beta) -> per-pair loss [B], where h = log-ratio(chosen) - log-ratio(rejected)."""
+PAIR_LOSSES: Registry[PairLoss] = Registry("pairwise preference loss")
+
+
+@PAIR_LOSSES.register("sigmoid")
+def _sigmoid_pair_loss(h: torch.Tensor, beta: float) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023): -log sigmoid(beta h)."""
+    return -F.logsigmoid(beta * h)
 
 
 def dpo_loss(
@@ -340,8 +350,11 @@ def dpo_loss(
     beta: float = 0.1,
     length_normalized: bool = False,
     num_pairs: Count | None = None,
+    loss: str = "sigmoid",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """DPO: ``-log sigmoid(beta (log-ratio chosen - log-ratio rejected))``, mean over pairs.
+    """DPO: ``-log sigmoid(beta (log-ratio chosen - log-ratio rejected))``, mean over pairs; another
+    registered pairwise loss with ``loss`` (``PAIR_LOSSES``: a function of h = log-ratio chosen -
+    log-ratio rejected and beta).
 
     Log-ratios are token sums of ``log pi_theta - log pi_ref`` (standard DPO) or token means
     (``length_normalized``, DeepSeekMath A.1.4 Eq. 12). ``num_pairs`` is the number of pairs of the
@@ -365,7 +378,7 @@ def dpo_loss(
     rejected = reduce(rejected_logprobs.to(dtype) - ref_rejected_logprobs.to(dtype), rejected_mask, dim=-1)  # [B]
     logits = beta * (chosen - rejected)  # [B]
     pairs = _at_least_one(chosen.shape[0] if num_pairs is None else num_pairs)
-    loss = -F.logsigmoid(logits).sum() / pairs
+    total = PAIR_LOSSES.get(loss)(chosen - rejected, beta).sum() / pairs
     with torch.no_grad():
         stats = {
             "reward_chosen": (beta * chosen).sum() / pairs,
@@ -373,7 +386,7 @@ def dpo_loss(
             "margin": logits.sum() / pairs,
             "accuracy": (logits > 0).to(dtype).sum() / pairs,
         }
-    return loss, stats
+    return total, stats
 
 
 # --- PPO value loss -------------------------------------------------------------------------------

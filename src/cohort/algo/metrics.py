@@ -1,4 +1,4 @@
-"""Evaluation metrics: unbiased pass@k (spec §9.1) and majority-vote maj@k (spec §9.2)."""
+"""Evaluation metrics: unbiased pass@k (docs/spec.md §9.1) and majority-vote maj@k (docs/spec.md §9.2)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def maj_at_k(answers: Sequence[Hashable | None], reference: Hashable, k: int) ->
     """1.0 if the majority of the first ``k`` extracted answers equals ``reference``, else 0.0.
 
     ``answers`` are normalised final answers of the samples in order (``None`` = none extracted).
-    Exactly the first k samples vote (spec §9.2); k larger than the sample count is an error.
+    Exactly the first k samples vote (docs/spec.md §9.2); k larger than the sample count is an error.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")

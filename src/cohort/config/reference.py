@@ -1,7 +1,8 @@
-"""The config reference in Markdown, generated from ``cohort/config.py`` (fields, defaults, docstrings).
+"""The config reference in Markdown, generated from the config sections (fields, defaults, docstrings):
+the core ones in :mod:`cohort.config.schema` and those the methods register.
 
-``python -m cohort.config.reference --write README.md`` refreshes the section of the README between
-the reference markers; a test fails when the README is out of date.
+``python -m cohort.config.reference --write docs/config.md`` refreshes the part of that page between
+the reference markers; a test fails when it is out of date.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from cohort import config as config_module
+from cohort.config.schema import section_classes
 
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
@@ -45,22 +46,21 @@ def _default(field: dataclasses.Field) -> str:
 
 def markdown() -> str:
     lines = []
-    for section in dataclasses.fields(config_module.Config):
-        cls = section.default_factory  # type: ignore[misc]
+    for name, cls in section_classes().items():
         docs = _field_docs(cls)
         hints = inspect.get_annotations(cls, eval_str=False)
-        lines += [f"**`{section.name}`**", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        lines += [f"**`{name}`**", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         for field in dataclasses.fields(cls):
             kind = str(hints[field.name]).replace("|", "\\|")
-            lines.append(f"| `{section.name}.{field.name}` | `{kind}` | {_default(field)} | {docs.get(field.name, '')} |")
+            lines.append(f"| `{name}.{field.name}` | `{kind}` | {_default(field)} | {docs.get(field.name, '')} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
 def refreshed(readme: str) -> str:
-    """The README text with its reference section replaced by the current one."""
+    """The page's text with its reference section replaced by the current one."""
     if START not in readme or END not in readme:
-        raise ValueError(f"the README has no {START} ... {END} section")
+        raise ValueError(f"the page has no {START} ... {END} section")
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{markdown()}{END}{tail}"
@@ -68,7 +68,7 @@ def refreshed(readme: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", metavar="README", help="refresh the reference section of this file")
+    parser.add_argument("--write", metavar="PAGE", help="refresh the reference section of this Markdown file")
     args = parser.parse_args(argv)
     if args.write:
         path = Path(args.write)

@@ -62,7 +62,9 @@ def _read_rows(file: str | Path, data_format: str, question_column: str | None, 
     table = read_table(file)
     if data_format == "plain":
         return table
-    from cohort.data.math_formats import normalize_math_dataset  # math-verify loads only when used
+    from cohort.data.math_formats import (
+        normalize_math_dataset,  # math-verify loads only when used
+    )
 
     return normalize_math_dataset(table, data_format, str(file), question_column, solution_column)
 
@@ -152,3 +154,18 @@ def row_columns(rows: Sequence[Mapping[str, Any]], exclude: Sequence[str] = ()) 
     """Columns of a list of rows as ``{name: [value per row]}`` (what reward functions receive)."""
     names = [name for name in (rows[0] if rows else {}) if name not in exclude]
     return {name: [row[name] for row in rows] for name in names}
+
+
+def task_from_settings(data: Any, seed: int) -> Task:
+    """The task a run's ``data`` section names (a :class:`cohort.config.DataConfig`), rows checked."""
+    return load_task(
+        data.task,
+        seed=seed,
+        test_path=data.test_path,
+        test_fraction=data.test_fraction,
+        prompt_column=data.prompt_column,
+        answer_column=data.answer_column,
+        data_format=data.format,
+        question_column=data.question_column,
+        solution_column=data.solution_column,
+    )

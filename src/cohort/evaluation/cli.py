@@ -20,18 +20,15 @@ from rich.progress import (
 )
 
 from cohort.assets import DEMO_CONFIG, resolve_builtin
-from cohort.training.checkpoint import RunDirectory
-from cohort.components import (
-    build_rewards,
-    evaluate_held_out,
-    held_out_rows,
-    load_config_task,
-    write_eval,
-)
 from cohort.config import Config, load_config
+from cohort.data.tasks import task_from_settings
 from cohort.evaluation.evaluate import default_ks
-from cohort.models import load_policy, load_tokenizer, resolve_device
-from cohort.monitoring.console import comparison_table, dumps
+from cohort.evaluation.held_out import evaluate_held_out, held_out_rows, write_eval
+from cohort.models.loading import load_policy, load_tokenizer, resolve_device
+from cohort.monitoring.console import comparison_table
+from cohort.records import dumps
+from cohort.rewards.configured import run_rewards
+from cohort.run_directory import RunDirectory
 
 
 @dataclass(frozen=True)
@@ -79,9 +76,9 @@ def run_eval(
     config = _base_config(config_path, sources, overrides + ([f"data.eval_limit={limit}"] if limit else []))
     num_samples = samples or config.train.eval_samples
     ks = ks or default_ks(num_samples)
-    task = load_config_task(config)
+    task = task_from_settings(config.data, config.train.seed)
     held_out_rows(task, config.data.eval_limit)  # a task without a held-out split fails before any model loads
-    rewards = build_rewards(config, task)
+    rewards = run_rewards(config, task)
     out_dir = Path(out) if out else (Path(sources[0].label) / "eval" if sources[0].run_config else Path("cohort-eval"))
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.model.device)

@@ -1,8 +1,8 @@
 """Held-out evaluation: greedy accuracy, unbiased pass@k, maj@k, mean reward, length, truncation.
 
 Each problem gets one greedy completion and ``n`` sampled ones. ``pass@k`` uses the unbiased
-estimator over the n samples (spec §9.1); ``maj@k`` votes over the first k samples' extracted
-answers and scores the winning answer's correctness (spec §9.2: no answer = no vote; ties go to
+estimator over the n samples (docs/spec.md §9.1); ``maj@k`` votes over the first k samples' extracted
+answers and scores the winning answer's correctness (docs/spec.md §9.2: no answer = no vote; ties go to
 the answer seen first).
 """
 

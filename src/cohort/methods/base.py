@@ -1,10 +1,11 @@
-"""The method seam (DESIGN.md, "Methods: the unified paradigm").
+"""The method seam (docs/design.md, "Methods: the unified paradigm").
 
 A method is three choices of DeepSeekMath §5.2.1: where its samples come from (``source``), which
 reward scores them (the run's reward functions), and the gradient coefficient, which the method
-turns into a loss from ``cohort.algo``. The trainer's loop never asks which method it runs; it asks
-the method for a source, a training signal for each batch, the normalisers and loss of each
-micro-batch, and its metrics.
+turns into a loss from ``cohort.algo``. Everything method-specific is declared on its class, in its
+own file: its config section and the shared keys it reads, its checks, its source, its training
+signal, its loss, its metric names and its report panels. The loop, the config, the report and the
+registry never ask which method runs; they ask the method.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from typing import Any, ClassVar
 import torch
 
 from cohort import algo
-from cohort.sources.scored_batch import ScoredBatch
 from cohort.config import Config
 from cohort.data.tasks import Task
 from cohort.distributed import World
-from cohort.optimisation.update import MicroBatch, Trainable, logprobs_without_grad
+from cohort.monitoring.panels import Panel
+from cohort.optimisation.batching import logprobs_without_grad
+from cohort.optimisation.update import MicroBatch, Trainable
 from cohort.rewards import NamedReward
 from cohort.rollout import Rollout
-from cohort.sources import Source, SourcePieces, StepTimer
+from cohort.sources import ScoredBatch, Source, SourcePieces, StepTimer
 
 
 @dataclass
@@ -36,9 +38,10 @@ class TrainingSignal:
     trainable: torch.Tensor  # [N] bool: rows whose loss can be non-zero (the others skip the forward)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # per-row tensors, indexed by batch row
     metrics: dict[str, float] = field(default_factory=dict)  # step metrics known before the update
+    per_sample: torch.Tensor | None = None  # [N] float: each sample's advantage or coefficient, for the logs
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MethodContext:
     """The run's shared pieces a method may use."""
 
@@ -54,7 +57,7 @@ class MethodContext:
     """DDP-wraps (or FSDP2-shards) a model the method trains; returns what its training forward calls."""
     resume_from: Path | None = None
     """The checkpoint a resumed run starts from (its models are loaded from there)."""
-    world: World = World()
+    world: World = field(default_factory=World)
 
 
 class Method:
@@ -62,19 +65,22 @@ class Method:
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    samples: ClassVar[str]
+    """Where its samples come from: "dataset", "offline" (the initial policy's, drawn once) or "online"."""
+    scored: ClassVar[bool] = True
+    """Whether the run's reward functions score its samples."""
+    config_section: ClassVar[tuple[str, type] | None] = None
+    """Its own settings: (section name, dataclass), registered with the config when the class is."""
+    reads: ClassVar[frozenset[str]] = frozenset()
+    """The keys of shared sections it reads that not every method reads: dotted keys, or
+    ``"section.*"`` for a whole section. Setting such a key for a method that does not read it is an error."""
+    panels: ClassVar[tuple[Panel, ...]] = ()
+    """The report's plots of its own metrics (see cohort.monitoring.panels)."""
     unit: ClassVar[str] = "row"
     """"group" when mini-batches are cut on group boundaries (GRPO groups, DPO pairs)."""
     micro_unit: ClassVar[str] = "row"
     """"group" when a group's rows must also stay in one micro-batch (a DPO pair: its loss couples
     the two rows); "row" lets micro-batches sort rows by length across groups (less padding)."""
-    algorithm_keys: ClassVar[frozenset[str]] = frozenset()
-    """The ``algorithm.*`` settings this method reads; setting another one is an error."""
-    sections: ClassVar[frozenset[str]] = frozenset()
-    """The method-specific config sections (sft, offline, dpo, ppo) this method reads."""
-    takes_batch_size: ClassVar[bool] = False
-    """Whether ``train.batch_size`` applies (dataset and offline sources)."""
-    resets_reference: ClassVar[bool] = False
-    """Whether ``algorithm.ref_reset_every`` (iterative RL's reference reset) applies."""
 
     @classmethod
     def check(cls, config: Config) -> None:
@@ -87,6 +93,13 @@ class Method:
     @classmethod
     def needs_reference(cls, config: Config) -> bool:
         return False
+
+    @classmethod
+    def reads_key(cls, key: str) -> bool:
+        """Whether ``key`` is one of the method's settings."""
+        section = key.split(".", 1)[0]
+        own = cls.config_section is not None and cls.config_section[0] == section
+        return own or key in cls.reads or f"{section}.*" in cls.reads
 
     def __init__(self, context: MethodContext) -> None:
         self.context = context
@@ -110,7 +123,7 @@ class Method:
         raise NotImplementedError
 
     def metrics(self, batch: ScoredBatch, signal: TrainingSignal, stats: dict[str, float]) -> dict[str, Any]:
-        """Method-specific step metrics from the update's averaged stats."""
+        """Method-specific step metrics from the batch and the update's averaged stats."""
         return {}
 
     def models(self) -> dict[str, torch.nn.Module]:

@@ -2,7 +2,7 @@
 
 Data: online rollouts, G per prompt. Gradient coefficient: the group-relative advantage (outcome,
 or process supervision from a PRM's step scores), clipped, plus beta x KL to the reference in the
-loss (spec §2.2).
+loss (docs/spec.md §2.2).
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import time
 import torch
 
 from cohort import algo
-from cohort.sources.scored_batch import ScoredBatch
 from cohort.config import Config, ConfigError
 from cohort.methods.base import Method, TrainingSignal, rows_of, take
+from cohort.methods.checks import check_clip_settings, require_correctness
 from cohort.methods.registry import register_method
+from cohort.monitoring.panels import CLIP_FRACTION, KL, Panel
 from cohort.optimisation.update import MicroBatch
 from cohort.rewards.process_model import step_tensors
-from cohort.sources import OnlineRollouts, SourcePieces, StepTimer
+from cohort.sources import OnlineRollouts, ScoredBatch, SourcePieces, StepTimer
 
 GRPO_KEYS = frozenset({
     "preset", "advantage", "std_ddof", "adv_eps", "aggregation", "policy_loss", "eps_low", "eps_high", "dual_clip",
@@ -66,23 +67,18 @@ def process_metrics(batch: ScoredBatch) -> dict[str, float]:
     }
 
 
-def check_clip_settings(config: Config) -> None:
-    a = config.algorithm
-    if a.policy_loss not in algo.POLICY_LOSSES:
-        raise ConfigError(f"algorithm.policy_loss={a.policy_loss!r} is not allowed: expected one of {', '.join(algo.POLICY_LOSSES.names())}")
-    if (a.policy_loss == "dual_clip") != (a.dual_clip is not None):
-        raise ConfigError(f"algorithm.dual_clip={a.dual_clip!r} is not allowed: expected a bound > 1 exactly when "
-                          f"algorithm.policy_loss=dual_clip (policy_loss is {a.policy_loss!r})")
-
-
 @register_method
 class GRPO(Method):
     name = "grpo"
     summary = "online samples, group-relative advantage (outcome or process), clipped, KL to the reference in the loss"
+    samples = "online"
+    reads = frozenset({f"algorithm.{key}" for key in GRPO_KEYS} | {"iterative.*", "reward.process_model"})
+    panels = (
+        KL,
+        CLIP_FRACTION,
+        Panel("frac-zero-std", "Groups with zero reward std (no signal)", "fraction", (("frac_zero_std", "zero-std groups"),)),
+    )
     unit = "group"
-    algorithm_keys = GRPO_KEYS
-    sections = frozenset({"iterative"})
-    resets_reference = True
 
     @classmethod
     def check(cls, config: Config) -> None:
@@ -102,8 +98,6 @@ class GRPO(Method):
     @classmethod
     def check_data(cls, config: Config, task, rewards) -> None:
         if config.iterative.iterations:
-            from cohort.methods.coefficient import require_correctness
-
             require_correctness("grpo with iterative reward-model training (labels come from the task's rule)", rewards)
 
     @classmethod
@@ -141,7 +135,8 @@ class GRPO(Method):
         }
         if knobs.advantage == "process":
             metrics.update(process_metrics(batch))
-        return TrainingSignal(loss_mask, trainable, tensors, metrics)
+        per_sample = per_sample_advantage(advantages, rollout.completion_mask)  # [N]
+        return TrainingSignal(loss_mask, trainable, tensors, metrics, per_sample=per_sample)
 
     def loss(self, micro: MicroBatch, signal: TrainingSignal, norm: algo.LossNormalizers):
         knobs, tensors = self.config.algorithm, signal.tensors
@@ -162,7 +157,6 @@ class GRPO(Method):
             max_length=self.config.rollout.max_new_tokens,
             control_weight=knobs.control_weight,
         )
-        stats["ratio_token_sum"] = stats.pop("ratio_mean") * norm.num_tokens  # -> mean over trained tokens
         return loss, stats
 
     def metrics(self, batch: ScoredBatch, signal: TrainingSignal, stats: dict[str, float]) -> dict[str, float]:
@@ -170,5 +164,5 @@ class GRPO(Method):
             "kl": stats.get("kl", float("nan")) if self.context.reference is not None else float("nan"),
             "clip_frac/low": stats.get("clip_frac_low", 0.0),
             "clip_frac/high": stats.get("clip_frac_high", 0.0),
-            "ratio/mean": stats.get("ratio_mean", float("nan")),
+            "ratio/mean": stats["ratio_sum"] / stats["trained_tokens"] if stats.get("trained_tokens") else float("nan"),
         }

@@ -1,4 +1,4 @@
-"""PPO as DeepSeekMath reviews it (§4.1.1, Eq. 1-2; spec §1.1): a value model, GAE, two clipped losses.
+"""PPO as DeepSeekMath reviews it (§4.1.1, Eq. 1-2; docs/spec.md §1.1): a value model, GAE, two clipped losses.
 
 Data: online rollouts. Reward per token: the reward functions' total at the last token, minus
 ``beta * (log pi_old - log pi_ref)`` at every token (Eq. 2, the KL inside the reward). Advantages:
@@ -10,20 +10,22 @@ The value model (its weights and optimizer) is checkpointed and resumed like the
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+
 import torch
 
 from cohort import algo
-from cohort.sources.scored_batch import ScoredBatch
-from cohort.config import Config
+from cohort.config import Config, ConfigError
 from cohort.distributed import World
 from cohort.methods.base import Method, MethodContext, TrainingSignal, rows_of, take
-from cohort.methods.grpo import check_clip_settings
-from cohort.methods.coefficient import check_aggregation
+from cohort.methods.checks import check_aggregation, check_clip_settings
 from cohort.methods.registry import register_method
-from cohort.optimisation.update import MicroBatch, Trainable, batch_inputs, rollout_micro_batches
-from cohort.rollout import Rollout
-from cohort.sources import OnlineRollouts, SourcePieces, StepTimer
 from cohort.models.value import completion_values, load_value_model
+from cohort.monitoring.panels import CLIP_FRACTION, KL, Panel
+from cohort.optimisation.batching import batch_inputs, rollout_micro_batches
+from cohort.optimisation.update import MicroBatch, Trainable
+from cohort.rollout import Rollout
+from cohort.sources import OnlineRollouts, ScoredBatch, SourcePieces, StepTimer
 
 VALUE_DIR = "value_model"
 
@@ -39,14 +41,50 @@ def whiten_over_ranks(world: World, values: torch.Tensor, mask: torch.Tensor, ep
     return (centred * scale).to(values.dtype)
 
 
+@dataclass
+class PPOConfig:
+    value_init: str = "policy"
+    """Where the value model starts: 'policy' (the policy's weights and a new zero scalar head) or a path to a reward model / value model directory (its head is kept)."""
+    value_lr: float | None = None
+    """Learning rate of the value model's AdamW; null = optim.lr."""
+    gamma: float = 1.0
+    """GAE discount."""
+    lam: float = 0.95
+    """GAE lambda."""
+    value_clip: float = 0.2
+    """Clip range of the value loss around the old values."""
+    whiten_advantages: bool = True
+    """Whiten the GAE advantages over the batch (mean 0, std 1), as verl and OpenRLHF do."""
+
+    def check(self) -> None:
+        rules = (
+            (self.value_lr is None or self.value_lr > 0, "value_lr", self.value_lr, "null or a float > 0"),
+            (0 <= self.gamma <= 1, "gamma", self.gamma, "a float in [0, 1]"),
+            (0 <= self.lam <= 1, "lam", self.lam, "a float in [0, 1]"),
+            (self.value_clip > 0, "value_clip", self.value_clip, "a float > 0"),
+            (bool(self.value_init), "value_init", self.value_init, "'policy' or a model directory"),
+        )
+        for ok, key, value, expected in rules:
+            if not ok:
+                raise ConfigError(f"ppo.{key}={value!r} is not allowed: expected {expected}")
+
+
 @register_method
 class PPO(Method):
     name = "ppo"
     summary = "online samples, GAE advantages from a value model, per-token KL in the reward, clipped policy and value losses"
-    algorithm_keys = frozenset({"aggregation", "policy_loss", "eps_low", "eps_high", "dual_clip", "beta", "mu",
-                                "ref_reset_every", "overlong_filter", "overlong_buffer"})
-    sections = frozenset({"ppo"})
-    resets_reference = True
+    samples = "online"
+    config_section = ("ppo", PPOConfig)
+    reads = frozenset({f"algorithm.{key}" for key in ("aggregation", "policy_loss", "eps_low", "eps_high", "dual_clip", "beta",
+                                                      "mu", "ref_reset_every", "overlong_filter", "overlong_buffer")})
+    panels = (
+        KL,
+        Panel("value-loss", "Value model: clipped value loss", "loss", (("value/loss", "value loss"),)),
+        Panel("value-fit", "Value model: explained variance of the returns", "fraction",
+              (("value/explained_variance", "explained variance"),)),
+        Panel("kl-in-reward", "KL penalty in the reward (beta x KL, per sequence)", "reward", (("kl_in_reward", "beta x KL"),)),
+        CLIP_FRACTION,
+    )
 
     @classmethod
     def check(cls, config: Config) -> None:
@@ -129,7 +167,8 @@ class PPO(Method):
             "advantage/mean": raw_mean,
         }
         tensors = {"advantages": advantages, "old_logprobs": old, "old_values": values, "returns": returns}
-        return TrainingSignal(loss_mask, keep & loss_mask.any(dim=1), tensors, metrics)
+        per_sample = algo.masked_mean(advantages, loss_mask, dim=1)  # [N]
+        return TrainingSignal(loss_mask, keep & loss_mask.any(dim=1), tensors, metrics, per_sample=per_sample)
 
     def loss(self, micro: MicroBatch, signal: TrainingSignal, norm: algo.LossNormalizers):
         knobs, tensors = self.config.algorithm, signal.tensors
@@ -145,7 +184,6 @@ class PPO(Method):
             clip_range=self.config.ppo.value_clip, normalizers=norm,
         )
         stats.pop("kl")
-        stats["ratio_token_sum"] = stats.pop("ratio_mean") * norm.num_tokens
         stats.update(policy_loss=policy.detach(), value_loss=value.detach(), **value_stats)
         return policy + value, stats
 
@@ -156,7 +194,7 @@ class PPO(Method):
             "value/clip_frac": stats.get("value_clip_frac", float("nan")),
             "clip_frac/low": stats.get("clip_frac_low", 0.0),
             "clip_frac/high": stats.get("clip_frac_high", 0.0),
-            "ratio/mean": stats.get("ratio_mean", float("nan")),
+            "ratio/mean": stats["ratio_sum"] / stats["trained_tokens"] if stats.get("trained_tokens") else float("nan"),
         }
 
     def models(self) -> dict[str, torch.nn.Module]:

@@ -16,7 +16,13 @@ import os
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, PreTrainedModel
 
-from cohort.models import left_padded_position_ids, own_storage, resolve_device, resolve_dtype, resolve_model_source
+from cohort.models.loading import (
+    own_storage,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_source,
+)
+from cohort.models.scoring import left_padded_position_ids
 
 
 class ValueModelError(ValueError):

@@ -1,4 +1,4 @@
-"""What a run shows and records: metrics.jsonl, completions.jsonl, the trackers (TensorBoard, ...), and the console.
+"""What a person sees of a run: the console (progress, status lines, tables) and the run's log file.
 
 Console modes: ``rich`` (live progress bar with ETA and the key metrics), ``plain`` (one line per
 step), ``json`` (one JSON object per step on stdout, nothing else there) and ``quiet`` (only the
@@ -8,45 +8,31 @@ ranks other than 0 of a torchrun job use.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from cohort.evaluation.evaluate import EvalSummary
-from cohort.monitoring.trackers import TrackedRun, close_trackers, finite_scalars, open_trackers, tracker_names
-
-if TYPE_CHECKING:
-    from cohort.training.checkpoint import RunDirectory
-    from cohort.config import Config
+from cohort.records import dumps
 
 logger = logging.getLogger("cohort")
 
 KEY_METRICS = (("reward", "reward/mean"), ("acc", "accuracy"), ("kl", "kl"), ("len", "completion_len/mean"))
-
-
-def _json_value(value: Any) -> Any:
-    """NaN and inf are not JSON: write them as null (recursively through dicts and lists)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(key): _json_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_value(item) for item in value]
-    return value
-
-
-def dumps(record: Any, indent: int | None = None) -> str:
-    """Strict JSON (no NaN) of a record; non-JSON objects are written with str()."""
-    return json.dumps(_json_value(record), ensure_ascii=False, indent=indent, default=str)
 
 
 def _format_number(value: Any) -> str:
@@ -55,47 +41,6 @@ def _format_number(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
     return str(value)
-
-
-class MetricsWriter:
-    """Appends per-step metrics to metrics.jsonl and sends them to the run's trackers (TensorBoard, W&B,
-    MLflow, trackio: see cohort.monitoring.trackers); sampled completions go to completions.jsonl.
-
-    metrics.jsonl is written first and is the record: the trackers get its finite numbers under its
-    names, and a tracker that fails is reported once and never stops training.
-    """
-
-    def __init__(self, run_dir: RunDirectory, config: Config, start_step: int = 0) -> None:
-        self.metrics_path = run_dir.metrics
-        self.completions_path = run_dir.completions
-        self.run = TrackedRun.from_config(config, run_dir.root, start_step)
-        self.trackers = open_trackers(tracker_names(config.log), self.run)
-
-    @staticmethod
-    def check_trackers(config: Config) -> tuple[str, ...]:
-        """The trackers ``config.log`` asks for; an unknown name or a missing library raises a TrackerError
-        now (the trainer calls this before it loads anything)."""
-        return tracker_names(config.log)
-
-    def write_step(self, metrics: Mapping[str, Any]) -> None:
-        with self.metrics_path.open("a", encoding="utf-8") as handle:
-            handle.write(dumps(metrics) + "\n")
-        scalars, step = finite_scalars(metrics), int(metrics["step"])
-        for tracker in self.trackers:
-            tracker.log_metrics(scalars, step)
-
-    def write_completions(self, records: Sequence[Mapping[str, Any]]) -> None:
-        with self.completions_path.open("a", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(dumps(record) + "\n")
-
-    def write_text(self, tag: str, text: str, step: int) -> None:
-        for tracker in self.trackers:
-            tracker.log_text(tag, text, step)
-
-    def close(self) -> None:
-        close_trackers(self.trackers)
-        self.trackers = []
 
 
 class RunConsole:

@@ -13,13 +13,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cohort.monitoring.console import dumps
+from cohort.records import dumps
 from cohort.reproduce import figures
 from cohort.reproduce.analysis import arm_results, judge_claims
 from cohort.reproduce.page import render
 from cohort.reproduce.phases import figure7, train_reward_models
 from cohort.reproduce.plan import ARMS, FULL, QUICK, Scale
-from cohort.reproduce.runner import Job, ProgressFn, default_workers, run_directory, run_jobs
+from cohort.reproduce.runner import (
+    Job,
+    ProgressFn,
+    default_workers,
+    run_directory,
+    run_jobs,
+)
 
 __all__ = ["FULL", "QUICK", "reproduce"]
 

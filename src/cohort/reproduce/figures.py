@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cohort.report import COLORS, Plot, _new_axes, _png
+from cohort.report import COLORS, Plot, new_axes, png
 
 PAPER = "DeepSeekMath"
 
@@ -27,13 +27,13 @@ def _band(axes: Any, xs: list[float], points: list[dict[str, Any]], label: str, 
 def _plot(identifier: str, title: str, figure: Any, axes: Any, alt: str) -> Plot:
     axes.set_title(textwrap.fill(title, 72), fontsize=10)  # long titles wrap instead of running off the figure
     axes.legend(fontsize=8, loc="best")
-    png, width, height = _png(figure)
-    return Plot(identifier, title, alt, (), png, width, height)
+    image, width, height = png(figure)
+    return Plot(identifier, title, alt, (), image, width, height)
 
 
 def curves(identifier: str, title: str, arms: dict[str, Any], names: list[str], boundaries: list[float] = ()) -> Plot:
     """Held-out pass@1 against training step, one band per arm."""
-    figure, axes = _new_axes()
+    figure, axes = new_axes()
     for index, name in enumerate(names):
         points = arms[name]["curve"]
         _band(axes, [p["step"] for p in points], points, arms[name]["label"], COLORS[index % len(COLORS)])
@@ -47,7 +47,7 @@ def curves(identifier: str, title: str, arms: dict[str, Any], names: list[str], 
 
 def pass_and_maj(figure7: dict[str, Any]) -> Plot:
     """Figure 7: pass@K and maj@K against K, before RL and after (mean over seeds)."""
-    figure, axes = _new_axes()
+    figure, axes = new_axes()
     ks = sorted(int(k) for k in figure7["before"]["pass_at_k"])
     afters = [v for label, v in figure7.items() if label.startswith("after")]
     for index, (metric, name) in enumerate((("pass_at_k", "pass@K"), ("maj_at_k", "maj@K"))):
@@ -66,7 +66,7 @@ def pass_and_maj(figure7: dict[str, Any]) -> Plot:
 
 def lengths(arms: dict[str, Any], names: list[str]) -> Plot:
     """Mean length of wrong (solid) and correct (dotted) samples over training, per arm (mean over seeds)."""
-    figure, axes = _new_axes()
+    figure, axes = new_axes()
     for index, name in enumerate(names):
         runs = arms[name]["runs"]
         steps = [m["step"] for m in runs[0]["metrics"]]
@@ -86,7 +86,7 @@ def lengths(arms: dict[str, Any], names: list[str]) -> Plot:
 
 def finals(arms: dict[str, Any]) -> Plot:
     """Final held-out pass@1 of every arm with its 95% interval."""
-    figure, axes = _new_axes()
+    figure, axes = new_axes()
     names = list(arms)
     means = [arms[n]["final_pass1"]["mean"] for n in names]
     errors = [[m - arms[n]["final_pass1"]["low"] if math.isfinite(arms[n]["final_pass1"]["low"]) else 0 for n, m in zip(names, means)],

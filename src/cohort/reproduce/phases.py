@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from cohort.monitoring.console import dumps
+from cohort.records import dumps
 from cohort.reproduce.plan import Scale, common_overrides
 from cohort.reproduce.runner import ProgressFn, run_directory
 
@@ -18,7 +18,8 @@ def _policy_and_samples(scale: Scale):
     """The initial policy, its tokenizer, and scale.rm_samples of its completions on training prompts."""
     from cohort.assets import resolve_builtin
     from cohort.data.tasks import load_task, rows_at
-    from cohort.models import encode_prompts, load_policy, load_tokenizer
+    from cohort.models.loading import load_policy, load_tokenizer
+    from cohort.models.prompts import encode_prompts
     from cohort.rollout import SamplingParams, generate_rollout
 
     path = resolve_builtin("builtin:multistep")
@@ -37,9 +38,13 @@ def _policy_and_samples(scale: Scale):
 
 def train_reward_models(scale: Scale, out: Path, progress: ProgressFn) -> dict[str, Any]:
     """The ORM (rule labels) and the PRM (Math-Shepherd Monte-Carlo step labels) the GRPO arms use."""
-    from cohort.reward_training import OutcomeExample, train_outcome_model, train_process_model
-    from cohort.rewards.multistep import FinalAnswerReward
+    from cohort.reward_training import (
+        OutcomeExample,
+        train_outcome_model,
+        train_process_model,
+    )
     from cohort.reward_training.labels import monte_carlo_step_labels
+    from cohort.rewards.multistep import FinalAnswerReward
 
     directory = out / "reward_models"
     summary_path = directory / "summary.json"
@@ -67,9 +72,11 @@ def train_reward_models(scale: Scale, out: Path, progress: ProgressFn) -> dict[s
 
 def figure7(scale: Scale, out: Path, seeds: list[int], progress: ProgressFn) -> dict[str, Any]:
     """pass@K and maj@K, K = 1, 2, 4, .. fig7_samples, of the initial model and of GRPO+OS's final models."""
-    from cohort.components import build_rewards, evaluate_held_out, load_config_task
     from cohort.config import load_config
-    from cohort.models import load_policy, load_tokenizer
+    from cohort.data.tasks import task_from_settings
+    from cohort.evaluation.held_out import evaluate_held_out
+    from cohort.models.loading import load_policy, load_tokenizer
+    from cohort.rewards.configured import run_rewards
 
     directory = out / "figure7"
     directory.mkdir(parents=True, exist_ok=True)
@@ -81,11 +88,11 @@ def figure7(scale: Scale, out: Path, seeds: list[int], progress: ProgressFn) -> 
         if not path.is_file():
             progress(f"figure 7: {scale.fig7_samples} samples per problem for {label}")
             config = load_config(None, common_overrides(scale, 0, out / "scratch") + [f"data.eval_limit={scale.fig7_problems}"])
-            task = load_config_task(config)
+            task = task_from_settings(config.data, config.train.seed)
             from cohort.assets import resolve_builtin
 
             location = resolve_builtin(model)
-            summary, _ = evaluate_held_out(config, task, load_policy(location), load_tokenizer(location), build_rewards(config, task),
+            summary, _ = evaluate_held_out(config, task, load_policy(location), load_tokenizer(location), run_rewards(config, task),
                                            num_samples=scale.fig7_samples, ks=ks, seed=2024)
             path.write_text(dumps(summary.to_dict(), indent=1))
         results[label] = json.loads(path.read_text())

@@ -125,5 +125,5 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("maj_not_pass", "RL improves Maj@K but not Pass@K",
           "Figure 7 (7B, K=64): GSM8K Maj +1.5, Pass -1.8; MATH Maj +1.0, Pass -0.7", "grpo_os", "grpo_os", "maj_vs_pass"),
     Claim("length_bias", "GRPO's 1/|o| normalisation lengthens wrong answers; Dr. GRPO does not",
-          "Dr. GRPO §3.1, Figure 5; the source slides (seed 004)", "grpo_os", "dr_grpo", "wrong_length_growth"),
+          "Dr. GRPO §3.1, Figure 5", "grpo_os", "dr_grpo", "wrong_length_growth"),
 )

@@ -13,7 +13,6 @@ A finished piece is never redone; an interrupted run resumes from its last check
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -47,8 +46,8 @@ def run_directory(out: Path, arm: str, seed: int) -> Path:
 
 def arm_config(arm: Arm, scale: Scale, seed: int, out: Path):
     """The run config of one job (resuming when its directory holds a run)."""
-    from cohort.training.checkpoint import RunDirectory
     from cohort.config import load_config
+    from cohort.run_directory import RunDirectory
 
     directory = run_directory(out, arm.name, seed)
     resume = RunDirectory(directory).latest_checkpoint() is not None
@@ -61,7 +60,8 @@ def _train_job(arm_name: str, seed: int, scale: Scale, out: str) -> dict[str, An
     import torch
     from transformers.utils import logging as hf_logging
 
-    from cohort.monitoring.console import RunConsole, dumps
+    from cohort.monitoring.console import RunConsole
+    from cohort.records import dumps
     from cohort.training.trainer import Trainer
 
     hf_logging.set_verbosity_error()
@@ -105,7 +105,3 @@ def run_jobs(jobs: list[Job], scale: Scale, out: Path, workers: int, progress: P
 def default_workers() -> int:
     """One run per CPU core (each run uses one thread), at most 4."""
     return max(1, min(4, os.cpu_count() or 1))
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())

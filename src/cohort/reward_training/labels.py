@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from cohort.models import Prompt, encode_prompts
+from cohort.models.prompts import Prompt, encode_prompts
 from cohort.reward_training.examples import OutcomeExample, ProcessExample, check_prompt
 from cohort.rewards.process_model import split_steps
 from cohort.rollout import SamplingParams, generate_rollout

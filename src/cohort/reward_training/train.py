@@ -26,13 +26,29 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
 
 from cohort.assets import resolve_builtin
-from cohort.training.checkpoint import atomic_directory
-from cohort.models import load_tokenizer, resolve_device, resolve_dtype, resolve_model_source
+from cohort.atomic import atomic_directory
+from cohort.models.loading import (
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_source,
+)
 from cohort.optimisation.optimizer import build_optimizer
-from cohort.reward_training.encoding import Encoded, encode_outcome, encode_process, separator_ids, unit_labels, unit_logits
+from cohort.reward_training.encoding import (
+    Encoded,
+    encode_outcome,
+    encode_process,
+    separator_ids,
+    unit_labels,
+    unit_logits,
+)
 from cohort.reward_training.examples import Example, OutcomeExample, ProcessExample
 from cohort.reward_training.metrics import HeldOutMetrics, held_out_metrics
 

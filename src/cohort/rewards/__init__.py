@@ -10,7 +10,12 @@ from cohort.rewards.base import (
     call_with_time_limit,
 )
 from cohort.rewards.builtin import ExactMatch, FormatReward, SoftOverlongPunishment
-from cohort.rewards.registry import BUILTIN_REWARDS, build_reward, correctness_reward, register_reward
+from cohort.rewards.registry import (
+    BUILTIN_REWARDS,
+    build_reward,
+    correctness_reward,
+    register_reward,
+)
 
 __all__ = [
     "BUILTIN_REWARDS",

@@ -2,7 +2,7 @@
 
 A reward function is any callable ``fn(prompts, completions, **dataset_columns) -> list[float | None]``
 (TRL's convention); it is called with keyword arguments and also receives ``completion_ids``.
-``None`` (or NaN) means "could not score" (spec §10.7). A function that raises, returns something
+``None`` (or NaN) means "could not score" (docs/spec.md §10.7). A function that raises, returns something
 malformed, or runs past its time limit scores ``None`` for the affected samples — the run goes on —
 unless ``strict`` is set, in which case :class:`RewardFunctionError` is raised.
 """

@@ -3,7 +3,7 @@
 The PRM is a local HF token-classification model in TRL's PRM layout: its input is the prompt
 followed by ``step_1 + separator + step_2 + separator + ...`` and it scores each step at the last
 token of the separator after it. The scores go to ``cohort.algo.process_advantages`` together with
-the index of each step's last token in the *policy's* completion (spec §4).
+the index of each step's last token in the *policy's* completion (docs/spec.md §4).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from cohort.assets import resolve_builtin
-from cohort.models import resolve_device, resolve_dtype, resolve_model_source
+from cohort.models.loading import resolve_device, resolve_dtype, resolve_model_source
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from cohort.assets import resolve_builtin
-from cohort.models import resolve_device, resolve_dtype, resolve_model_source
+from cohort.models.loading import resolve_device, resolve_dtype, resolve_model_source
 
 
 def conversation_text(tokenizer, prompt: Any, completion: str) -> str:

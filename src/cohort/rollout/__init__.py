@@ -2,7 +2,12 @@
 
 from cohort.rollout.batch import FINISH_REASONS, Rollout, left_pad
 from cohort.rollout.engine import generate_rollout
-from cohort.rollout.sampling import SamplingParams, choose_tokens, filter_logits, sample_from_probs
+from cohort.rollout.sampling import (
+    SamplingParams,
+    choose_tokens,
+    filter_logits,
+    sample_from_probs,
+)
 
 __all__ = [
     "FINISH_REASONS",

@@ -190,3 +190,42 @@ def concat_rollouts(parts: Sequence[Rollout]) -> Rollout:
         logprob_temperature=first.logprob_temperature,
         pad_token_id=first.pad_token_id,
     )
+
+
+def rollout_from_tokens(
+    prompt_ids: Sequence[Sequence[int]],
+    completion_ids: Sequence[Sequence[int]],
+    group_size: int,
+    pad_token_id: int,
+    *,
+    finish_reasons: Sequence[str] | None = None,
+    device: torch.device | str = "cpu",
+) -> Rollout:
+    """A Rollout of given completions (SFT targets, stored samples, preference pairs): ``group_size``
+    completions per prompt, group-contiguous. Sampling log-probs are zeros: these completions were not
+    sampled now, so nothing may use them as pi_old.
+
+    prompt_ids: P token lists; completion_ids: P * group_size token lists (each non-empty)
+    """
+    if len(completion_ids) != len(prompt_ids) * group_size:
+        raise ValueError(f"{len(completion_ids)} completions for {len(prompt_ids)} prompts x group_size {group_size}")
+    if any(len(ids) == 0 for ids in completion_ids):
+        raise ValueError("every completion needs at least one token")
+    prompts, prompt_mask = left_pad(prompt_ids, pad_token_id, device)  # [P, Lp]
+    width = max(len(ids) for ids in completion_ids)
+    ids = torch.full((len(completion_ids), width), pad_token_id, dtype=torch.long)  # [N, T]
+    mask = torch.zeros((len(completion_ids), width), dtype=torch.bool)  # [N, T]
+    for row, tokens in enumerate(completion_ids):
+        ids[row, : len(tokens)] = torch.as_tensor(list(tokens), dtype=torch.long)
+        mask[row, : len(tokens)] = True
+    return Rollout(
+        prompt_ids=prompts,
+        prompt_mask=prompt_mask,
+        group_size=group_size,
+        completion_ids=ids.to(device),
+        completion_mask=mask.to(device),
+        sampling_logprobs=torch.zeros(ids.shape, dtype=torch.float32, device=device),
+        finish_reasons=list(finish_reasons) if finish_reasons is not None else ["eos"] * len(completion_ids),
+        logprob_temperature=1.0,
+        pad_token_id=pad_token_id,
+    )

@@ -16,7 +16,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.generation.stopping_criteria import StopStringCriteria
 
-from cohort.models import cache_kwargs, prefill_prompts
+from cohort.models.scoring import cache_kwargs, prefill_prompts
 from cohort.rollout.batch import FINISH_REASONS, Rollout, left_pad
 from cohort.rollout.kv_cache import DEFAULT_BLOCK, grow_in_blocks
 from cohort.rollout.sampling import SamplingParams, choose_tokens

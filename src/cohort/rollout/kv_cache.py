@@ -12,7 +12,9 @@ the whole budget), and the numbers are the same: the keys and values are the sam
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import DynamicLayer  # transformers >= 4.56 (pyproject): caches are lists of layers
+from transformers.cache_utils import (
+    DynamicLayer,  # transformers >= 4.56 (pyproject): caches are lists of layers
+)
 
 DEFAULT_BLOCK = 64
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -42,6 +43,18 @@ class SamplingParams:
     top_k: int | None = None
     eos_token_ids: tuple[int, ...] = field(default=())
     stop_strings: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def for_run(cls, rollout: Any, eos_token_ids: tuple[int, ...]) -> "SamplingParams":
+        """The sampling settings of a run's ``rollout`` section (a :class:`cohort.config.RolloutConfig`)."""
+        return cls(
+            temperature=rollout.temperature,
+            top_p=rollout.top_p,
+            top_k=rollout.top_k or None,
+            max_new_tokens=rollout.max_new_tokens,
+            eos_token_ids=eos_token_ids,
+            stop_strings=tuple(rollout.stop),
+        )
 
     def __post_init__(self) -> None:
         if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:

@@ -1,4 +1,5 @@
-"""What every data source shares: the pieces it draws on, the step timer, and scoring a rollout."""
+"""What every data source shares: the policy's sampler, the scoring stage, the step timer, and
+sampling-then-scoring a batch of prompts."""
 
 from __future__ import annotations
 
@@ -12,15 +13,21 @@ from typing import Any, Protocol
 import torch
 
 from cohort import algo
-from cohort.sources.scored_batch import ScoredBatch, per_sample_columns
-from cohort.training.checkpoint import RunDirectory
-from cohort.components import PromptRenderer
 from cohort.config import Config
 from cohort.data.tasks import Task, row_columns
 from cohort.distributed import World
-from cohort.rewards import NamedReward, RewardFunctionError, RewardScorer
+from cohort.models.prompts import PromptRenderer
+from cohort.rewards import (
+    NamedReward,
+    RewardFunctionError,
+    RewardScorer,
+    RewardScores,
+    correctness_reward,
+)
 from cohort.rewards.process_model import StepScores
 from cohort.rollout import Rollout, SamplingParams, generate_rollout
+from cohort.run_directory import RunDirectory
+from cohort.sources.scored_batch import ScoredBatch, per_sample_columns
 
 logger = logging.getLogger(__name__)
 
@@ -36,25 +43,88 @@ class StepTimer:
     started: float = field(default_factory=time.perf_counter)
 
 
-@dataclass
+@dataclass(kw_only=True)
+class PolicySampler:
+    """Draws completions of the current policy for rendered prompts (the rollout engine's caller)."""
+
+    policy: torch.nn.Module
+    tokenizer: Any
+    renderer: PromptRenderer
+    params: SamplingParams
+    generator: torch.Generator
+    autocast: Callable[[], AbstractContextManager]
+
+    def sample(self, prompts: list[Any], group_size: int, generator: torch.Generator | None = None,
+               shard: tuple[int, int] | None = None) -> Rollout:
+        with self.autocast():
+            return generate_rollout(
+                self.policy,
+                self.renderer.encode(prompts),
+                group_size,
+                self.params,
+                pad_token_id=self.tokenizer.pad_token_id,
+                generator=generator if generator is not None else self.generator,
+                tokenizer=self.tokenizer,
+                shard=shard,
+            )
+
+
+@dataclass(kw_only=True)
+class ScoringStage:
+    """How samples are scored: the reward functions (weighted, each failure isolated), the one among
+    them that decides correctness, and the process reward model of process supervision. Iterative RL
+    swaps the whole stage when it retrains a reward model."""
+
+    rewards: list[NamedReward]
+    timeout_s: float
+    strict: bool
+    process_model: Any = None  # (prompts, completions, completion ids) -> [StepScores | None]
+
+    def __post_init__(self) -> None:
+        self.scorer = RewardScorer(self.rewards, timeout_s=self.timeout_s, strict=self.strict)
+        self.correctness = correctness_reward(self.rewards)
+
+    def replaced(self, *, rewards: list[NamedReward] | None = None, process_model: Any = None) -> "ScoringStage":
+        """The same stage with other rewards or another process reward model."""
+        return ScoringStage(rewards=self.rewards if rewards is None else rewards, timeout_s=self.timeout_s,
+                            strict=self.strict, process_model=process_model or self.process_model)
+
+    def correct_mask(self, per_function: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """[N] bool: the correctness reward scored the sample 1 (None when no reward measures correctness)."""
+        if self.correctness is None:
+            return None
+        scores = per_function[self.correctness.name]
+        return ~torch.isnan(scores) & (scores >= 1.0 - 1e-9)
+
+    def score_steps(self, prompts: list[Any], completions: list[str], rollout: Rollout) -> list[StepScores | None]:
+        """Process-reward step scores; a failing PRM scores nothing this step (None) unless strict."""
+        try:
+            return self.process_model(prompts, completions, rollout.completion_token_lists())
+        except Exception as err:
+            if self.strict:
+                raise RewardFunctionError(f"process reward model failed: {err}") from err
+            logger.warning("process reward model failed (%s); this step's samples get no advantage", err)
+            return [None] * len(completions)
+
+    def score(self, prompts: list[Any], completions: list[str], columns: dict[str, list[Any]],
+              rollout: Rollout) -> tuple[RewardScores, list[StepScores | None] | None]:
+        """Scores of every sample (and step scores when a process reward model is set)."""
+        scores = self.scorer.score(prompts, completions, columns)
+        steps = self.score_steps(prompts, completions, rollout) if self.process_model else None
+        return scores, steps
+
+
+@dataclass(kw_only=True)
 class SourcePieces:
     """Everything a source may need, built once by the trainer."""
 
     config: Config
     task: Task
-    renderer: PromptRenderer
-    tokenizer: Any
-    policy: torch.nn.Module
-    rewards: list[NamedReward]
-    scorer: RewardScorer
-    correctness: NamedReward | None
-    sampling: SamplingParams
-    generator: torch.Generator
-    autocast: Callable[[], AbstractContextManager]
+    sampler: PolicySampler
+    scoring: ScoringStage
     run_dir: RunDirectory
     info: Callable[[str], None]
-    process_model: Any = None
-    world: World = World()
+    world: World = field(default_factory=World)
 
 
 class Source(Protocol):
@@ -70,25 +140,6 @@ class Source(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def correct_mask(pieces: SourcePieces, per_function: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """[N] bool: the correctness reward scored the sample 1 (None when no reward measures correctness)."""
-    if pieces.correctness is None:
-        return None
-    scores = per_function[pieces.correctness.name]
-    return ~torch.isnan(scores) & (scores >= 1.0 - 1e-9)
-
-
-def score_steps(pieces: SourcePieces, prompts: list[Any], completions: list[str], rollout: Rollout) -> list[StepScores | None]:
-    """Process-reward step scores; a failing PRM scores nothing this step (None) unless strict."""
-    try:
-        return pieces.process_model(prompts, completions, rollout.completion_token_lists())
-    except Exception as err:
-        if pieces.config.reward.strict:
-            raise RewardFunctionError(f"process reward model failed: {err}") from err
-        logger.warning("process reward model failed (%s); this step's samples get no advantage", err)
-        return [None] * len(completions)
-
-
 def sample_and_score(pieces: SourcePieces, rows: list[dict[str, Any]], group_size: int, timer: StepTimer,
                      generator: torch.Generator | None = None, shard: tuple[int, int] | None = None) -> ScoredBatch:
     """Roll out ``group_size`` completions of the current policy for each row's prompt and score them.
@@ -96,29 +147,19 @@ def sample_and_score(pieces: SourcePieces, rows: list[dict[str, Any]], group_siz
     ``shard = (offset, total)``: these rows' completions are rows ``offset ..`` of a batch of ``total``
     spread over data-parallel ranks (their samples equal those of one process drawing the whole batch).
     """
-    prompts = [pieces.renderer.prompt(row) for row in rows]
+    prompts = [pieces.sampler.renderer.prompt(row) for row in rows]
     started = time.perf_counter()
-    with pieces.autocast():
-        rollout = generate_rollout(
-            pieces.policy,
-            pieces.renderer.encode(prompts),
-            group_size,
-            pieces.sampling,
-            pad_token_id=pieces.tokenizer.pad_token_id,
-            generator=generator if generator is not None else pieces.generator,
-            tokenizer=pieces.tokenizer,
-            shard=shard,
-        )
-    completions = rollout.decode_completions(pieces.tokenizer)
+    rollout = pieces.sampler.sample(prompts, group_size, generator, shard)
+    completions = rollout.decode_completions(pieces.sampler.tokenizer)
     timer.rollout += time.perf_counter() - started
     started = time.perf_counter()
     columns = row_columns(rows)
     reward_prompts = [p for p in prompts for _ in range(rollout.group_size)]
-    scores = pieces.scorer.score(reward_prompts, completions, per_sample_columns(columns, rollout))
+    scoring = pieces.scoring
+    scores, steps = scoring.score(reward_prompts, completions, per_sample_columns(columns, rollout), rollout)
     zero_std = int(algo.degenerate_groups(scores.total, rollout.group_size).sum())
-    steps = score_steps(pieces, reward_prompts, completions, rollout) if pieces.process_model else None
     timer.reward += time.perf_counter() - started
     return ScoredBatch(
         rollout, prompts, columns, completions, scores, sampled_groups=len(rows), zero_std_groups=zero_std,
-        steps=steps, correct=correct_mask(pieces, scores.per_function),
+        steps=steps, correct=scoring.correct_mask(scores.per_function),
     )

@@ -17,12 +17,17 @@ from typing import Any
 
 import torch
 
-from cohort.sources.scored_batch import ScoredBatch
 from cohort.data.tasks import row_columns, rows_at
-from cohort.monitoring.console import dumps
+from cohort.records import dumps
 from cohort.rewards import RewardScores
 from cohort.sources.base import SourcePieces, StepTimer, sample_and_score
-from cohort.sources.stream import ExampleStream, MethodDataError, as_float_tensor, default_batch_size
+from cohort.sources.scored_batch import ScoredBatch
+from cohort.sources.stream import (
+    ExampleStream,
+    MethodDataError,
+    as_float_tensor,
+    default_batch_size,
+)
 
 OFFLINE_DIR = "offline"
 
@@ -67,7 +72,7 @@ class OfflineSamples:
             "model": c.model.path, "task": c.data.task, "seed": c.train.seed, "samples_per_prompt": self.per_prompt,
             "prompts": len(self.prompt_indices), "chunk_size": self.chunk_size, "max_new_tokens": c.rollout.max_new_tokens,
             "temperature": c.rollout.temperature, "top_p": c.rollout.top_p, "top_k": c.rollout.top_k,
-            "rewards": sorted(r.name for r in self.pieces.rewards),
+            "rewards": sorted(r.name for r in self.pieces.scoring.rewards),
         }
 
     def _progress(self) -> int:
@@ -106,7 +111,7 @@ class OfflineSamples:
         if chunk % max(1, len(self.prompt_indices) // self.chunk_size // 10) == 0:
             pieces.info(f"offline samples of the initial policy: {chunk * self.chunk_size}/{len(self.prompt_indices)} prompts")
         block = _block(len(indices), world.rank, world.size)
-        device = pieces.generator.device
+        device = pieces.sampler.generator.device
         generator = torch.Generator(device=device).manual_seed(pieces.config.train.seed * 1_000_003 + 7919 * (chunk + 1))
         mine = indices[block]
         lines: list[str] = []
@@ -157,7 +162,7 @@ def _records_batch(stream: ExampleStream, records: list[dict[str, Any]], group_s
         per_function={name: as_float_tensor([r["rewards"].get(name) for r in records]) for name in names},
     )
     correct = torch.tensor([bool(r["correct"]) for r in records]) if records[0]["correct"] is not None else None
-    completions = rollout.decode_completions(pieces.tokenizer)
+    completions = rollout.decode_completions(pieces.sampler.tokenizer)
     return ScoredBatch(rollout, prompts, row_columns(rows), completions, scores, sampled_groups=len(rows), correct=correct)
 
 
@@ -186,17 +191,18 @@ class RejectionSampledRows(ExampleStream):
 
     def build(self, indices: list[int], timer: StepTimer) -> ScoredBatch:
         batch = _records_batch(self, [self.kept[i] for i in indices], 1)
-        batch.extras = {"rft/dataset_size": float(len(self.kept)), "rft/kept_frac": len(self.kept) / max(1, self.drawn)}
+        batch.extras = {"dataset_size": float(len(self.kept)), "kept_frac": len(self.kept) / max(1, self.drawn)}
         return batch
 
 
 class SamplePairs(ExampleStream):
     """DPO pairs as DeepSeekMath builds them (A.1.4): a correct and an incorrect sample of the same
-    prompt from the initial policy; up to ``dpo.pairs_per_prompt`` distinct pairs per prompt."""
+    prompt from the initial policy; up to ``pairs_per_prompt`` distinct pairs per prompt."""
 
-    def __init__(self, pieces: SourcePieces, store: OfflineSamples) -> None:
+    def __init__(self, pieces: SourcePieces, store: OfflineSamples, *, pairs_per_prompt: int) -> None:
         super().__init__(pieces, default_batch_size(pieces, per_example=2))
         self.store = store
+        self.pairs_per_prompt = pairs_per_prompt
         self.pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
 
     def load(self) -> int:
@@ -204,7 +210,7 @@ class SamplePairs(ExampleStream):
         for record in self.store.records():
             correct, wrong = by_prompt.setdefault(record["prompt_index"], ({}, {}))
             (correct if record["correct"] else wrong).setdefault(tuple(record["completion_ids"]), record)
-        limit = self.pieces.config.dpo.pairs_per_prompt
+        limit = self.pairs_per_prompt
         for prompt_index, (correct, wrong) in sorted(by_prompt.items()):
             combos = [(c, w) for c in correct.values() for w in wrong.values()]
             random.Random(self.pieces.config.train.seed * 1_000_003 + prompt_index).shuffle(combos)
@@ -217,5 +223,5 @@ class SamplePairs(ExampleStream):
     def build(self, indices: list[int], timer: StepTimer) -> ScoredBatch:
         records = [record for i in indices for record in self.pairs[i]]
         batch = _records_batch(self, records, 2)
-        batch.extras = {"dpo/dataset_pairs": float(len(self.pairs))}
+        batch.extras = {"dataset_pairs": float(len(self.pairs))}
         return batch

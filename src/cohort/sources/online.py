@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from cohort import algo
-from cohort.sources.scored_batch import ScoredBatch
 from cohort.data.sampler import PromptSampler
 from cohort.data.tasks import rows_at
 from cohort.sources.base import SourcePieces, StepTimer, sample_and_score
+from cohort.sources.scored_batch import ScoredBatch
 
 
 class OnlineRollouts:

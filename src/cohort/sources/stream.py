@@ -6,9 +6,10 @@ from typing import Any
 
 import torch
 
-from cohort.sources.scored_batch import ScoredBatch, rollout_from_tokens
 from cohort.data.sampler import PromptSampler
+from cohort.rollout.batch import rollout_from_tokens
 from cohort.sources.base import SourcePieces, StepTimer
+from cohort.sources.scored_batch import ScoredBatch
 
 
 class MethodDataError(ValueError):
@@ -71,10 +72,11 @@ class ExampleStream:
 
     def rollout(self, prompt_rows: list[dict[str, Any]], completion_ids: list[list[int]], group_size: int):
         """(prompts as given to rewards, Rollout) for rows and their ``group_size`` completions each."""
-        prompts = [self.pieces.renderer.prompt(row) for row in prompt_rows]
-        device = next(self.pieces.policy.parameters()).device
+        sampler = self.pieces.sampler
+        prompts = [sampler.renderer.prompt(row) for row in prompt_rows]
+        device = next(sampler.policy.parameters()).device
         rollout = rollout_from_tokens(
-            self.pieces.renderer.encode(prompts), completion_ids, group_size, self.pieces.tokenizer.pad_token_id, device=device
+            sampler.renderer.encode(prompts), completion_ids, group_size, sampler.tokenizer.pad_token_id, device=device
         )
         return prompts, rollout
 

@@ -1,4 +1,4 @@
-"""Iterative RL (DeepSeekMath Algorithm 1, spec §5) on top of the one training loop.
+"""Iterative RL (DeepSeekMath Algorithm 1, docs/spec.md §5) on top of the one training loop.
 
 Each iteration: the reference is reset to the policy, the policy trains ``steps_per_iteration``
 GRPO steps with the current reward model (an outcome RM, or a PRM for process supervision), then
@@ -19,8 +19,9 @@ trainer checkpoints at every iteration boundary, so a run killed mid-iteration r
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 
@@ -36,26 +37,32 @@ from cohort.reward_training import (
     with_replay,
     write_examples,
 )
+from cohort.reward_training.labels import monte_carlo_step_labels
 from cohort.rewards import NamedReward
 from cohort.rewards.process_model import ProcessRewardModel, split_steps
 from cohort.rewards.reward_model import RewardModelReward
-from cohort.sources import StepTimer, sample_and_score
-from cohort.reward_training.labels import monte_carlo_step_labels
-
-if TYPE_CHECKING:
-    from cohort.training.trainer import Trainer
+from cohort.sources import SourcePieces, StepTimer, sample_and_score
 
 ITERATIONS_DIR = "iterations"
 REWARD_MODEL_NAME = "reward_model"
 
 
 class IterativeRL:
-    """Runs Algorithm 1's outer loop around a Trainer: reward-model (re)training at iteration boundaries."""
+    """Runs Algorithm 1's outer loop around the training loop: reward-model (re)training at iteration
+    boundaries. It reaches the run through a narrow seam: the source pieces (it samples with their
+    policy sampler and swaps their scoring stage as one object), ``reset_reference`` (pi_ref <- pi_theta),
+    and ``gathered`` (FSDP2: full parameters for its forwards)."""
 
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-        self.options = trainer.config.iterative
-        self.root = trainer.run_dir.root / ITERATIONS_DIR
+    def __init__(self, pieces: SourcePieces, *, reset_reference: Callable[[], None],
+                 gathered: Callable[[], AbstractContextManager], base_model: str, device: torch.device) -> None:
+        self.pieces = pieces
+        self.config = pieces.config
+        self.options = pieces.config.iterative
+        self.reset_reference = reset_reference
+        self.gathered = gathered
+        self.base_model = base_model
+        self.device = device
+        self.root = pieces.run_dir.root / ITERATIONS_DIR
         self.iteration = 1  # the iteration the next policy step belongs to
         self.reward_model: str | None = None  # the reward model the policy trains with now
         self.records: list[dict[str, Any]] = []  # per finished reward-model training: iteration, accuracy, AUC
@@ -64,20 +71,22 @@ class IterativeRL:
 
     def install(self, path: str) -> None:
         """Make the policy train with the reward model at ``path`` from the next step on."""
-        trainer, self.reward_model = self.trainer, path
+        self.reward_model = path
+        scoring = self.pieces.scoring
         if self.options.supervision == "process":
-            trainer.set_process_model(ProcessRewardModel(path, trainer.tokenizer, **self._prm_options()))
+            prm = ProcessRewardModel(path, self.pieces.sampler.tokenizer, **self._prm_options())
+            self.pieces.scoring = scoring.replaced(process_model=prm)
             return
-        model = NamedReward(REWARD_MODEL_NAME, RewardModelReward(path, device=str(trainer.device)), 1.0)
-        trainer.set_reward_functions([r for r in trainer.rewards if r.name != REWARD_MODEL_NAME] + [model])
+        model = NamedReward(REWARD_MODEL_NAME, RewardModelReward(path, device=str(self.device)), 1.0)
+        self.pieces.scoring = scoring.replaced(rewards=[r for r in scoring.rewards if r.name != REWARD_MODEL_NAME] + [model])
 
     def _prm_options(self) -> dict[str, Any]:
-        options = dict(self.trainer.config.reward.process_model or {})
+        options = dict(self.config.reward.process_model or {})
         options.pop("path", None)
-        options.setdefault("device", str(self.trainer.device))
+        options.setdefault("device", str(self.device))
         return options
 
-    # --- the trainer's hooks --------------------------------------------------------------------------
+    # --- the loop's hooks -----------------------------------------------------------------------------
 
     def prepare(self) -> None:
         """Before the first step: the starting reward model (given, or trained now as iteration 0)."""
@@ -86,7 +95,7 @@ class IterativeRL:
         elif self.options.reward_model is not None:
             self.install(self.options.reward_model)
         else:
-            self.install(self._retrain(0))
+            self.install(self._retrain(0, step=0))
 
     def after_step(self, step: int) -> dict[str, Any]:
         """After policy step ``step``: at an iteration's end, retrain the reward model and reset the
@@ -95,16 +104,16 @@ class IterativeRL:
         per, last = self.options.steps_per_iteration, self.options.iterations
         if step % per or self.iteration >= last:  # the last iteration trains no further reward model
             return metrics
-        path = self._retrain(self.iteration)
+        path = self._retrain(self.iteration, step)
         record = self.records[-1]
         metrics.update({f"rm/{key}": record[key] for key in ("held_out_accuracy", "held_out_auc", "examples")})
         self.iteration += 1
         self.install(path)
-        self.trainer.reset_reference()
+        self.reset_reference()
         return metrics
 
     def boundary(self, step: int) -> bool:
-        """Whether ``step`` ended an iteration (the trainer checkpoints there)."""
+        """Whether ``step`` ended an iteration (the loop checkpoints there)."""
         return step % self.options.steps_per_iteration == 0
 
     def state_dict(self) -> dict[str, Any]:
@@ -118,27 +127,26 @@ class IterativeRL:
 
     # --- reward-model training ------------------------------------------------------------------------
 
-    def _retrain(self, iteration: int) -> str:
+    def _retrain(self, iteration: int, step: int) -> str:
         """Label fresh policy samples, mix in the replay share, (continue to) train; returns the new RM's path."""
-        trainer, options = self.trainer, self.options
+        options, seed = self.options, self.config.train.seed
         directory = self.root / f"iter-{iteration}"
         out = directory / "reward_model"
-        world = trainer.world
+        world = self.pieces.world
         if world.is_main:
-            with trainer.gathered():
+            with self.gathered():
                 fresh = self._label(self._samples(iteration))
             write_examples(directory / "data.jsonl", fresh)
             earlier = [example for k in range(iteration) for example in self._read(k)]
-            mixture = with_replay(fresh, earlier, options.replay_fraction, seed=trainer.config.train.seed + iteration)
+            mixture = with_replay(fresh, earlier, options.replay_fraction, seed=seed + iteration)
             train = train_process_model if options.supervision == "process" else train_outcome_model
-            init = self.reward_model or options.base_model or trainer.model_path
+            init = self.reward_model or options.base_model or self.base_model
             report = train(mixture, init, out, held_out_fraction=options.rm_held_out, epochs=options.rm_epochs,
-                           lr=options.rm_lr, batch_size=options.rm_batch_size, seed=trainer.config.train.seed + iteration,
-                           device=str(trainer.device))
-            trainer.console.info(f"iteration {iteration}: " + report.summary().replace("\n", "; "))
+                           lr=options.rm_lr, batch_size=options.rm_batch_size, seed=seed + iteration, device=str(self.device))
+            self.pieces.info(f"iteration {iteration}: " + report.summary().replace("\n", "; "))
             held = report.held_out
             self.records.append({
-                "iteration": iteration, "step": trainer.step, "examples": len(mixture), "fresh": len(fresh),
+                "iteration": iteration, "step": step, "examples": len(mixture), "fresh": len(fresh),
                 "replayed": len(mixture) - len(fresh), "seconds": report.seconds,
                 "held_out_accuracy": held.accuracy if held else float("nan"),
                 "held_out_auc": held.auc if held and held.auc is not None else float("nan"),
@@ -155,13 +163,12 @@ class IterativeRL:
 
     def _samples(self, iteration: int):
         """rm_samples completions of the current policy (rm_samples / G prompts, seeded by the iteration)."""
-        trainer = self.trainer
-        group = trainer.config.rollout.group_size
+        group, seed, task = self.config.rollout.group_size, self.config.train.seed, self.pieces.task
         prompts = max(1, self.options.rm_samples // group)
-        sampler = PromptSampler(len(trainer.task.train), seed=trainer.config.train.seed * 7_919 + iteration)
-        rows = rows_at(trainer.task.train, sampler.next_indices(prompts))
-        generator = torch.Generator(device=trainer.device).manual_seed(trainer.config.train.seed * 104_729 + iteration)
-        return sample_and_score(trainer.pieces, rows, group, StepTimer(), generator)
+        sampler = PromptSampler(len(task.train), seed=seed * 7_919 + iteration)
+        rows = rows_at(task.train, sampler.next_indices(prompts))
+        generator = torch.Generator(device=self.device).manual_seed(seed * 104_729 + iteration)
+        return sample_and_score(self.pieces, rows, group, StepTimer(), generator)
 
     def _label(self, batch) -> list[OutcomeExample] | list[ProcessExample]:
         """Training examples from a scored batch: outcome labels, or step labels (Monte-Carlo or gold)."""
@@ -170,14 +177,14 @@ class IterativeRL:
             return [OutcomeExample(p, c, float(ok)) for p, c, ok in zip(prompts, batch.completions, batch.correct.tolist())]
         if self.options.labels == "gold":
             return self._gold_labels(prompts, batch)
-        trainer = self.trainer
-        answers = [a for a in batch.columns[trainer.task.answer_column] for _ in range(batch.group_size)]
+        sampler = self.pieces.sampler
+        answers = [a for a in batch.columns[self.pieces.task.answer_column] for _ in range(batch.group_size)]
         columns = {key: [v for v in values for _ in range(batch.group_size)] for key, values in batch.columns.items()}
-        generator = torch.Generator(device=trainer.device).manual_seed(trainer.config.train.seed * 15_485_863 + self.iteration)
+        generator = torch.Generator(device=self.device).manual_seed(self.config.train.seed * 15_485_863 + self.iteration)
         labelling = monte_carlo_step_labels(
-            trainer.policy, trainer.tokenizer, prompts, batch.completions, answers, trainer.correctness.fn,
-            rollouts=self.options.mc_rollouts, params=trainer.sampling, generator=generator,
-            step_marker=self._marker(), chat=trainer.config.model.chat_template, columns=columns,
+            sampler.policy, sampler.tokenizer, prompts, batch.completions, answers, self.pieces.scoring.correctness.fn,
+            rollouts=self.options.mc_rollouts, params=sampler.params, generator=generator,
+            step_marker=self._marker(), chat=sampler.renderer.chat, columns=columns,
         )
         return labelling.process_examples(prompts, soft=self.options.mc_label == "soft")
 
@@ -193,17 +200,4 @@ class IterativeRL:
         return examples
 
     def _marker(self) -> str:
-        return (self.trainer.config.reward.process_model or {}).get("step_marker", "\n")
-
-
-def iteration_records(run_dir: Path) -> list[dict[str, Any]]:
-    """Every iteration's reward-model report in a run directory (for the report and the README table)."""
-    records = []
-    for directory in sorted((Path(run_dir) / ITERATIONS_DIR).glob("iter-*"), key=lambda p: int(p.name.split("-")[1])):
-        report_path = directory / "reward_model" / "training.json"
-        if report_path.exists():
-            report = json.loads(report_path.read_text())
-            held = report.get("held_out") or {}
-            records.append({"iteration": int(directory.name.split("-")[1]), "accuracy": held.get("accuracy"),
-                            "auc": held.get("auc"), "examples": report.get("train_examples")})
-    return records
+        return (self.config.reward.process_model or {}).get("step_marker", "\n")

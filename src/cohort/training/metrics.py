@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from cohort.sources.scored_batch import ScoredBatch
 from cohort.distributed import World
+from cohort.sources.scored_batch import ScoredBatch
 
 
 @dataclass

@@ -23,44 +23,65 @@ import numpy as np
 import torch
 
 from cohort.assets import resolve_builtin
+from cohort.config import Config, save_config
+from cohort.data.tasks import Task, format_prompt, task_from_settings
+from cohort.distributed import (
+    World,
+    full_model_state,
+    gathered,
+    load_optimizer_state,
+    optimizer_state,
+    start_world,
+    wrap,
+)
+from cohort.evaluation.evaluate import EvalSummary
+from cohort.evaluation.held_out import evaluate_held_out, read_eval, write_eval
+from cohort.methods import MethodContext, TrainingSignal, check_config
+from cohort.models.loading import (
+    autocast_context,
+    eos_token_ids,
+    load_policy,
+    load_reference,
+    load_tokenizer,
+    resolve_device,
+)
+from cohort.models.lora import (
+    AdapterReference,
+    LoraError,
+    add_adapters,
+    is_adapted,
+    lora_config,
+    merged_model,
+)
+from cohort.models.prompts import task_renderer
+from cohort.monitoring.console import RunConsole, comparison_table
+from cohort.monitoring.metrics_writer import MetricsWriter
+from cohort.optimisation.optimizer import build_optimizer
+from cohort.optimisation.update import LoopSettings, Trainable, optimise
+from cohort.records import dumps, truncate_jsonl
+from cohort.report import write_report
+from cohort.rewards.configured import run_rewards
+from cohort.rewards.process_model import ProcessRewardModel
+from cohort.rewards.registry import construct
+from cohort.rollout.sampling import SamplingParams
+from cohort.run_directory import RunDirectory
+from cohort.sources import PolicySampler, ScoringStage, SourcePieces, StepTimer
 from cohort.sources.scored_batch import ScoredBatch
 from cohort.training.checkpoint import (
-    RunDirectory,
     capture_rng_state,
     load_trainer_state,
     prune_checkpoints,
     restore_rng_state,
     save_model,
     save_pretrained_atomic,
-    truncate_jsonl,
 )
-from cohort.components import (
-    PromptRenderer,
-    build_rewards,
-    evaluate_held_out,
-    load_config_task,
-    model_path,
-    read_eval,
-    sampling_params,
-    write_eval,
-)
-from cohort.config import Config, save_config
-from cohort.data.tasks import Task, format_prompt
-from cohort.distributed import World, full_model_state, gathered, load_optimizer_state, optimizer_state, start_world, wrap
-from cohort.evaluation.evaluate import EvalSummary
 from cohort.training.iterative import IterativeRL
-from cohort.models.lora import AdapterReference, LoraError, add_adapters, is_adapted, lora_config, merged_model
-from cohort.methods import MethodContext, TrainingSignal, check_config
-from cohort.models import autocast_context, load_policy, load_reference, load_tokenizer, resolve_device
-from cohort.monitoring.console import MetricsWriter, RunConsole, comparison_table, dumps
-from cohort.optimisation.optimizer import build_optimizer
-from cohort.optimisation.update import LoopSettings, Trainable, optimise
-from cohort.report import write_report
-from cohort.rewards import RewardScorer, correctness_reward
-from cohort.rewards.process_model import ProcessRewardModel
-from cohort.rewards.registry import construct
-from cohort.sources import SourcePieces, StepTimer
-from cohort.training.metrics import BatchFacts, mean_over_ranks, reward_metrics, shape_metrics
+from cohort.training.metrics import (
+    BatchFacts,
+    mean_over_ranks,
+    reward_metrics,
+    shape_metrics,
+)
 from cohort.training.stopping import StopRequests
 
 logger = logging.getLogger(__name__)
@@ -72,17 +93,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def per_sample_signal(signal: TrainingSignal, completion_mask: torch.Tensor) -> torch.Tensor | None:
-    """One number per sample for the logs: its advantage (token mean if per token) or coefficient. -> [N]"""
-    values = signal.tensors.get("advantages", signal.tensors.get("coefficients"))
-    if values is None:
-        return None
-    if values.dim() == 1:
-        return values
-    mask = completion_mask[:, : values.shape[1]]
-    return torch.where(mask, values, 0).sum(1) / mask.sum(1).clamp(min=1)  # [N]
 
 
 class Trainer:
@@ -128,32 +138,30 @@ class Trainer:
 
     def _load_task_and_rewards(self) -> None:
         config = self.config
-        self.task: Task = load_config_task(config)
+        self.task: Task = task_from_settings(config.data, config.train.seed)
         format_prompt(self.task.train[0], config.data.prompt_template, self.task.prompt_column)
-        self.rewards = build_rewards(config, self.task)
-        self.scorer = RewardScorer(self.rewards, timeout_s=config.reward.timeout_s, strict=config.reward.strict)
-        self.correctness = correctness_reward(self.rewards)
-        self.method_class.check_data(config, self.task, self.rewards)
+        rewards = run_rewards(config, self.task)
+        self.scoring = ScoringStage(rewards=rewards, timeout_s=config.reward.timeout_s, strict=config.reward.strict)
+        self.method_class.check_data(config, self.task, rewards)
         if config.model.lora is not None:
             lora_config(config.model.lora)  # a wrong option (or no PEFT) fails before any model loads
             if self.world.distributed and config.distributed.strategy == "fsdp2":
                 raise LoraError("model.lora with distributed.strategy=fsdp2 is not supported; use ddp (the adapters are small)")
-        for reward in self.rewards:
+        for reward in rewards:
             if hasattr(reward.fn, "isolation"):
                 self.console.info(f"reward {reward.name!r}: programs run in a sandbox with {reward.fn.isolation}")
 
     def _load_models(self) -> None:
         config = self.config
-        self.model_path = model_path(config)
+        self.model_path = resolve_builtin(config.model.path)
         self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=config.model.trust_remote_code)
-        self.renderer = PromptRenderer.from_config(config, self.task, self.tokenizer)
-        self.process_model = None
+        self.renderer = task_renderer(self.tokenizer, self.task, template=config.data.prompt_template,
+                                      chat=config.model.chat_template, system_prompt=config.model.system_prompt)
         if config.reward.process_model:
             options = dict(config.reward.process_model)
             prm_path = options.pop("path")
-            self.process_model = construct(
-                "process_model", lambda **kw: ProcessRewardModel(prm_path, self.tokenizer, **kw), options
-            )
+            prm = construct("process_model", lambda **kw: ProcessRewardModel(prm_path, self.tokenizer, **kw), options)
+            self.scoring = self.scoring.replaced(process_model=prm)
         model = config.model
         loading = {"dtype": model.dtype, "device": self.device, "trust_remote_code": model.trust_remote_code}
         if model.lora is not None:  # the base from model.path, the adapters new or from the checkpoint
@@ -167,7 +175,8 @@ class Trainer:
             self.reference = AdapterReference(self.policy) if model.lora is not None and not model.reference_path else load_reference(
                 resolve_builtin(model.reference_path) if model.reference_path else self.model_path, **loading)
         self.reference_was_reset = False
-        self.sampling = sampling_params(config, self.tokenizer, self.policy)
+        eos_ids = eos_token_ids(self.tokenizer, getattr(self.policy, "generation_config", None))
+        self.sampling = SamplingParams.for_run(config.rollout, eos_ids)
 
     def _optimizer_for(self, module: torch.nn.Module, lr: float):
         o = self.config.optim
@@ -180,36 +189,30 @@ class Trainer:
         config, world = self.config, self.world
         self.policy_forward = wrap(world, self.policy)  # FSDP2 shards the policy in place; DDP wraps it
         self.optimizer, self.scheduler = self._optimizer_for(self.policy, config.optim.lr)
-        context = MethodContext(config, self.device, self.policy, self.reference, self.tokenizer, self.autocast,
-                                self.model_path, self._optimizer_for, lambda module: wrap(world, module), self.resume_from, world)
+        context = MethodContext(
+            config=config, device=self.device, policy=self.policy, reference=self.reference, tokenizer=self.tokenizer,
+            autocast=self.autocast, model_path=self.model_path, build_optimizer=self._optimizer_for,
+            wrap=lambda module: wrap(world, module), resume_from=self.resume_from, world=world,
+        )
         self.method = self.method_class(context)
         forward = self.policy_forward if self.policy_forward is not self.policy else None
         policy = Trainable("policy", self.policy, self.optimizer, self.scheduler, config.optim.max_grad_norm, forward)
         self.trainables = [policy, *self.method.trainables()]
-        self.pieces = SourcePieces(
-            config, self.task, self.renderer, self.tokenizer, self.policy, self.rewards, self.scorer, self.correctness,
-            self.sampling, self.generator, self.autocast, self.run_dir, self.console.info, self.process_model, world,
-        )
+        sampler = PolicySampler(policy=self.policy, tokenizer=self.tokenizer, renderer=self.renderer, params=self.sampling,
+                                generator=self.generator, autocast=self.autocast)
+        self.pieces = SourcePieces(config=config, task=self.task, sampler=sampler, scoring=self.scoring, run_dir=self.run_dir,
+                                   info=self.console.info, world=world)
         self.source = self.method.source(self.pieces)
-        self.iterative = IterativeRL(self) if config.iterative.iterations else None
+        self.iterative = IterativeRL(self.pieces, reset_reference=self.reset_reference, gathered=self.gathered,
+                                     base_model=self.model_path, device=self.device) if config.iterative.iterations else None
         o = config.optim
-        self.loop = LoopSettings(config.algorithm.mu, o.mini_batches, o.micro_batch_size, self.autocast, o.micro_batch_tokens,
-                                 world, self.gathered)
+        self.loop = LoopSettings(passes=config.algorithm.mu, mini_batches=o.mini_batches, micro_batch_size=o.micro_batch_size,
+                                 autocast=self.autocast, micro_batch_tokens=o.micro_batch_tokens, world=world,
+                                 gathered=self.gathered)
 
     def gathered(self):
         """FSDP2: the trained models' full parameters for the enclosed forwards (a no-op otherwise)."""
         return gathered([t.module for t in self.trainables])
-
-    def set_reward_functions(self, rewards: list) -> None:
-        """Score from the next step on with ``rewards`` (iterative RL swaps in a retrained reward model)."""
-        self.rewards = rewards
-        self.scorer = RewardScorer(rewards, timeout_s=self.config.reward.timeout_s, strict=self.config.reward.strict)
-        self.correctness = correctness_reward(rewards)
-        self.pieces.rewards, self.pieces.scorer, self.pieces.correctness = self.rewards, self.scorer, self.correctness
-
-    def set_process_model(self, process_model) -> None:
-        """Score steps from the next step on with ``process_model`` (a retrained PRM)."""
-        self.process_model = self.pieces.process_model = process_model
 
     def reset_reference(self) -> None:
         """pi_ref <- pi_theta (iterative RL): the reference becomes a copy of the current policy."""
@@ -252,7 +255,8 @@ class Trainer:
 
     def _reset_reference_if_due(self) -> None:
         every = self.config.algorithm.ref_reset_every
-        if self.reference is not None and self.method_class.resets_reference and every and self.step > 0 and self.step % every == 0:
+        applies = self.method_class.reads_key("algorithm.ref_reset_every")
+        if self.reference is not None and applies and every and self.step > 0 and self.step % every == 0:
             self.reset_reference()
 
     # --- metrics ------------------------------------------------------------------------------------
@@ -262,7 +266,7 @@ class Trainer:
         self.step_times.append(step_time)
         facts = BatchFacts.gather(self.world, BatchFacts.of(batch, signal.trainable))
         metrics: dict[str, Any] = {"step": self.step, **reward_metrics(facts)}
-        method_metrics = {**signal.metrics, **self.method.metrics(batch, signal, stats), **batch.extras}
+        method_metrics = {**signal.metrics, **self.method.metrics(batch, signal, stats)}
         metrics.update(mean_over_ranks(self.world, method_metrics))
         metrics.update({
             "entropy": stats["entropy"],
@@ -282,7 +286,7 @@ class Trainer:
 
     def _completion_records(self, batch: ScoredBatch, signal: TrainingSignal) -> list[dict[str, Any]]:
         g = batch.group_size
-        values = per_sample_signal(signal, batch.rollout.completion_mask)
+        values = signal.per_sample
         limit = min(self.config.log.completions_per_step, len(batch.completions))
         lengths = batch.rollout.completion_lengths.tolist()
         return [
@@ -369,7 +373,7 @@ class Trainer:
 
     def evaluate(self, label: str) -> EvalSummary | None:
         """Held-out evaluation on rank 0, written to eval_<label>.json(l); reused if a resumed run has it."""
-        if self.task.test is None or self.correctness is None:
+        if self.task.test is None or self.pieces.scoring.correctness is None:
             return None
         summary_path = self.run_dir.eval_summary(label)
         summary = None
@@ -381,12 +385,12 @@ class Trainer:
 
     def evaluate_curve_point(self) -> None:
         """One point of the held-out curve (train.eval_every), appended to eval_curve.jsonl by rank 0."""
-        if self.task.test is None or self.correctness is None:
+        if self.task.test is None or self.pieces.scoring.correctness is None:
             return
         with self.gathered():
             if self.world.is_main:
                 summary, _ = evaluate_held_out(
-                    self.config, self.task, self.policy, self.tokenizer, self.rewards, num_samples=self.config.train.eval_samples
+                    self.config, self.task, self.policy, self.tokenizer, self.pieces.scoring.rewards, num_samples=self.config.train.eval_samples
                 )
                 with self.run_dir.eval_curve.open("a", encoding="utf-8") as handle:
                     handle.write(dumps({"step": self.step, **summary.to_dict()}) + "\n")
@@ -395,7 +399,7 @@ class Trainer:
     def _evaluate_now(self, label: str, summary_path: Path) -> EvalSummary:
         self.console.info(f"evaluating ({label}) on the held-out problems ...")
         summary, problems = evaluate_held_out(
-            self.config, self.task, self.policy, self.tokenizer, self.rewards, num_samples=self.config.train.eval_samples
+            self.config, self.task, self.policy, self.tokenizer, self.pieces.scoring.rewards, num_samples=self.config.train.eval_samples
         )
         write_eval(summary, problems, summary_path, self.run_dir.eval_problems(label))
         self.console.event(f"eval_{label}", summary.to_dict())

@@ -28,10 +28,11 @@ import ctypes
 import ctypes.util
 import errno
 import functools
+import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 NOBODY = 65534  # the conventional unprivileged uid/gid: what sandboxed programs run as
 JUDGE_UID = 65533  # the judge of assertion tests under unshare/setuid: not the program's uid
@@ -39,6 +40,28 @@ ISOLATIONS = ("auto", "bubblewrap", "unshare", "setuid", "none")
 BWRAP_ENV = "COHORT_BWRAP"
 BWRAP_INSTALL = "install it with `sudo apt-get install bubblewrap` or `make system-deps`"
 WEAKER_LAYERS = 'or name a weaker layer explicitly: isolation="unshare" (root), "setuid" (root) or "none"'
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource limits of one sandboxed run."""
+
+    wall_time_s: float = 10.0  # wall-clock limit; the host kills the sandbox when it expires
+    cpu_time_s: int = 10  # RLIMIT_CPU: SIGXCPU at this many CPU seconds, SIGKILL one second later
+    memory_mb: int = 1024  # RLIMIT_AS: address space of each process
+    max_processes: int = 32  # RLIMIT_NPROC: processes and threads of the sandbox user
+    max_output_bytes: int = 1 << 20  # stdout and stderr each; via RLIMIT_FSIZE, which also caps files it writes
+    max_open_files: int = 64  # RLIMIT_NOFILE
+    workdir_mb: int = 64  # size of each writable tmpfs (bubblewrap: /sandbox and /dev/shm)
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not is_number or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"SandboxLimits.{field.name} must be a finite number > 0, got {value!r}")
+            if field.name != "wall_time_s" and value != int(value):
+                raise ValueError(f"SandboxLimits.{field.name} must be a whole number, got {value!r}")
 
 
 class SandboxError(RuntimeError):

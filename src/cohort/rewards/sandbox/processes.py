@@ -22,12 +22,14 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from cohort.rewards.sandbox.layers import NOBODY, Layer, SandboxError, no_fork_filter
-
-if TYPE_CHECKING:
-    from cohort.rewards.sandbox.runner import SandboxLimits
+from cohort.rewards.sandbox.layers import (
+    NOBODY,
+    Layer,
+    SandboxError,
+    SandboxLimits,
+    no_fork_filter,
+)
 
 logger = logging.getLogger("cohort.rewards.sandbox")
 

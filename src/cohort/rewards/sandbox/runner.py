@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,11 +34,16 @@ from cohort.rewards.sandbox.layers import (
     IsolationUnavailable,
     Layer,
     SandboxError,
+    SandboxLimits,
     candidate_layers,
     find_bwrap,
     probes_failed,
 )
-from cohort.rewards.sandbox.processes import SANDBOX_DIR, SandboxProcess, decode_status
+from cohort.rewards.sandbox.processes import (
+    SANDBOX_DIR,
+    SandboxProcess,
+    decode_status,
+)
 
 __all__ = [
     "ISOLATIONS",
@@ -61,28 +65,6 @@ PROGRAM_NAME = "main.py"
 T = TypeVar("T")
 _warned_kinds: set[str] = set()  # weak layers already announced in this process
 _warned_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    """Resource limits of one sandboxed run."""
-
-    wall_time_s: float = 10.0  # wall-clock limit; the host kills the sandbox when it expires
-    cpu_time_s: int = 10  # RLIMIT_CPU: SIGXCPU at this many CPU seconds, SIGKILL one second later
-    memory_mb: int = 1024  # RLIMIT_AS: address space of each process
-    max_processes: int = 32  # RLIMIT_NPROC: processes and threads of the sandbox user
-    max_output_bytes: int = 1 << 20  # stdout and stderr each; via RLIMIT_FSIZE, which also caps files it writes
-    max_open_files: int = 64  # RLIMIT_NOFILE
-    workdir_mb: int = 64  # size of each writable tmpfs (bubblewrap: /sandbox and /dev/shm)
-
-    def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
-            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not is_number or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"SandboxLimits.{field.name} must be a finite number > 0, got {value!r}")
-            if field.name != "wall_time_s" and value != int(value):
-                raise ValueError(f"SandboxLimits.{field.name} must be a whole number, got {value!r}")
 
 
 @dataclass(frozen=True)
