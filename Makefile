@@ -28,11 +28,14 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) Makefile scripts/install_cpu_torch.sh
 	@touch $(STAMP)
 	@$(PY) -c "import torch, transformers; print('setup: torch', torch.__version__, '| transformers', transformers.__version__, '(pinned: $(CONSTRAINTS))')"
 
+# In parallel over the machine's cores (pytest-xdist), slow tests first (tests/conftest.py).
+PYTEST := $(PY) -m pytest -q -n auto --dist worksteal
+
 test: setup
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The bundled demo: a small model learns arithmetic with GRPO; held-out accuracy before and after.
 demo: setup
@@ -60,7 +63,7 @@ test-latest: system-deps
 	$(LATEST_PY) -c "from importlib.metadata import version; print('torch==' + version('torch').split('+')[0])" > $(LATEST)/torch.txt
 	$(LATEST_PY) -m pip install --quiet -c $(LATEST)/torch.txt -e "$(EXTRAS)"
 	$(LATEST_PY) -c "import torch, transformers; print('test-latest: torch', torch.__version__, '| transformers', transformers.__version__)"
-	$(LATEST_PY) -m pytest -q
+	$(LATEST_PY) -m pytest -q -n auto --dist worksteal
 
 # Re-pin: the newest versions, once the test suite passes on them (make test-latest), become
 # constraints.txt. torch is written without its local tag (+cpu), so CUDA machines match it too.

@@ -93,3 +93,10 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("COHORT_TEST_THREADS", "1")))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip what needs a missing system package (see system_deps), and start the slow tests first:
+    under pytest-xdist the workers then finish together instead of one waiting on a late long test."""
+    system_deps.pytest_collection_modifyitems(config, items)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
