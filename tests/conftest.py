@@ -15,11 +15,8 @@ import pytest
 # Hooks: a test marked requires_bubblewrap / requires_chromium skips (or, under
 # COHORT_REQUIRE_SYSTEM_DEPS=1, fails) when the package is missing, and the terminal summary says
 # which packages were missing and how to install them.
-from system_deps import (  # noqa: F401
-    pytest_collection_modifyitems,
-    pytest_runtest_setup,
-    pytest_terminal_summary,
-)
+import system_deps
+from system_deps import pytest_runtest_setup, pytest_terminal_summary  # noqa: F401
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
