@@ -14,19 +14,14 @@ reaches ``--target-train-accuracy``; held-out problems are only used for the num
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import random
-import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from cohort.data.multistep import (
     MAX_OPERATIONS,
@@ -39,80 +34,31 @@ from cohort.data.multistep import (
     split_problems,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUTPUT_DIR = REPO_ROOT / "src" / "cohort" / "assets" / "multistep_model"
+# char_llama.py sits next to this file: on the path when this file is run, not when it is loaded by path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import char_llama
 
-SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>")
-CHARACTERS = tuple("0123456789+-=\n")
-MAX_NEW_TOKENS = 48
-"""Generation budget written into generation_config.json (gold solutions are at most 35 characters
-+ EOS; the slack lets a wrong completion add a line)."""
+DEFAULT_OUTPUT_DIR = char_llama.ASSETS_DIR / "multistep_model"
 
-HIDDEN_SIZE = 96
-NUM_LAYERS = 4
-NUM_HEADS = 4
-INTERMEDIATE_SIZE = 384
-MAX_POSITIONS = 128
-"""The longest prompt (15 characters) plus MAX_NEW_TOKENS fits with room to spare; RoPE has no
-position parameters, so this costs nothing."""
-
-BATCH_SIZE = 64
-LEARNING_RATE = 3e-3
-WARMUP_STEPS = 50
-MAX_STEPS = 3000
+MODEL = char_llama.Architecture(
+    characters=tuple("0123456789+-=\n"),
+    # Isolate every character, newlines included: "." would leave runs of newlines as one unknown piece.
+    split_pattern=r"[\s\S]",
+    # Gold solutions are at most 35 characters + EOS; the slack lets a wrong completion add a line.
+    max_new_tokens=48,
+    # max_positions: the longest prompt (15 characters) plus max_new_tokens fits with room to spare;
+    # RoPE has no position parameters, so this costs nothing.
+    hidden_size=96, num_layers=4, num_heads=4, intermediate_size=384, max_positions=128,
+)
+SFT = char_llama.Sft(
+    batch_size=64, learning_rate=3e-3, warmup_steps=50, check_every=25, num_check_problems=256,
+    target_train_accuracy=0.5, max_steps=3000,
+)
 CORRUPT_PROBABILITY = 0.25
 CORRUPT_MAX_OFFSET = 10
-CHECK_EVERY = 25
-NUM_CHECK_PROBLEMS = 256
 EVAL_SAMPLES = 4
 GENERATE_CHUNK = 1024
 """Prompts per generate() call in evaluation (bounds memory; results do not depend on it)."""
-
-
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Character-level tokenizer: one token per digit, operator, ``=`` or newline, plus pad / eos / unk; no BOS.
-
-    The pre-tokenizer isolates every character, newlines included (``[\\s\\S]``; ``.`` would
-    leave runs of newlines as one unknown piece). Without a BOS token, ``tokenizer(prompt)``
-    gives the same ids with or without special tokens. Padding is on the left, the side
-    generation needs.
-    """
-    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + CHARACTERS)}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        padding_side="left",
-        model_max_length=MAX_POSITIONS,
-    )
-
-
-def build_model(tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
-    """A randomly initialised tiny Llama (tied embeddings) sized for the tokenizer."""
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=HIDDEN_SIZE,
-        intermediate_size=INTERMEDIATE_SIZE,
-        num_hidden_layers=NUM_LAYERS,
-        num_attention_heads=NUM_HEADS,
-        num_key_value_heads=NUM_HEADS,
-        max_position_embeddings=MAX_POSITIONS,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = None
-    model.generation_config.max_new_tokens = MAX_NEW_TOKENS
-    return model
 
 
 def corrupt(row: dict[str, str], rng: random.Random) -> dict[str, object]:
@@ -142,67 +88,6 @@ def corrupt(row: dict[str, str], rng: random.Random) -> dict[str, object]:
             end = sum(len(line) + 1 for line in new_lines[: k + 1]) - 1
             return {**row, "solution": "\n".join(new_lines), "masked": [(end - len(new_lines[k].rsplit("=", 1)[1]), end)]}
     return {**row, "masked": []}
-
-
-def sft_batch(tokenizer: PreTrainedTokenizerFast, rows: list[dict[str, object]]) -> dict[str, torch.Tensor]:
-    """Right-padded ``prompt + solution + <eos>`` sequences; labels are -100 except on solution and EOS.
-
-    The ``masked`` character spans of a solution (a deliberately wrong result) get no loss either;
-    the tokenizer has one token per character, so character offsets are token offsets.
-    """
-    prompt_ids = tokenizer([row["prompt"] for row in rows], add_special_tokens=False)["input_ids"]
-    solution_ids = tokenizer([row["solution"] for row in rows], add_special_tokens=False)["input_ids"]
-    sequences = [p + s + [tokenizer.eos_token_id] for p, s in zip(prompt_ids, solution_ids)]
-    length = max(len(s) for s in sequences)
-    input_ids = torch.full((len(rows), length), tokenizer.pad_token_id)  # [B, T]
-    labels = torch.full((len(rows), length), -100)  # [B, T]
-    for i, (prompt, sequence, row) in enumerate(zip(prompt_ids, sequences, rows)):
-        input_ids[i, : len(sequence)] = torch.tensor(sequence)
-        labels[i, len(prompt) : len(sequence)] = torch.tensor(sequence[len(prompt) :])
-        for start, end in row["masked"]:
-            labels[i, len(prompt) + start : len(prompt) + end] = -100
-    return {"input_ids": input_ids, "attention_mask": input_ids != tokenizer.pad_token_id, "labels": labels}
-
-
-@torch.no_grad()
-def complete(
-    model: LlamaForCausalLM,
-    tokenizer: PreTrainedTokenizerFast,
-    rows: list[dict[str, str]],
-    num_samples: int = 0,
-    seed: int = 0,
-) -> list[str]:
-    """Completions of the rows' prompts: one greedy each when ``num_samples`` is 0, else that many at T=1.
-
-    Returned row-major (the samples of a prompt are adjacent), special tokens removed.
-    """
-    was_training = model.training
-    model.eval()
-    if num_samples:
-        torch.manual_seed(seed)
-        sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "num_return_sequences": num_samples}
-    else:
-        sampling = {"do_sample": False}
-    completions: list[str] = []
-    for start in range(0, len(rows), GENERATE_CHUNK):
-        chunk = rows[start : start + GENERATE_CHUNK]
-        encoded = tokenizer(
-            [row["prompt"] for row in chunk],
-            return_tensors="pt",
-            padding=True,
-            add_special_tokens=False,
-            return_token_type_ids=False,
-        )  # input_ids [b, Lp]; transformers 4.x tokenizers also return token_type_ids, which generate() rejects
-        output = model.generate(**encoded, max_new_tokens=MAX_NEW_TOKENS, **sampling)  # [b*n, Lp + T_new]
-        completions += tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
-    model.train(was_training)
-    return completions
-
-
-def answer_accuracy(rows: list[dict[str, str]], completions: list[str]) -> float:
-    """Share of completions whose final answer equals their row's answer (rows repeat for samples)."""
-    repeats = len(completions) // len(rows)
-    return sum(final_answer(text) == rows[i // repeats]["answer"] for i, text in enumerate(completions)) / len(completions)
 
 
 def step_statistics(rows: list[dict[str, str]], completions: list[str]) -> dict[str, float]:
@@ -242,62 +127,6 @@ def step_statistics(rows: list[dict[str, str]], completions: list[str]) -> dict[
     }
 
 
-def train_sft(
-    model: LlamaForCausalLM,
-    tokenizer: PreTrainedTokenizerFast,
-    seed: int,
-    target_train_accuracy: float,
-    max_steps: int,
-) -> tuple[int, float]:
-    """AdamW SFT on the training stream until greedy final-answer accuracy on a fixed training sample reaches the target.
-
-    Returns ``(steps, train_accuracy)``. Stopping early on purpose leaves the model partly
-    capable; the stopping rule looks at training problems only, never at held-out ones.
-    """
-    rng = random.Random(f"cohort-multistep-sft/{seed}")
-    stream = (corrupt(row, rng) for row in iter_problems("train", seed=seed))
-    check_rows = list(itertools.islice(iter_problems("train", seed=seed + 1), NUM_CHECK_PROBLEMS))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.98), weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
-    model.train()
-    train_accuracy = 0.0
-    for step in range(1, max_steps + 1):
-        batch = sft_batch(tokenizer, list(itertools.islice(stream, BATCH_SIZE)))
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step % CHECK_EVERY == 0:
-            train_accuracy = answer_accuracy(check_rows, complete(model, tokenizer, check_rows))
-            print(f"step {step:5d}  loss {loss.item():.4f}  greedy final-answer accuracy on training sample {train_accuracy:.3f}")
-            if train_accuracy >= target_train_accuracy:
-                return step, train_accuracy
-    raise RuntimeError(
-        f"SFT did not reach training accuracy {target_train_accuracy} within {max_steps} steps "
-        f"(last {train_accuracy:.3f}); raise --max-steps"
-    )
-
-
-def save_tokenizer(tokenizer: PreTrainedTokenizerFast, output_dir: Path) -> None:
-    """Save the tokenizer under the class name every transformers release knows.
-
-    transformers 5 records its new ``TokenizersBackend`` class, which 4.x cannot load;
-    ``PreTrainedTokenizerFast`` names the same class in 5.x and loads in 4.x too.
-    """
-    tokenizer.save_pretrained(output_dir)
-    config_path = output_dir / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def folder_size(path: Path) -> int:
-    """Total bytes of the files under ``path``."""
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def model_card(facts: dict[str, object]) -> str:
     """The README.md written next to the weights."""
     s = facts["stats"]
@@ -311,12 +140,12 @@ answers have a first wrong step to find (process supervision has one too).
 
 | | |
 |---|---|
-| architecture | `LlamaForCausalLM`, hidden {HIDDEN_SIZE}, {NUM_LAYERS} layers, {NUM_HEADS} heads, MLP {INTERMEDIATE_SIZE}, tied embeddings, RoPE, max {MAX_POSITIONS} positions |
+{char_llama.architecture_row(MODEL)}
 | parameters | {facts["parameters"]:,} (float32) |
 | tokenizer | one token per character of `0123456789+-=` and newline, plus `<pad>` (0), `<eos>` (1), `<unk>` (2); no BOS; left padding |
 | format | prompt `12+7-5+30=`, completion `12+7=19\\n19-5=14\\n14+30=44<eos>`: one step per line, the running result carried to the next line, the answer is the last line's result |
 | data | training split of `cohort.data.multistep` (the held-out split is never trained on) |
-| SFT | from random init (seed {facts["seed"]}), AdamW lr {LEARNING_RATE}, betas (0.9, 0.98), {WARMUP_STEPS} warm-up steps, batch {BATCH_SIZE}, loss on the worked solution + EOS only; in {CORRUPT_PROBABILITY:.0%} of the examples one result is off by 1..{CORRUPT_MAX_OFFSET} (no loss on it) and the later lines carry it on, so that results follow from the lines written before them; stopped at the first check (every {CHECK_EVERY} steps) where greedy final-answer accuracy on {NUM_CHECK_PROBLEMS} training problems reached {facts["target"]} |
+| SFT | from random init (seed {facts["seed"]}), AdamW lr {SFT.learning_rate}, betas (0.9, 0.98), {SFT.warmup_steps} warm-up steps, batch {SFT.batch_size}, loss on the worked solution + EOS only; in {CORRUPT_PROBABILITY:.0%} of the examples one result is off by 1..{CORRUPT_MAX_OFFSET} (no loss on it) and the later lines carry it on, so that results follow from the lines written before them; stopped at the first check (every {SFT.check_every} steps) where greedy final-answer accuracy on {SFT.num_check_problems} training problems reached {facts["target"]} |
 | steps | {facts["steps"]} (greedy accuracy on the training sample {facts["train_accuracy"]:.3f}) |
 | held-out greedy accuracy | {facts["greedy"]:.3f} ({facts["num_test"]} problems, `split_problems("test")`, final answer) |
 | held-out sampled pass@1, T=1.0 | {facts["sampled"]:.3f} (mean of {EVAL_SAMPLES} samples per problem) |
@@ -327,75 +156,36 @@ answers have a first wrong step to find (process supervision has one too).
 | mean steps of sampled completions | right {s["mean_steps_right"]:.2f}, wrong {s["mean_steps_wrong"]:.2f} |
 | build time | {facts["seconds"]:.0f} s (SFT {facts["train_seconds"]:.0f} s, the rest evaluation) on {facts["threads"]} CPU thread(s), torch {torch.__version__} |
 
-Rebuild with:
-
-```
-{facts["command"]}
-```
-
-The build is seeded and uses deterministic algorithms: rerunning it on the same machine gives the
-same weights. Other CPUs or library versions may round differently and stop at another step.
-"""
-
-
-def evaluate(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, seed: int) -> dict[str, object]:
-    """Held-out numbers for the model card: greedy and sampled accuracy, gold step statistics."""
-    test = split_problems("test")
-    greedy_completions = complete(model, tokenizer, test)
-    sampled_completions = complete(model, tokenizer, test, num_samples=EVAL_SAMPLES, seed=seed)
-    facts = {
-        "num_test": len(test),
-        "greedy": answer_accuracy(test, greedy_completions),
-        "sampled": answer_accuracy(test, sampled_completions),
-        "greedy_stats": step_statistics(test, greedy_completions),
-        "stats": step_statistics(test, sampled_completions),
-    }
-    print(f"held-out ({len(test)} problems): greedy {facts['greedy']:.3f}, sampled pass@1 (T=1) {facts['sampled']:.3f}")
-    print(f"sampled step statistics: {facts['stats']}")
-    return facts
+{char_llama.rebuild_section(facts["command"])}"""
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--target-train-accuracy", type=float, default=0.5)
-    parser.add_argument("--max-steps", type=int, default=MAX_STEPS)
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads; fixed so the run is reproducible")
-    args = parser.parse_args(argv)
-    if not 0.0 < args.target_train_accuracy <= 1.0:
-        parser.error(f"--target-train-accuracy must be in (0, 1], got {args.target_train_accuracy}")
+    args = char_llama.parse_args(__doc__, argv, SFT, DEFAULT_OUTPUT_DIR, "CPU threads; fixed so the run is reproducible")
+    build = char_llama.start(MODEL, args)
+    # Trained on partly corrupted worked solutions (see corrupt); checked on clean training problems.
+    rng = random.Random(f"cohort-multistep-sft/{args.seed}")
+    stream = (corrupt(row, rng) for row in iter_problems("train", seed=args.seed))
+    check_rows = list(itertools.islice(iter_problems("train", seed=args.seed + 1), SFT.num_check_problems))
 
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
-    started = time.perf_counter()
+    def check() -> float:
+        completions = char_llama.complete(build.model, build.tokenizer, check_rows, chunk_size=GENERATE_CHUNK)
+        return char_llama.accuracy(check_rows, completions, final_answer)
 
-    tokenizer = build_tokenizer()
-    model = build_model(tokenizer, args.seed)
-    parameters = sum(p.numel() for p in model.parameters())
-    print(f"LlamaForCausalLM with {parameters:,} parameters")
-    steps, train_accuracy = train_sft(model, tokenizer, args.seed, args.target_train_accuracy, args.max_steps)
-    train_seconds = time.perf_counter() - started
-    facts = evaluate(model, tokenizer, args.seed)
+    steps, train_accuracy = char_llama.train_sft(
+        build, stream, check, SFT, target="solution", check_name="greedy final-answer accuracy"
+    )
+    train_seconds = time.perf_counter() - build.started
 
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.output_dir)
-    save_tokenizer(tokenizer, args.output_dir)
-    arguments = sys.argv[1:] if argv is None else argv
-    command = " ".join(shlex.quote(part) for part in ["python", "scripts/build_multistep_model.py", *arguments])
-    facts |= {
-        "parameters": parameters,
-        "seed": args.seed,
-        "target": args.target_train_accuracy,
-        "steps": steps,
-        "train_accuracy": train_accuracy,
-        "train_seconds": train_seconds,
-        "threads": args.threads,
-        "command": command,
-    }
-    facts["seconds"] = time.perf_counter() - started
+    test = split_problems("test")
+    facts, greedy, sampled = char_llama.evaluate(build, test, final_answer, EVAL_SAMPLES, GENERATE_CHUNK)
+    facts |= {"greedy_stats": step_statistics(test, greedy), "stats": step_statistics(test, sampled)}
+    print(f"sampled step statistics: {facts['stats']}")
+
+    facts |= char_llama.save(build, __file__, argv)
+    facts |= {"steps": steps, "train_accuracy": train_accuracy, "train_seconds": train_seconds}
+    facts["seconds"] = time.perf_counter() - build.started
     (args.output_dir / "README.md").write_text(model_card(facts))
-    print(f"wrote {args.output_dir} ({folder_size(args.output_dir) / 1e6:.2f} MB) in {facts['seconds']:.0f} s")
+    print(f"wrote {args.output_dir} ({char_llama.folder_size(args.output_dir) / 1e6:.2f} MB) in {facts['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

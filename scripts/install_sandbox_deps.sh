@@ -8,6 +8,8 @@
 # reason; this script only reports what it could not do.
 # --quiet: print nothing when everything is present (make setup).
 set -u
+# install_missing_apt_packages: the not-root / no-apt-get / apt-get logic shared with install_chromium.sh.
+source "$(dirname "${BASH_SOURCE[0]}")/apt_packages.sh"
 
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
@@ -16,33 +18,7 @@ if command -v ldconfig >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'l
 fi
 { command -v unshare >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1; } || missing+=(util-linux)
 
-if [ ${#missing[@]} -eq 0 ]; then
-    [ "${1:-}" = --quiet ] || echo "sandbox deps: all present ($(bwrap --version 2>/dev/null))"
-    exit 0
-fi
-# Not root: use sudo only where it needs no password (a script must never stop at a prompt).
-sudo=()
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        sudo=(sudo -n)
-    else
-        echo "sandbox deps: missing ${missing[*]}; not root, so not installing (install: sudo apt-get install ${missing[*]}, or sudo make system-deps)" >&2
-        exit 0
-    fi
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "sandbox deps: missing ${missing[*]}; apt-get is not available, install them with the system's package manager" >&2
-    exit 0
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
-    # The package lists may be missing or stale (fresh container): refresh them once and retry.
-    "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
-    if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
-        echo "sandbox deps: could not install ${missing[*]} with apt-get; the code reward will refuse to run until bubblewrap is installed" >&2
-        exit 0
-    fi
-fi
-echo "sandbox deps: installed ${missing[*]}"
+bwrap_version() { bwrap --version 2>/dev/null; }
+install_missing_apt_packages "sandbox deps" "${1:-}" bwrap_version "" \
+    "; the code reward will refuse to run until bubblewrap is installed" "${missing[@]}"
 exit 0
