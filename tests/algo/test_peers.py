@@ -12,6 +12,8 @@ it comes from. Conventions that differ are pinned by a test of their own:
 * verl ``agg_loss("seq-mean-token-mean")`` leaves fully masked sequences out of the mean; cohort's
   ``seq_mean_token_mean`` counts every sequence of the batch (a masked one adds 0), as TRL's ``grpo``.
 * verl ``masked_whiten`` leaves (values - mean) * scale at masked positions; cohort puts 0 there.
+* The KL value cap (docs/spec.md §10.13): verl ``kl_penalty_forward`` caps only ``low_var_kl`` (k3) at
+  ±10; OpenRLHF ``compute_approx_kl`` (openrlhf/models/utils.py, commit 3c3be62) caps k1, k2 and k3.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cohort.algo import (
     clipped_value_loss,
     dpo_loss,
     gae_advantages,
+    kl_penalty,
     masked_whiten,
     policy_loss,
 )
@@ -95,6 +98,49 @@ def verl_seq_mean_token_mean(values, mask):
     per_sequence = (values * mask).sum(-1) / (counts + 1e-8)
     kept = (counts > 0).to(values.dtype)
     return (per_sequence * kept).sum() / kept.sum()
+
+
+def verl_low_var_kl(logprob, ref_logprob):
+    """verl kl_penalty_forward, kl_penalty="low_var_kl" (k3): log-ratio clamped to ±20, value to ±10."""
+    kl = torch.clamp(ref_logprob - logprob, min=-20, max=20)
+    return torch.clamp(torch.exp(kl) - kl - 1, min=-10, max=10)
+
+
+def openrlhf_approx_kl(log_probs, log_probs_base, kl_estimator):
+    """OpenRLHF compute_approx_kl: k1 = log p - log p_base, k2 = k1^2 / 2, k3 = exp(-k1) - 1 + k1; all at ±10."""
+    log_ratio = log_probs - log_probs_base
+    if kl_estimator == "k2":
+        log_ratio = log_ratio**2 / 2.0
+    elif kl_estimator == "k3":
+        log_ratio = (-log_ratio).exp() - 1 + log_ratio
+    return log_ratio.clamp(min=-10, max=10)
+
+
+def _wide_log_probs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs whose differences span |log x| up to ~15, so the cap binds on both sides of k1."""
+    g = torch.Generator().manual_seed(seed)
+    ref = -5 * torch.rand(64, dtype=F64, generator=g)
+    return (ref + 15 * (2 * torch.rand(64, dtype=F64, generator=g) - 1)).requires_grad_(True), ref
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_capped_k3_is_verls_low_var_kl_value_and_gradient(seed):
+    logp, ref = _wide_log_probs(seed)
+    ours, theirs = kl_penalty(logp, ref, "k3", value_limit=10.0), verl_low_var_kl(logp, ref)
+    assert bool((theirs.detach() == 10).any()) and torch.allclose(ours, theirs, atol=1e-12)
+    (our_grad,) = torch.autograd.grad(ours.sum(), logp)
+    (their_grad,) = torch.autograd.grad(theirs.sum(), logp)
+    assert torch.allclose(our_grad, their_grad, atol=1e-12)
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_capped_estimators_are_openrlhfs_compute_approx_kl(estimator):
+    logp, ref = _wide_log_probs(7)
+    ours, theirs = kl_penalty(logp, ref, estimator, value_limit=10.0), openrlhf_approx_kl(logp, ref, estimator)
+    assert bool((theirs.detach().abs() == 10).any()) and torch.allclose(ours, theirs, atol=1e-12)
+    (our_grad,) = torch.autograd.grad(ours.sum(), logp)
+    (their_grad,) = torch.autograd.grad(theirs.sum(), logp)
+    assert torch.allclose(our_grad, their_grad, atol=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -131,10 +131,24 @@ def _k3(log_x: torch.Tensor) -> torch.Tensor:
     return torch.expm1(log_x) - log_x
 
 
-def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3", log_limit: float = 20.0) -> torch.Tensor:
-    """Per-token KL estimate of pi_theta against pi_ref; log x is clamped to ±log_limit (docs/spec.md §10.8)."""
+def kl_penalty(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    estimator: str = "k3",
+    log_limit: float = 20.0,
+    value_limit: float | None = None,
+) -> torch.Tensor:
+    """Per-token KL estimate of pi_theta against pi_ref: log x is clamped to ±log_limit (docs/spec.md §10.8),
+    then the estimate to ±value_limit when one is given (docs/spec.md §10.13).
+
+    The value cap is ``torch.clamp``, as verl's ``low_var_kl`` and OpenRLHF's ``compute_approx_kl`` cap at
+    10: a token whose estimate lies outside the cap adds exactly the cap and no KL gradient. Without it,
+    k3 is 16.09 at log x = 3 and 22,015 at log x = 10, with gradients -19.1 and -22,025 per unit of
+    log pi_theta, so one token the policy has moved far from the reference can swamp a step.
+    """
     log_x = (ref_logprobs - logprobs).clamp(-log_limit, log_limit)
-    return KL_ESTIMATORS.get(estimator)(log_x)
+    value = KL_ESTIMATORS.get(estimator)(log_x)
+    return value if value_limit is None else value.clamp(-value_limit, value_limit)
 
 
 # --- the policy loss ------------------------------------------------------------------------------
@@ -219,7 +233,8 @@ def _dual_clip(log_ratio, advantages, mask, clip: ClipRange, log_ratio_limit: fl
     return torch.where(advantages < 0, bounded, loss), ratio
 
 
-def _check_policy_knobs(loss: str, eps_low: float, eps_high: float, dual_clip: float | None, beta: float, has_ref: bool) -> None:
+def _check_policy_knobs(loss: str, eps_low: float, eps_high: float, dual_clip: float | None, beta: float, has_ref: bool,
+                        kl_clamp: float | None) -> None:
     if eps_low < 0 or eps_high < 0:
         raise ValueError(f"eps_low and eps_high must be >= 0, got {eps_low}, {eps_high}")
     if dual_clip is not None and (dual_clip <= 1 or loss != "dual_clip"):
@@ -228,6 +243,19 @@ def _check_policy_knobs(loss: str, eps_low: float, eps_high: float, dual_clip: f
         raise ValueError(f"beta must be >= 0, got {beta}")
     if beta > 0 and not has_ref:
         raise ValueError("beta > 0 needs ref_logprobs (the reference policy's log-probs)")
+    if kl_clamp is not None and not kl_clamp > 0:
+        raise ValueError(f"kl_clamp must be > 0 or None (no cap), got {kl_clamp}")
+
+
+def _kl_term(logp: torch.Tensor, ref_logprobs: torch.Tensor | None, mask: torch.Tensor, estimator: str, log_limit: float,
+             kl_clamp: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-token KL estimate [B, T] (0 without a reference) and where the cap holds it [B, T] bool."""
+    if ref_logprobs is None:
+        return torch.zeros_like(logp), torch.zeros_like(mask)
+    ref = torch.where(mask, ref_logprobs.to(logp.dtype), torch.zeros((), dtype=logp.dtype, device=logp.device))  # [B, T]
+    kl = kl_penalty(logp, ref, estimator, log_limit, kl_clamp)  # [B, T]
+    capped = kl.detach().abs() >= kl_clamp if kl_clamp is not None else torch.zeros_like(mask)  # [B, T]
+    return kl, capped
 
 
 def policy_loss(
@@ -239,6 +267,7 @@ def policy_loss(
     ref_logprobs: torch.Tensor | None = None,
     beta: float = 0.0,
     kl_estimator: str = "k3",
+    kl_clamp: float | None = None,
     loss: str = "clip",
     eps_low: float = 0.2,
     eps_high: float = 0.2,
@@ -254,15 +283,17 @@ def policy_loss(
     Per token: ``-min(rho A, clip(rho, 1-eps_low, 1+eps_high) A) + beta * KL`` with
     ``rho = exp(l_theta - l_old)`` for ``loss="clip"``; ``"sequence_clip"`` uses GSPO's
     length-normalised sequence ratio for every token of a sequence; ``"dual_clip"`` bounds the loss
-    of negative-advantage tokens by ``dual_clip * |A|``.
+    of negative-advantage tokens by ``dual_clip * |A|``. ``kl_clamp`` (None: off) caps each token's KL
+    estimate at ±kl_clamp (:func:`kl_penalty`, docs/spec.md §10.13).
 
     logprobs, old_logprobs, ref_logprobs: [B, T] float32; advantages: [B] or [B, T]; mask: [B, T] bool
-    -> (loss [], stats): 0-d ``clip_frac_low``, ``clip_frac_high``, ``kl`` normalised by ``normalizers.num_tokens``
-    (micro-batch stats add up to the batch's), and ``ratio_sum`` over the mask (over trained tokens: the mean).
+    -> (loss [], stats): 0-d ``clip_frac_low``, ``clip_frac_high``, ``kl`` (capped, as it enters the loss),
+    ``kl_clamp_frac`` (tokens at the cap), each over ``normalizers.num_tokens`` (micro-batch stats add
+    up to the batch's), and ``ratio_sum`` over the mask (over trained tokens: the mean).
     """
     advantages = _per_token(advantages, logprobs, mask, "advantages")  # [B, T]
     _check_same_shape(logprobs, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs)
-    _check_policy_knobs(loss, eps_low, eps_high, dual_clip, beta, ref_logprobs is not None)
+    _check_policy_knobs(loss, eps_low, eps_high, dual_clip, beta, ref_logprobs is not None, kl_clamp)
     surrogate = POLICY_LOSSES.get(loss)
     norm = normalizers if normalizers is not None else LossNormalizers.from_mask(mask)
 
@@ -272,13 +303,9 @@ def policy_loss(
     old = torch.where(mask, old_logprobs.to(dtype), zero)  # [B, T]
     adv = torch.where(mask, advantages.to(dtype), zero)  # [B, T]
     per_token, ratio = surrogate(logp - old, adv, mask, ClipRange(eps_low, eps_high, dual_clip), log_ratio_limit)  # [B, T]
-
-    kl = torch.zeros_like(logp)  # [B, T]
-    if ref_logprobs is not None:
-        ref = torch.where(mask, ref_logprobs.to(dtype), zero)  # [B, T]
-        kl = kl_penalty(logp, ref, kl_estimator, log_ratio_limit)  # [B, T]
-        if beta > 0:
-            per_token = per_token + beta * kl
+    kl, kl_capped = _kl_term(logp, ref_logprobs, mask, kl_estimator, log_ratio_limit, kl_clamp)  # [B, T] each
+    if beta > 0:
+        per_token = per_token + beta * kl
 
     total = aggregate(per_token, mask, aggregation, norm, max_length=max_length, control_weight=control_weight)
     with torch.no_grad():
@@ -288,6 +315,7 @@ def policy_loss(
             "clip_frac_high": masked_sum(((adv > 0) & (ratio > 1.0 + eps_high)).to(dtype), mask) / token_count,
             "ratio_sum": masked_sum(ratio, mask),
             "kl": masked_sum(kl, mask) / token_count,
+            "kl_clamp_frac": masked_sum(kl_capped.to(dtype), mask) / token_count,
         }
     return total, stats
 

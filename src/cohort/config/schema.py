@@ -146,6 +146,8 @@ class AlgorithmConfig:
     """KL coefficient against the reference model (in the loss, or in the reward for methods that put it there); 0 = no reference model is loaded."""
     kl_estimator: str = "k3"
     """The KL estimator in the loss: k1, k2 or k3 (DeepSeekMath's unbiased, non-negative estimator)."""
+    kl_clamp: float | None = 10.0
+    """Cap on each token's KL estimate in the loss, as verl and OpenRLHF cap at 10 (docs/spec.md §10.13): a clamp, so a token beyond ±kl_clamp adds the cap and no KL gradient; null = no cap. k3 reaches 10 only where pi_theta gives a token 13.6x less probability than pi_ref, or 59,873x more."""
     control_weight: float = 1.0
     """Weight alpha of the first (control) token in the decoupled aggregation."""
     mu: int = 1

@@ -23,7 +23,7 @@ from cohort.sources import OnlineRollouts, ScoredBatch, SourcePieces, StepTimer
 
 GRPO_KEYS = frozenset({
     "preset", "advantage", "std_ddof", "adv_eps", "aggregation", "policy_loss", "eps_low", "eps_high", "dual_clip",
-    "beta", "kl_estimator", "control_weight", "mu", "ref_reset_every", "dynamic_sampling",
+    "beta", "kl_estimator", "kl_clamp", "control_weight", "mu", "ref_reset_every", "dynamic_sampling",
     "dynamic_sampling_max_rounds", "overlong_filter", "overlong_buffer",
 })
 
@@ -90,6 +90,8 @@ class GRPO(Method):
             if getattr(a, key) not in registry:
                 raise ConfigError(f"algorithm.{key}={getattr(a, key)!r} is not allowed: expected one of {', '.join(registry.names())}")
         check_clip_settings(config)
+        if a.kl_clamp is not None and not a.kl_clamp > 0:
+            raise ConfigError(f"algorithm.kl_clamp={a.kl_clamp!r} is not allowed: expected a float > 0, or null for no cap")
         needs_group = a.advantage == "process" or algo.OUTCOME_ESTIMATORS.get(a.advantage).needs_group
         if needs_group and config.rollout.group_size < 2:
             raise ConfigError(f"rollout.group_size={config.rollout.group_size} is not allowed: expected an int >= 2 "
@@ -148,6 +150,7 @@ class GRPO(Method):
             ref_logprobs=take(tensors["ref_logprobs"], micro) if "ref_logprobs" in tensors else None,
             beta=knobs.beta,
             kl_estimator=knobs.kl_estimator,
+            kl_clamp=knobs.kl_clamp,
             loss=knobs.policy_loss,
             eps_low=knobs.eps_low,
             eps_high=knobs.eps_high,
@@ -160,8 +163,10 @@ class GRPO(Method):
         return loss, stats
 
     def metrics(self, batch: ScoredBatch, signal: TrainingSignal, stats: dict[str, float]) -> dict[str, float]:
+        has_reference = self.context.reference is not None
         return {
-            "kl": stats.get("kl", float("nan")) if self.context.reference is not None else float("nan"),
+            "kl": stats.get("kl", float("nan")) if has_reference else float("nan"),
+            "kl_clamp_frac": stats.get("kl_clamp_frac", float("nan")) if has_reference else float("nan"),
             "clip_frac/low": stats.get("clip_frac_low", 0.0),
             "clip_frac/high": stats.get("clip_frac_high", 0.0),
             "ratio/mean": stats["ratio_sum"] / stats["trained_tokens"] if stats.get("trained_tokens") else float("nan"),
