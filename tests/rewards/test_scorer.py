@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import threading
 import time
@@ -84,16 +86,109 @@ def test_an_infinite_loop_is_interrupted_at_the_time_limit():
     assert scores.failures["hangs"] == 1
 
 
-def test_a_function_hanging_on_everything_gives_up_after_two_timeouts():
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "cohort.rewards.base" and r.levelno == logging.WARNING]
+
+
+def test_a_function_hanging_on_everything_costs_at_most_twice_its_time_limit(caplog):
+    """The batch call (0.2 s), then a retry pass with a budget of another 0.2 s shared among the nine
+    samples: every sample is tried, each for its share, and the whole function costs ~0.4 s."""
     calls = []
 
     def sleeper(prompts, completions, **_):
         calls.append(len(completions))
         time.sleep(10)
 
+    started = time.monotonic()
     scores = RewardScorer([NamedReward("sleeper", sleeper)], timeout_s=0.2).score(PROMPTS * 3, COMPLETIONS * 3, {"answer": COLUMNS["answer"] * 3})
-    assert torch.isnan(scores.total).all()
-    assert calls == [9, 1, 1]  # the batch, then two single samples, then no more waiting
+    assert time.monotonic() - started < 0.4 + 2.0
+    assert torch.isnan(scores.total).all() and scores.failures == {"sleeper": 9}
+    assert calls == [9] + [1] * 9
+    (message,) = _warnings(caplog)  # one line, not one per sample
+    assert message.startswith(
+        "reward 'sleeper': 9 of 9 samples score None; the batch call failed (exceeded its time limit of 0.2 s), then one "
+        "by one: 9 timed out, 0 raised, 0 not tried (retry budget spent); first: sample 0: exceeded its time limit of 0.02"
+    )  # its share: 0.2 s / 9
+
+
+def test_two_hanging_samples_in_a_row_do_not_poison_the_samples_after_them():
+    def hangs_on_hang(prompts, completions, **_):
+        while "hang" in completions:
+            pass
+        return [1.0] * len(completions)
+
+    completions = ["a", "hang", "hang", "b", "c", "d"]
+    started = time.monotonic()
+    scores = RewardScorer([NamedReward("hangs", hangs_on_hang)], timeout_s=0.3).score([""] * 6, completions)
+    assert time.monotonic() - started < 0.6 + 2.0
+    values = scores.total.tolist()
+    assert values[0] == 1.0 and values[3:] == [1.0, 1.0, 1.0] and math.isnan(values[1]) and math.isnan(values[2])
+    assert scores.failures == {"hangs": 2}
+
+
+def test_one_score_for_many_completions_is_the_functions_error_and_never_broadcast(caplog):
+    calls = []
+
+    def one_score(prompts, completions, **_):
+        calls.append(len(completions))
+        return [1.0]
+
+    scores = RewardScorer([NamedReward("one", one_score)]).score([""] * 64, ["x"] * 64)
+    assert calls == [64]  # not retried sample by sample, where one score per call would look right
+    assert torch.isnan(scores.total).all() and scores.failures == {"one": 64}
+    assert _warnings(caplog) == [
+        "reward 'one' returned 1 scores for 64 completions: all 64 samples score None "
+        "(an error of the function; not retried sample by sample)"
+    ]
+
+
+def test_a_call_that_no_signal_interrupts_spends_the_retry_budget_and_the_rest_is_named(caplog):
+    """Sample 0 holds one C call (PBKDF2, ~2 s here) far past the 0.3 s budget: the SIGALRM can only
+    fire after it returns. The samples after it are not tried; they score None, counted and named."""
+    calls = []
+
+    def slow_in_c(prompts, completions, **_):
+        calls.append(len(completions))
+        if len(completions) > 1:
+            raise RuntimeError("refuses batches")
+        if completions[0] == "slow":
+            hashlib.pbkdf2_hmac("sha256", b"x", b"salt", 4_000_000)
+        return [1.0]
+
+    scores = RewardScorer([NamedReward("c", slow_in_c)], timeout_s=0.3).score([""] * 4, ["slow", "a", "b", "c"])
+    assert calls == [4, 1]
+    assert torch.isnan(scores.total).all() and scores.failures == {"c": 4}
+    (message,) = _warnings(caplog)
+    assert "4 of 4 samples score None" in message and "1 timed out, 0 raised, 3 not tried (retry budget spent)" in message
+    assert "batch call failed (RuntimeError: refuses batches)" in message
+
+
+def test_a_function_failing_on_every_sample_logs_one_line_with_the_count_and_the_first_error(caplog):
+    def always(prompts, completions, **_):
+        raise ValueError(f"cannot score {completions[0]!r}")
+
+    scores = RewardScorer([NamedReward("always", always), NamedReward("len", length_reward)]).score([""] * 64, [str(i) for i in range(64)])
+    assert scores.failures == {"always": 64, "len": 0} and torch.isnan(scores.per_function["always"]).all()
+    (message,) = _warnings(caplog)
+    assert message.startswith("reward 'always': 64 of 64 samples score None; the batch call failed (ValueError: cannot score '0')")
+    assert message.endswith("0 timed out, 64 raised, 0 not tried (retry budget spent); first: sample 0: ValueError: cannot score '0'")
+
+
+def test_reward_metrics_keep_failures_and_none_frac_when_nothing_could_be_scored():
+    from cohort.training.metrics import BatchFacts, reward_metrics
+
+    n = 4
+    facts = BatchFacts(
+        total=torch.full((n,), math.nan, dtype=torch.float64), per_function={"math": torch.full((n,), math.nan, dtype=torch.float64)},
+        failures={"math": 4}, correct=torch.zeros(n, dtype=torch.bool), lengths=torch.ones(n, dtype=torch.long),
+        truncated=torch.zeros(n, dtype=torch.bool), trainable=torch.zeros(n, dtype=torch.bool),
+    )
+    metrics = reward_metrics(facts)
+    assert metrics["reward/failures"] == 4 and metrics["reward/none_frac"] == 1.0
+    assert math.isnan(metrics["reward/math/mean"]) and "reward/mean" not in metrics
+    facts.total[0], facts.per_function["math"][0], facts.failures["math"] = 1.0, 1.0, 3
+    metrics = reward_metrics(facts)
+    assert metrics["reward/failures"] == 3 and metrics["reward/none_frac"] == 0.75 and metrics["reward/mean"] == 1.0
 
 
 def test_time_limit_off_the_main_thread_uses_a_worker():

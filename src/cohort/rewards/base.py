@@ -5,6 +5,12 @@ A reward function is any callable ``fn(prompts, completions, **dataset_columns) 
 ``None`` (or NaN) means "could not score" (docs/spec.md §10.7). A function that raises, returns something
 malformed, or runs past its time limit scores ``None`` for the affected samples — the run goes on —
 unless ``strict`` is set, in which case :class:`RewardFunctionError` is raised.
+
+Deadlines. The scorer's own is soft: a SIGALRM in the main thread (an abandoned thread elsewhere)
+interrupts Python code, but no signal handler runs while the interpreter is inside one long C call.
+A reward with a hard deadline of its own (it runs its work in a process it can kill) offers
+``score_within(seconds, prompts=..., completions=..., **columns)``, raising :class:`RewardTimeout`
+past it; the scorer calls that instead (docs/rewards.md, "Deadlines").
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import math
 import numbers
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,7 +68,7 @@ def _alarm(seconds: float):
     """Interrupt the enclosed Python code after ``seconds`` with RewardTimeout (main thread, Unix)."""
 
     def on_alarm(signum, frame):
-        raise RewardTimeout(f"exceeded its time limit of {seconds:g} s")
+        raise RewardTimeout(f"exceeded its time limit of {seconds:.3g} s")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -93,20 +100,25 @@ def call_with_time_limit(fn: Callable[[], Any], seconds: float) -> Any:
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
-        raise RewardTimeout(f"exceeded its time limit of {seconds:g} s")
+        raise RewardTimeout(f"exceeded its time limit of {seconds:.3g} s")
     if "error" in result:
         raise result["error"]
     return result["value"]
 
 
-def _checked_scores(name: str, output: Any, expected: int) -> list[float]:
-    """The function's output as floats (NaN for None); ValueError if it is malformed."""
+class MalformedScores(ValueError):
+    """A reward function returned something other than one float or None per completion: an error of
+    the function for the whole call (the scorer never retries it sample by sample)."""
+
+
+def _checked_scores(output: Any, expected: int) -> list[float]:
+    """The function's output as floats (NaN for None); MalformedScores if it is malformed."""
     if isinstance(output, torch.Tensor):
         output = output.tolist()
     if isinstance(output, (str, bytes)) or not isinstance(output, Sequence):
-        raise ValueError(f"returned {type(output).__name__}, expected a list of {expected} floats or None")
+        raise MalformedScores(f"returned {type(output).__name__}, expected a list of {expected} floats or None")
     if len(output) != expected:
-        raise ValueError(f"returned {len(output)} scores for {expected} completions")
+        raise MalformedScores(f"returned {len(output)} scores for {expected} completions")
     scores = []
     for i, value in enumerate(output):
         if value is None:
@@ -114,7 +126,7 @@ def _checked_scores(name: str, output: Any, expected: int) -> list[float]:
         elif isinstance(value, numbers.Real):
             scores.append(float(value))
         else:
-            raise ValueError(f"score {i} is {value!r}; expected a float or None")
+            raise MalformedScores(f"score {i} is {value!r}; expected a float or None")
     return scores
 
 
@@ -122,8 +134,61 @@ def _slice_columns(columns: dict[str, Sequence[Any]], index: int) -> dict[str, l
     return {key: [values[index]] for key, values in columns.items()}
 
 
+def _describe(err: BaseException) -> str:
+    return str(err) if isinstance(err, (RewardTimeout, MalformedScores)) else f"{type(err).__name__}: {err}"
+
+
+@dataclass
+class _Failures:
+    """What went wrong for one function in one scoring call, logged as one line (docs/rewards.md)."""
+
+    name: str
+    samples: int
+    batch_error: str | None = None  # the whole-batch call raised or ran out of time
+    malformed: str | None = None  # the whole-batch call returned malformed scores (never retried)
+    timeouts: int = 0
+    errors: int = 0
+    budget_spent: int = 0  # samples never retried: the retry budget was spent
+    infinite: int = 0
+    first: str | None = None  # the first per-sample failure, "sample i: ..."
+
+    @property
+    def count(self) -> int:
+        return (self.samples if self.malformed else self.timeouts + self.errors + self.budget_spent) + self.infinite
+
+    def sample_failed(self, index: int, err: BaseException) -> None:
+        if isinstance(err, RewardTimeout):
+            self.timeouts += 1
+        else:
+            self.errors += 1
+        self.first = self.first or f"sample {index}: {_describe(err)}"
+
+    def message(self) -> str | None:
+        """One summary line, or None when the call went through."""
+        if self.malformed:
+            return (f"reward {self.name!r} {self.malformed}: all {self.samples} samples score None "
+                    "(an error of the function; not retried sample by sample)")
+        if self.batch_error is None and not self.infinite:
+            return None
+        parts = [f"reward {self.name!r}: {self.count} of {self.samples} samples score None"]
+        if self.batch_error is not None:
+            parts.append(f"the batch call failed ({self.batch_error}), then one by one: {self.timeouts} timed out, "
+                         f"{self.errors} raised, {self.budget_spent} not tried (retry budget spent)")
+        if self.infinite:
+            parts.append(f"{self.infinite} returned ±inf")
+        return "; ".join(parts) + (f"; first: {self.first}" if self.first else "")
+
+
 class RewardScorer:
-    """Runs weighted reward functions over a batch, isolating failures to the samples they hit."""
+    """Runs weighted reward functions over a batch, isolating failures to the samples they hit.
+
+    Rules (docs/rewards.md, "Failures"): a batch call that raises or runs past ``timeout_s`` is
+    retried sample by sample within a retry budget of another ``timeout_s``, each sample's call
+    limited to an equal share of what is left, so one hanging sample costs its share and never its
+    neighbours'; what an overrunning call leaves unspent budget for is scored None, counted and named.
+    Malformed output (wrong count, type or value) is the function's error for the whole call: every
+    sample None, no retry. Each function logs at most one summary warning per call; ``strict`` raises.
+    """
 
     def __init__(self, rewards: Sequence[NamedReward], timeout_s: float = 60.0, strict: bool = False) -> None:
         if not rewards:
@@ -137,37 +202,57 @@ class RewardScorer:
         self.timeout_s = timeout_s
         self.strict = strict
 
-    def _call(self, reward: NamedReward, prompts, completions, columns) -> list[float]:
-        output = call_with_time_limit(
-            lambda: reward.fn(prompts=list(prompts), completions=list(completions), **columns), self.timeout_s
-        )
-        return _checked_scores(reward.name, output, len(completions))
+    @staticmethod
+    def _call(reward: NamedReward, prompts, completions, columns, seconds: float) -> list[float]:
+        """One call of ``reward`` within ``seconds``: its own hard deadline (``score_within``) where it
+        has one, else the soft one of :func:`call_with_time_limit`."""
+        kwargs = dict(prompts=list(prompts), completions=list(completions), **columns)
+        within = getattr(reward.fn, "score_within", None)
+        if callable(within):
+            output = within(seconds, **kwargs)
+        else:
+            output = call_with_time_limit(lambda: reward.fn(**kwargs), seconds)
+        return _checked_scores(output, len(completions))
 
-    def _score_one_function(self, reward: NamedReward, prompts, completions, columns) -> tuple[list[float], int]:
+    def _score_one_function(self, reward: NamedReward, prompts, completions, columns) -> tuple[list[float], _Failures]:
         """Scores of one function; on failure retry sample by sample so one bad sample costs only itself."""
+        n = len(completions)
+        failures = _Failures(reward.name, n)
         try:
-            return self._call(reward, prompts, completions, columns), 0
+            return self._call(reward, prompts, completions, columns, self.timeout_s), failures
+        except MalformedScores as err:
+            if self.strict:
+                raise RewardFunctionError(f"reward function {reward.name!r} failed: {err}") from err
+            failures.malformed = str(err)
+            return [math.nan] * n, failures
         except (Exception, RewardTimeout) as err:  # any failure of user code is contained here
             if self.strict:
                 raise RewardFunctionError(f"reward function {reward.name!r} failed: {err}") from err
-            logger.warning("reward %r failed on a batch of %d (%s); scoring sample by sample", reward.name, len(completions), err)
-            if len(completions) == 1:
-                return [math.nan], 1
-        scores, failures, timeouts_in_a_row = [], 0, 0
-        for i in range(len(completions)):
-            if timeouts_in_a_row >= 2:  # a function that hangs on everything: stop paying for it
-                scores.append(math.nan)
-                failures += 1
-                continue
+            failures.batch_error = _describe(err)
+            if n == 1:
+                failures.sample_failed(0, err)
+                return [math.nan], failures
+        return self._retry_one_by_one(reward, prompts, completions, columns, failures), failures
+
+    def _retry_one_by_one(self, reward: NamedReward, prompts, completions, columns, failures: _Failures) -> list[float]:
+        """Each sample alone, within a budget of ``timeout_s`` for the whole pass: a sample's call may
+        take an equal share of what is left, so samples that finish early leave more to the rest."""
+        n = len(completions)
+        deadline = time.monotonic() + self.timeout_s
+        scores: list[float] = []
+        for i in range(n):
+            left = deadline - time.monotonic()
+            if left <= 0:  # a call overran its share (a C call no signal interrupts): stop paying
+                failures.budget_spent = n - i
+                failures.first = failures.first or f"retry budget of {self.timeout_s:g} s spent before sample {i}"
+                return scores + [math.nan] * (n - i)
             try:
-                scores.extend(self._call(reward, prompts[i : i + 1], completions[i : i + 1], _slice_columns(columns, i)))
-                timeouts_in_a_row = 0
+                scores.extend(self._call(reward, prompts[i : i + 1], completions[i : i + 1], _slice_columns(columns, i),
+                                         left / (n - i)))
             except (Exception, RewardTimeout) as err:
-                timeouts_in_a_row = timeouts_in_a_row + 1 if isinstance(err, RewardTimeout) else 0
-                logger.warning("reward %r could not score sample %d: %s", reward.name, i, err)
+                failures.sample_failed(i, err)
                 scores.append(math.nan)
-                failures += 1
-        return scores, failures
+        return scores
 
     def score(
         self,
@@ -185,15 +270,17 @@ class RewardScorer:
         for reward in self.rewards:
             values, failed = self._score_one_function(reward, prompts, completions, columns)
             scores = torch.tensor(values, dtype=torch.float64)  # [N]
-            if torch.isinf(scores).any():
-                message = f"reward function {reward.name!r} returned ±inf; rewards must be finite or None"
+            infinite = torch.isinf(scores)  # [N]
+            if infinite.any():
                 if self.strict:
-                    raise RewardFunctionError(message)
-                logger.warning(message + "; scoring those samples None")
-                failed += int(torch.isinf(scores).sum())
-                scores = torch.where(torch.isinf(scores), torch.full_like(scores, math.nan), scores)
+                    raise RewardFunctionError(f"reward function {reward.name!r} returned ±inf; rewards must be finite or None")
+                failed.infinite = int(infinite.sum())
+                scores = torch.where(infinite, torch.full_like(scores, math.nan), scores)
+            message = failed.message()
+            if message:
+                logger.warning(message)
             per_function[reward.name] = scores
-            failures[reward.name] = failed
+            failures[reward.name] = failed.count
             if reward.weight != 0:
                 total = total + reward.weight * scores  # NaN propagates: a sample one function can't score is unscored
         return RewardScores(total=total, per_function=per_function, failures=failures)

@@ -56,21 +56,23 @@ class BatchFacts:
 
 
 def reward_metrics(facts: BatchFacts) -> dict[str, Any]:
-    """reward/mean, reward/std, reward/<name>/mean, accuracy, reward/none_frac, reward/failures."""
+    """reward/mean, reward/std, reward/<name>/mean, accuracy, reward/none_frac, reward/failures.
+
+    reward/none_frac and reward/failures are always there, above all when no sample could be scored
+    (mean and std are then left out, and each reward/<name>/mean is NaN): that is when they matter.
+    """
     total = facts.total
     valid = ~torch.isnan(total)
-    if not valid.any():
-        return {}
-    metrics: dict[str, Any] = {
-        "reward/mean": float(total[valid].mean()),
-        "reward/std": float(total[valid].std()) if int(valid.sum()) > 1 else 0.0,
-    }
+    metrics: dict[str, Any] = {}
+    if valid.any():
+        metrics["reward/mean"] = float(total[valid].mean())
+        metrics["reward/std"] = float(total[valid].std()) if int(valid.sum()) > 1 else 0.0
     for name, values in facts.per_function.items():
         ok = ~torch.isnan(values)
         metrics[f"reward/{name}/mean"] = float(values[ok].mean()) if ok.any() else float("nan")
-    if facts.correct is not None:
+    if facts.correct is not None and valid.any():
         metrics["accuracy"] = float(facts.correct.float().mean())
-    metrics["reward/none_frac"] = float((~valid).float().mean())
+    metrics["reward/none_frac"] = float((~valid).float().mean()) if total.numel() else 0.0
     metrics["reward/failures"] = sum(facts.failures.values())
     return metrics
 
