@@ -39,7 +39,7 @@ test-fast: setup
 
 # The bundled demo: a small model learns arithmetic with GRPO; held-out accuracy before and after.
 demo: setup
-	$(VENV)/bin/cohort train
+	$(VENV)/bin/cohort train builtin:demo train.overwrite=true
 
 # cohort vs TRL's GRPOTrainer, side by side (benchmarks/RESULTS.md); e.g. make bench BENCH_ARGS="--model-size small"; the whole matrix (~45 min): BENCH_ARGS="--matrix --json matrix.json"
 bench: setup

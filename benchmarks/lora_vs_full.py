@@ -190,13 +190,13 @@ def run_worker(spec_path: Path, result_path: Path) -> None:
     rss_loaded = current_rss_bytes()
     trainable = {id(p): p for p in trainer.policy.parameters() if p.requires_grad}
     total = {id(p): p for p in trainer.policy.parameters()}
-    trainer.evaluate("before")
+    trainer.evaluations.summary("before", {"step": 0})
     rss_before_train = current_rss_bytes()
     step_s, records = run_steps(trainer, spec["steps"])
     peak_training = peak_rss_so_far()
     rss_after_train = current_rss_bytes()
     accounting = memory_accounting(trainer)
-    trainer.evaluate("after")
+    trainer.evaluations.summary("after", {"step": trainer.step})
     trainer.writer.close()
     run_dir = Path(spec["out_dir"])
     result = {

@@ -155,10 +155,10 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
 
 
 def test_cli_config_prints_the_resolved_config(capsys):
-    assert main(["config", "model.path=m", "algorithm.preset=dapo"]) == 0
+    assert main(["config", "model.path=builtin:demo", "algorithm.preset=dapo"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["algorithm"]["eps_high"] == 0.28
-    assert printed["model"]["path"] == "m"
+    assert printed["model"]["path"] == "builtin:demo"
 
 
 def test_cli_reports_a_bad_key_in_one_line_and_exit_code_2(capsys):

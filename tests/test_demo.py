@@ -16,7 +16,7 @@ from cohort.cli import main
 
 
 def demo(out_dir, *overrides):
-    return main(["train", f"train.out_dir={out_dir}", "log.console=quiet", *overrides])
+    return main(["train", "builtin:demo", f"train.out_dir={out_dir}", "log.console=quiet", *overrides])
 
 
 def test_a_few_steps_of_the_bundled_demo(tmp_path):
@@ -40,7 +40,7 @@ def test_the_demo_command_prints_only_progress_the_table_and_the_run_directory(t
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "cohort.cli"]
     env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
     done = subprocess.run(
-        [*command, "train", f"train.out_dir={tmp_path / 'demo'}", "train.steps=2", "data.eval_limit=8"],
+        [*command, "train", "builtin:demo", f"train.out_dir={tmp_path / 'demo'}", "train.steps=2", "data.eval_limit=8"],
         capture_output=True, text=True, timeout=300, env=env,
     )
     output = done.stdout + done.stderr

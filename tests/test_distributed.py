@@ -110,7 +110,7 @@ def test_a_rank_that_dies_loses_only_the_steps_since_the_last_checkpoint(tmp_pat
     result = launch(2, tiny_llama_dir, task_file, crashed, *METHODS["grpo"], steps=5, reward=killer)
     assert result.returncode != 0
     assert sorted(p.name for p in (crashed / "checkpoints").iterdir()) == ["step-2"]
-    resumed = launch(2, tiny_llama_dir, task_file, crashed, *METHODS["grpo"], "train.resume=true", steps=5,
+    resumed = launch(2, tiny_llama_dir, task_file, crashed, *METHODS["grpo"], "train.resume=true", "train.accept_changes=true", steps=5,
                      reward="{name: 'reward_fixtures:SignalAtCall', at: 99}, {name: 'reward_fixtures:digit_count', weight: 0.1}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = load_file(straight / "final" / "model.safetensors"), load_file(crashed / "final" / "model.safetensors")

@@ -265,7 +265,7 @@ def test_a_method_without_what_it_needs_fails_before_any_model_loads(tmp_path, t
 
 
 def test_rft_with_no_correct_sample_says_so_in_one_line(tmp_path, tiny_llama_dir, task_file, capsys):
-    args = ["train", f"model.path={tiny_llama_dir}", f"data.task={task_file}", "algorithm.method=rft", "offline.max_prompts=3",
+    args = ["train", f"model.path={tiny_llama_dir}", f"data.task={task_file}", "algorithm.method=rft", "offline.max_prompts=3", "rollout.max_new_tokens=4",
             f"train.out_dir={tmp_path / 'r'}", "log.console=quiet", "reward.functions=[{name: 'reward_fixtures:never_correct'}]",
             "train.eval_before=false"]
     assert main(args) == 2

@@ -73,7 +73,7 @@ def test_a_signal_finishes_the_step_checkpoints_it_and_resume_is_exact(tmp_path,
     assert steps_in(stopped) == [1, 2, 3]  # the third step, during which the signal came, was finished
     assert sorted(p.name for p in (stopped / "checkpoints").iterdir()) == ["step-2", "step-3"]
     assert not (stopped / "final").exists()
-    assert run_cli(tiny_llama_dir, task_file, stopped, "train.resume=true").returncode == 0
+    assert run_cli(tiny_llama_dir, task_file, stopped, "train.resume=true", "train.accept_changes=true").returncode == 0  # the signal trigger changed
     assert comparable(stopped) == comparable(straight)
     a, b = load_file(straight / "final" / "model.safetensors"), load_file(stopped / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -87,7 +87,7 @@ def test_a_second_signal_exits_at_once_and_leaves_only_complete_checkpoints(tmp_
     assert "cohort: interrupted" in result.stderr
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2"]  # step 3 was abandoned
     assert load_trainer_state(out / "checkpoints" / "step-2")["step"] == 2
-    assert run_cli(tiny_llama_dir, task_file, out, "train.resume=true").returncode == 0
+    assert run_cli(tiny_llama_dir, task_file, out, "train.resume=true", "train.accept_changes=true").returncode == 0  # the signal trigger changed
     assert steps_in(out) == [1, 2, 3, 4, 5]
 
 

@@ -1,7 +1,9 @@
 """The ``cohort`` command: ``train``, ``eval``, ``train-rm``, ``report``, ``config`` (print the resolved config), ``presets``, ``methods``.
 
-``cohort train`` with no config file trains the bundled demo (a small model on arithmetic);
-``cohort train run.yaml rollout.group_size=16`` takes a YAML file and dotted overrides.
+``cohort train`` with no argument at all trains the bundled demo (a small model on arithmetic);
+``cohort train run.yaml rollout.group_size=16`` takes a YAML file and dotted overrides on top;
+``cohort train model.path=... data.task=...`` (overrides alone) starts from the library's
+documented defaults (docs/config.md), and ``cohort train builtin:demo key=value`` from the demo's.
 ``cohort eval MODEL [MODEL ...]`` evaluates models (directories, ``builtin:demo`` or run
 directories) on a task's held-out split and prints pass@k / maj@k, side by side for several.
 ``cohort train-rm outcome|process DATA.jsonl --base MODEL --out DIR`` trains an outcome or a
@@ -17,13 +19,16 @@ from pathlib import Path
 
 import yaml
 
-from cohort.assets import DEMO_CONFIG
+from cohort.assets import BUILTIN_CONFIGS, DEMO_CONFIG, resolve_config
 
 
 def _split_config_and_overrides(items: list[str]) -> tuple[Path | None, list[str]]:
-    """The first argument is a config file unless it looks like ``key=value``."""
-    if items and "=" not in items[0]:
-        return Path(items[0]), items[1:]
+    """The first argument is a config file (or ``builtin:demo``) unless it looks like ``key=value``;
+    no argument at all means the demo's config."""
+    if not items:
+        return DEMO_CONFIG, []
+    if "=" not in items[0]:
+        return resolve_config(items[0]), items[1:]
     return None, items
 
 
@@ -31,8 +36,8 @@ def _load(items: list[str]):
     from cohort.config import load_config
 
     path, overrides = _split_config_and_overrides(items)
-    if path is None:  # no file: the bundled demo, with any overrides on top
-        return load_config(None, overrides, base=yaml.safe_load(DEMO_CONFIG.read_text()))
+    if path in BUILTIN_CONFIGS.values():  # a bundled config is a base layer: it holds settings of every method
+        return load_config(None, overrides, base=yaml.safe_load(path.read_text()))
     return load_config(path, overrides)
 
 
@@ -56,7 +61,10 @@ def _eval(args: argparse.Namespace) -> int:
 
     models = [item for item in args.items if "=" not in item]
     overrides = [item for item in args.items if "=" in item]
-    ks = [int(k) for k in args.k.split(",")] if args.k else None
+    try:
+        ks = [int(k) for k in args.k.split(",")] if args.k else None
+    except ValueError:
+        raise ValueError(f"--k {args.k!r}: expected comma-separated whole numbers, e.g. --k 1,2,4") from None
     return run_eval(models, overrides, config_path=args.config, samples=args.samples, ks=ks, limit=args.limit, out=args.out)
 
 
@@ -98,10 +106,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _show_config(args: argparse.Namespace) -> int:
-    from cohort.methods import check_config
-
+    """Print the resolved config after every check that needs no weights (training.preflight)."""
     config = _load(args.items)
-    check_config(config)
+    from cohort.training.preflight import preflight
+
+    preflight(config)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
     return 0
 
@@ -231,13 +240,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except ValueError as err:  # bad input (config, data, model, run directory): one line, no traceback
-        if os.environ.get("COHORT_DEBUG"):
-            raise
-        print(f"cohort: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err), 2)
+    except OSError as err:  # the disk: full, read-only, gone
+        where = f" ({err.filename})" if err.filename else ""
+        return _fail(f"{err.strerror or err}{where}", 1)
     except KeyboardInterrupt:
-        print("cohort: interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted", 130, prefix="cohort: ")
+
+
+def _fail(message: str, code: int, prefix: str = "cohort: error: ") -> int:
+    """One line on stderr (and in the run's run.log when one is open); COHORT_DEBUG=1 shows the traceback."""
+    if os.environ.get("COHORT_DEBUG"):
+        raise
+    print(f"{prefix}{message}", file=sys.stderr)
+    if "cohort.monitoring.console" in sys.modules:
+        from cohort.monitoring.console import record_fatal
+
+        record_fatal(f"{prefix}{message}")
+    return code
 
 
 if __name__ == "__main__":

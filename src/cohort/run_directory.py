@@ -5,14 +5,16 @@ checkpoints/step-N/, final/, eval_<label>.json(l), report.html.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)$")
 TRAINER_STATE = "trainer_state.pt"
-DERIVED_DIRS = ("offline", "iterations", "wandb", "mlruns")
+DERIVED_DIRS = ("offline", "iterations", "configs", "eval", "wandb", "mlruns")
 """Subdirectories a run derives from its config (cached samples, per-iteration models); an
 overwritten run loses them with the rest."""
 
@@ -84,11 +86,14 @@ class RunDirectory:
         steps = self.checkpoint_steps()
         return self.checkpoints / f"step-{steps[-1]}" if steps else None
 
-    def prepare(self, *, resume: bool, overwrite: bool) -> Path | None:
+    def prepare(self, *, resume: bool, overwrite: bool, info: Callable[[str], None] = lambda message: None) -> Path | None:
         """Create the directory; return the checkpoint to resume from (None: fresh start).
 
-        A directory that already holds a run is never overwritten silently.
+        A directory that already holds a run is never overwritten silently: only with ``overwrite``,
+        and ``info`` is told what was deleted. A path that cannot hold a run (a file, a read-only or
+        missing parent) is refused with one line, before anything is loaded.
         """
+        self._check_writable()
         if resume:
             latest = self.latest_checkpoint()
             if latest is None:
@@ -96,7 +101,6 @@ class RunDirectory:
                     raise RunDirectoryError(
                         f"train.resume=true but {self.root} holds no complete checkpoint to resume from"
                     )
-                self.root.mkdir(parents=True, exist_ok=True)
                 return None
             remove_temporary_dirs(self.checkpoints)
             remove_temporary_dirs(self.root)
@@ -107,13 +111,34 @@ class RunDirectory:
                     f"{self.root} already holds a run; pass train.resume=true to continue it, "
                     "train.overwrite=true to start afresh there, or another train.out_dir"
                 )
-            for child in (self.checkpoints, self.final, *(self.root / name for name in DERIVED_DIRS)):
-                shutil.rmtree(child, ignore_errors=True)
-            for child in self.root.iterdir():
-                if child.is_file():
-                    child.unlink()
-        self.root.mkdir(parents=True, exist_ok=True)
+            info(f"train.overwrite=true: deleting the run in {self.root} ({', '.join(self._delete_run())})")
         return None
+
+    def _delete_run(self) -> list[str]:
+        """Delete everything a run wrote here; returns what it was (for the one line that says so)."""
+        deleted = []
+        for child in (self.checkpoints, self.final, *(self.root / name for name in DERIVED_DIRS)):
+            if child.exists():
+                deleted.append(f"{child.name}/")
+                shutil.rmtree(child, ignore_errors=True)
+        for child in sorted(self.root.iterdir()):
+            if child.is_file():
+                deleted.append(child.name)
+                child.unlink()
+        return deleted
+
+    def _check_writable(self) -> None:
+        """The directory exists (or is created) and a file can be written in it."""
+        if self.root.exists() and not self.root.is_dir():
+            raise RunDirectoryError(f"train.out_dir={str(self.root)!r} is a file, not a directory: choose another train.out_dir")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise RunDirectoryError(f"train.out_dir={str(self.root)!r} cannot be written ({err.strerror or err}): "
+                                    "choose a writable train.out_dir") from None
 
 
 def remove_temporary_dirs(parent: Path) -> None:

@@ -8,6 +8,18 @@ ASSETS_DIR = Path(__file__).parent
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = {"demo": ASSETS_DIR / "demo_model", "multistep": ASSETS_DIR / "multistep_model"}
 DEMO_CONFIG = ASSETS_DIR / "demo.yaml"
+BUILTIN_CONFIGS = {"demo": DEMO_CONFIG}
+"""Run configurations that ship with cohort: ``cohort train builtin:demo`` (or ``demo``) names the demo's."""
+
+
+def resolve_config(name_or_path: str) -> Path:
+    """``builtin:demo`` or ``demo`` -> the bundled demo config; anything else is a path."""
+    name = name_or_path[len(BUILTIN_PREFIX) :] if name_or_path.startswith(BUILTIN_PREFIX) else name_or_path
+    if name in BUILTIN_CONFIGS and not Path(name_or_path).exists():
+        return BUILTIN_CONFIGS[name]
+    if name_or_path.startswith(BUILTIN_PREFIX):
+        raise ValueError(f"unknown built-in config {name_or_path!r}; available: {', '.join(BUILTIN_PREFIX + n for n in BUILTIN_CONFIGS)}")
+    return Path(name_or_path)
 
 
 def resolve_builtin(name_or_path: str) -> str:

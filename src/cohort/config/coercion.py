@@ -59,8 +59,45 @@ def flatten(tree: Any, source: str) -> dict[str, Any]:
     return flat
 
 
+def _holds_options(annotation: Any) -> bool:
+    """Whether a field holds YAML-typed options (a mapping or a list, possibly optional)."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return any(_holds_options(arg) for arg in typing.get_args(annotation))
+    return typing.get_origin(annotation) in (dict, list) or annotation in (dict, list)
+
+
+def nested_key(key: str, types_by_key: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """``model.lora.r`` -> (``model.lora``, [``r``]) when ``model.lora`` holds options (a mapping, or a
+    list such as ``reward.functions``, whose entries are addressed by index: ``reward.functions.0.weight``)."""
+    parts = key.split(".")
+    for cut in range(len(parts) - 1, 1, -1):
+        parent = ".".join(parts[:cut])
+        if parent in types_by_key:
+            return (parent, parts[cut:]) if _holds_options(types_by_key[parent]) else None
+    return None
+
+
+def set_nested(value: Any, path: list[str], item: Any, key: str) -> Any:
+    """A copy of the option tree ``value`` with ``item`` at ``path`` (mappings are created as needed;
+    a list entry must exist)."""
+    if not path:
+        return item
+    step, rest = path[0], path[1:]
+    if value is None:
+        value = {}
+    if isinstance(value, dict):
+        return {**value, step: set_nested(value.get(step), rest, item, key)}
+    if isinstance(value, list):
+        if not step.isdigit() or int(step) >= len(value):
+            raise ConfigError(f"override {key!r}: {step!r} is not an entry of the list (it has {len(value)}: 0..{len(value) - 1})")
+        index = int(step)
+        return [*value[:index], set_nested(value[index], rest, item, key), *value[index + 1 :]]
+    raise ConfigError(f"override {key!r}: {step!r} is inside {value!r}, which holds no options")
+
+
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``["rollout.group_size=16", "train.resume=true"]`` -> dotted dict with YAML-typed values."""
+    """``["rollout.group_size=16", "train.resume=true"]`` -> dotted dict with YAML-typed values. A key
+    may reach inside an option mapping or list: ``model.lora.r=16``, ``reward.functions.0.weight=2``."""
     flat = {}
     types_by_key = field_types()
     for item in overrides:
@@ -68,7 +105,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like section.key=value")
-        if key not in types_by_key:
+        if key not in types_by_key and nested_key(key, types_by_key) is None:
             raise unknown_key(key)
         try:
             flat[key] = yaml.safe_load(raw) if raw.strip() else ""

@@ -11,7 +11,9 @@ import yaml
 from cohort.config.coercion import (
     coerce,
     flatten,
+    nested_key,
     parse_overrides,
+    set_nested,
     unknown_key,
     yaml_problem,
 )
@@ -44,11 +46,18 @@ def build_config(flat: dict[str, Any], *, base: dict[str, Any] | None = None) ->
     base = base or {}
     types_by_key = field_types()
     for key in [*base, *flat]:
-        if key not in types_by_key:
+        if key not in types_by_key and (key in base or nested_key(key, types_by_key) is None):
             raise unknown_key(key)
+    inside = {key: value for key, value in flat.items() if key not in types_by_key}  # model.lora.r=16
+    flat = {key: value for key, value in flat.items() if key in types_by_key}
     preset = get_preset(flat.get("algorithm.preset", base.get("algorithm.preset", AlgorithmConfig.preset)))
     lower = _resolve([dict(preset.settings), base])
     resolved = _resolve([lower, flat])
+    for key, value in inside.items():
+        parent, path = nested_key(key, types_by_key)
+        current = resolved.get(parent, lower.get(parent, default_value(parent)))
+        resolved[parent] = coerce(parent, set_nested(current, path, value, key), types_by_key[parent])
+        flat[parent] = resolved[parent]
     classes = section_classes()
     sections: dict[str, dict[str, Any]] = {name: {} for name in classes}
     for key, value in resolved.items():

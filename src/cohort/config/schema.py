@@ -210,8 +210,10 @@ class TrainConfig:
     """The run directory (config.yaml, metrics.jsonl, checkpoints/, final/, report.html, ...)."""
     resume: bool = False
     """Continue from the latest checkpoint in out_dir."""
+    accept_changes: bool = False
+    """With resume: continue even though settings other than the run's length, evaluation and logging changed (they apply from the resumed step; configs/step-N.yaml records each segment's config). Without it such a resume is refused, listing the changes."""
     overwrite: bool = False
-    """Allow starting afresh in an out_dir that already holds a run (its files are replaced)."""
+    """Allow starting afresh in an out_dir that already holds a run: its files are deleted (the run says which)."""
     save_every: int = 50
     """Checkpoint every N steps (0: only at the end)."""
     keep_checkpoints: int = 2

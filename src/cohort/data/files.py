@@ -20,18 +20,20 @@ class DatasetError(ValueError):
 
 
 def _first_bad_json_line(path: Path) -> str | None:
-    """A description of the first JSONL line that is not a JSON object, if any."""
+    """A description of the first JSONL line that is not a JSON object (or of an empty file), if any."""
+    rows = 0
     with path.open(encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                value = json.loads(line.strip())
             except json.JSONDecodeError as err:
                 return f"row {number}: not valid JSON ({err.msg} at column {err.colno})"
             if not isinstance(value, dict):
                 return f"row {number}: expected a JSON object, got {type(value).__name__}"
-    return None
+            rows += 1
+    return None if rows else "the file holds no rows"
 
 
 def read_table(path: str | Path) -> datasets.Dataset:
@@ -42,12 +44,19 @@ def read_table(path: str | Path) -> datasets.Dataset:
     builder = FORMATS.get(path.suffix.lower())
     if builder is None:
         raise DatasetError(f"{path}: unsupported file type {path.suffix!r}; expected one of {', '.join(FORMATS)}")
+    if path.suffix.lower() == ".jsonl":  # our own check first: one message, with our row numbers
+        problem = _first_bad_json_line(path)
+        if problem is not None:
+            raise DatasetError(f"{path}: {problem}")
     datasets.disable_progress_bars()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity_error()  # its parser logs the failure too; the error below says it once
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as err:  # datasets wraps parser errors in several exception types
-        detail = _first_bad_json_line(path) if builder == "json" and path.suffix.lower() == ".jsonl" else None
-        raise DatasetError(f"{path}: {detail or f'could not be read ({type(err).__name__}: {err})'}") from None
+        raise DatasetError(f"{path}: could not be read ({type(err).__name__}: {' '.join(str(err).split())[:300]})") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
 
 
 def _is_messages(value: Any) -> bool:

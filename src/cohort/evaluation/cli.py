@@ -19,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cohort.assets import DEMO_CONFIG, resolve_builtin
+from cohort.assets import BUILTIN_CONFIGS, DEMO_CONFIG, resolve_builtin, resolve_config
 from cohort.config import Config, load_config
 from cohort.data.tasks import task_from_settings
 from cohort.evaluation.evaluate import default_ks
@@ -51,12 +51,23 @@ def resolve_model_argument(argument: str) -> ModelSource:
 
 
 def _base_config(config_path: str | None, sources: list[ModelSource], overrides: list[str]) -> Config:
+    """--config, else the first run directory's config, else the demo's (as a base under the overrides)."""
     if config_path:
-        return load_config(config_path, overrides)
+        path = resolve_config(config_path)
+        if path in BUILTIN_CONFIGS.values():
+            return load_config(None, overrides, base=yaml.safe_load(path.read_text()))
+        return load_config(path, overrides)
     run_config = next((s.run_config for s in sources if s.run_config), None)
     if run_config is not None:
         return load_config(run_config, overrides)
     return load_config(None, overrides, base=yaml.safe_load(DEMO_CONFIG.read_text()))
+
+
+def _output_directory(out: str | None, sources: list[ModelSource]) -> Path:
+    """--out, else RUN_DIR/eval of the first model when it is a run directory, else runs/eval."""
+    if out:
+        return Path(out)
+    return Path(sources[0].label) / "eval" if sources[0].run_config else Path("runs") / "eval"
 
 
 def run_eval(
@@ -76,10 +87,13 @@ def run_eval(
     config = _base_config(config_path, sources, overrides + ([f"data.eval_limit={limit}"] if limit else []))
     num_samples = samples or config.train.eval_samples
     ks = ks or default_ks(num_samples)
+    if min(ks) < 1 or max(ks) > num_samples:  # before any model loads
+        raise ValueError(f"--k {','.join(map(str, ks))}: every k must lie in 1..{num_samples}, the samples per problem "
+                         f"(raise --samples to {max(ks)}, or drop the larger k)")
     task = task_from_settings(config.data, config.train.seed)
     held_out_rows(task, config.data.eval_limit)  # a task without a held-out split fails before any model loads
     rewards = run_rewards(config, task)
-    out_dir = Path(out) if out else (Path(sources[0].label) / "eval" if sources[0].run_config else Path("cohort-eval"))
+    out_dir = _output_directory(out, sources)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.model.device)
     console = Console(stderr=True)

@@ -8,6 +8,7 @@ its own (bit-exact resume); references load frozen.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from pathlib import Path
@@ -141,6 +142,22 @@ def resolve_model_source(name_or_path: str | os.PathLike, *, what: str = "model"
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
+
+
+def check_causal_lm(name_or_path: str | os.PathLike, setting: str = "model.path") -> None:
+    """A local model directory must hold a causal LM (its config.json's ``architectures``), not a
+    reward model or an encoder: checked before any weight loads. Hub ids are checked when they load."""
+    config_file = Path(name_or_path) / CONFIG_FILE
+    if not config_file.is_file():
+        return
+    try:
+        architectures = json.loads(config_file.read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return  # not readable as JSON: from_pretrained will say what is wrong with it
+    if architectures and not any(name.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for name in architectures):
+        raise ValueError(f"{setting}={os.fspath(name_or_path)!r} holds a {architectures[0]}, not a causal language model "
+                         f"(a *ForCausalLM): the policy must generate text; a scoring model belongs in reward.functions "
+                         f"(reward_model) or reward.process_model")
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

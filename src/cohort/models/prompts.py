@@ -50,7 +50,7 @@ def render_prompt(
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError(
             f"{where}: chat formatting was asked for but the tokenizer has no chat template "
-            "(use plain string prompts with chat=False, or a tokenizer that defines chat_template)"
+            "(set model.chat_template=false for plain-text prompts, or give model.path a tokenizer with a chat template)"
         )
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -106,5 +106,5 @@ def task_renderer(tokenizer: PreTrainedTokenizerBase, task: Any, *, template: st
                   system_prompt: str | None) -> PromptRenderer:
     """The renderer of ``task``'s rows; a template that does not fit the rows fails now, not mid-run."""
     renderer = PromptRenderer(tokenizer, template, task.prompt_column, chat, system_prompt)
-    renderer.prompt(task.train[0])
+    renderer.encode([renderer.prompt(task.train[0])])  # a missing chat template fails here, before the model loads
     return renderer

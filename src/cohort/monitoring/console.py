@@ -8,10 +8,12 @@ ranks other than 0 of a torchrun job use.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,6 +35,9 @@ from cohort.records import dumps
 logger = logging.getLogger("cohort")
 
 KEY_METRICS = (("reward", "reward/mean"), ("acc", "accuracy"), ("kl", "kl"), ("len", "completion_len/mean"))
+"""What the progress line shows of a method that samples its policy (its reward is the policy's)."""
+FIXED_DATA_KEY_METRICS = (("loss", "loss"), ("nll", "nll"), ("len", "completion_len/mean"))
+"""... and of one that trains on fixed data (rows, kept samples, pairs: their reward says nothing of the policy)."""
 
 
 def _format_number(value: Any) -> str:
@@ -50,6 +55,7 @@ class RunConsole:
         if mode not in ("rich", "plain", "json", "quiet", "silent"):
             raise ValueError(f"console mode must be rich, plain, json or quiet, got {mode!r}")
         self.mode = mode
+        self.key_metrics = KEY_METRICS
         self.total_steps = total_steps
         self.start_step = start_step
         self.err = Console(stderr=True)
@@ -116,7 +122,7 @@ class RunConsole:
     def _summary_line(self, metrics: Mapping[str, Any]) -> str:
         parts = [
             f"{label} {_format_number(metrics[key])}"
-            for label, key in KEY_METRICS
+            for label, key in self.key_metrics
             if isinstance(metrics.get(key), (int, float)) and math.isfinite(metrics[key])
         ]
         return " | ".join(parts)
@@ -142,10 +148,52 @@ class RunConsole:
             self._progress.stop()
             self._progress = None
 
+    @contextlib.contextmanager
+    def progress(self, description: str) -> Iterator[Callable[[int, int], None]]:
+        """Within: ``update(done, total)`` shows the progress of a long phase (evaluation, offline
+        sampling): a bar with elapsed time and ETA (rich), a line at every quarter (plain), nothing
+        in the json, quiet and silent modes."""
+        if self.mode == "rich":
+            columns = (TextColumn(description), BarColumn(bar_width=12), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("eta"), TimeRemainingColumn())
+            with Progress(*columns, console=self.err, transient=True) as bar:
+                task = bar.add_task(description, total=None)
+                yield lambda done, total: bar.update(task, completed=done, total=total)
+            return
+        shown = [-1]
+
+        def plain(done: int, total: int) -> None:
+            quarter = 4 * done // max(1, total)
+            if self.mode == "plain" and quarter > shown[0]:
+                shown[0] = quarter
+                print(f"{description}: {done}/{total}", file=sys.stderr, flush=True)
+
+        yield plain
+
     def event(self, name: str, payload: Mapping[str, Any]) -> None:
         """A non-step record (evaluation, summary): a JSON line in json mode."""
         if self.mode == "json":
             print(dumps({"event": name, **payload}), flush=True)
+
+    def summary(self, summary: Mapping[str, Any], before: EvalSummary | None, after: EvalSummary | None) -> None:
+        """The end of a run: the summary event (json mode), the before/after table, and one closing line."""
+        self.event("summary", summary)
+        labelled = [(label, s) for label, s in (("before", before), ("after", after)) if s is not None]
+        if labelled:
+            self.table(comparison_table([label for label, _ in labelled], [s for _, s in labelled]))
+        steps, done = summary["steps"], summary["steps_this_run"]
+        if "stopped_by" in summary:
+            head = f"stopped early by a signal after {steps} steps; "
+        elif done == 0:
+            self.result(f"nothing to train: the run is at step {steps} of train.steps={steps} (raise train.steps to go on); "
+                        f"run directory: {summary['out_dir']}")
+            return
+        else:
+            head = ""
+        if done:
+            head += (f"trained {done} steps in {summary['steps_seconds']:.1f} s (median step {summary['median_step_s']:.3f} s; "
+                     f"{summary['train_seconds']:.1f} s with checkpoints and evaluations); ")
+        self.result(f"{head}run directory: {summary['out_dir']}")
 
     def table(self, table: Table) -> None:
         """A table on stdout (all modes but json and silent)."""
@@ -184,3 +232,13 @@ def comparison_table(labels: list[str], summaries: list[EvalSummary]) -> Table:
             cells.append(f"{values[1] - values[0]:+.4f}")
         table.add_row(name, *cells)
     return table
+
+
+def record_fatal(message: str) -> None:
+    """Write the error that ends a run into its run.log (if a run directory's log is open), once;
+    the console has already shown it."""
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, message, None, None))
+            handler.close()
+            logger.removeHandler(handler)

@@ -59,3 +59,23 @@ def build_optimizer(
         ),
     )
     return optimizer, scheduler
+
+
+def hyperparameters(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR) -> dict:
+    """The settings an optimizer and its schedule were built with (not their state): per-group
+    hyperparameters (betas, eps, weight decay, ...) and the schedule's base learning rates."""
+    groups = [{key: value for key, value in group.items() if key not in ("params", "lr", "initial_lr")}
+              for group in optimizer.param_groups]
+    return {"groups": groups, "base_lrs": list(scheduler.base_lrs)}
+
+
+def apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, settings: dict) -> None:
+    """Put ``settings`` (from :func:`hyperparameters`) back after a state was loaded that carries
+    other ones (a resume that accepted changed settings): the schedule continues at its step with
+    the new base learning rates, and the moments (exp_avg, ...) are kept."""
+    scheduler.base_lrs = list(settings["base_lrs"])
+    scheduler.last_epoch = max(0, scheduler.last_epoch)
+    for group, values, base, multiplier in zip(optimizer.param_groups, settings["groups"], scheduler.base_lrs, scheduler.lr_lambdas):
+        group.update(values)
+        group["initial_lr"] = base
+        group["lr"] = base * multiplier(scheduler.last_epoch)

@@ -173,6 +173,12 @@ def _before_after(before: dict[str, Any] | None, after: dict[str, Any] | None, r
     return f"{b} → {a}"
 
 
+def _reads_preset(config: dict[str, Any] | None) -> bool:
+    """Whether the run's method uses algorithm.preset (a PPO run's page does not say "preset grpo")."""
+    method = method_of(config)
+    return method is None or method.reads_key("algorithm.preset")
+
+
 def method_of(config: dict[str, Any] | None) -> type | None:
     """The method class a run's config names (None: no config, or a method this cohort does not know)."""
     if config is None:
@@ -200,7 +206,7 @@ def build_page(run: RunData) -> ReportPage:
         ("model", _text(_section(run.config, "model").get("path"))),
         ("task", _text(_section(run.config, "data").get("task"))),
         ("method", _text(_section(run.config, "algorithm").get("method", "grpo"))),
-        ("preset", _text(_section(run.config, "algorithm").get("preset"))),
+        *([("preset", _text(_section(run.config, "algorithm").get("preset")))] if _reads_preset(run.config) else []),
         ("steps", progress),
         ("training time", f"{format_duration(wall)} (sum of step times)"),
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -125,6 +125,10 @@ class SourcePieces:
     run_dir: RunDirectory
     info: Callable[[str], None]
     world: World = field(default_factory=World)
+    progress: Callable[[str], AbstractContextManager[Callable[[int, int], None]]] = lambda description: nullcontext(lambda done, total: None)
+    """A long phase's progress display: ``with progress("...") as update: update(done, total)``."""
+    stop_requested: Callable[[], bool] = lambda: False
+    """Whether the user asked the run to stop (Ctrl-C, SIGTERM): long phases check it between chunks."""
 
 
 class Source(Protocol):

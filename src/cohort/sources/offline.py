@@ -32,6 +32,10 @@ from cohort.sources.stream import (
 OFFLINE_DIR = "offline"
 
 
+class SamplingStopped(Exception):
+    """The user stopped the run while offline samples were drawn; what was drawn is kept."""
+
+
 def _write_json_atomic(path: Path, value: Any) -> None:
     temporary = path.with_name(f".tmp-{path.name}")
     temporary.write_text(dumps(value, indent=1))
@@ -88,7 +92,10 @@ class OfflineSamples:
         return int(meta["chunks_done"])
 
     def records(self) -> list[dict[str, Any]]:
-        """All samples, drawing those not yet in the cache (the policy must still be the initial one)."""
+        """All samples, drawing those not yet in the cache (the policy must still be the initial one).
+
+        Says the cost first; a stop request (Ctrl-C) between chunks keeps what was drawn (a rerun
+        or a resume continues from there) and raises SamplingStopped."""
         if self._records is None:
             world = self.pieces.world
             samples = self.directory / "samples.jsonl"
@@ -98,18 +105,36 @@ class OfflineSamples:
                 kept = [line for line in _complete_lines(samples) if json.loads(line)["chunk"] < done]
                 samples.write_text("".join(line + "\n" for line in kept))  # drop a chunk cut by a crash
             done = world.broadcast(done if world.is_main else None)
-            chunks = range(0, len(self.prompt_indices), self.chunk_size)
-            for chunk, start in enumerate(chunks):
-                if chunk >= done:
-                    self._draw_chunk(chunk, self.prompt_indices[start : start + self.chunk_size], samples)
+            starts = list(range(0, len(self.prompt_indices), self.chunk_size))
+            if done < len(starts):
+                self._announce(done * self.chunk_size)
+                self._draw(starts, done, samples)
             self._records = [json.loads(line) for line in samples.read_text().splitlines()]
         return self._records
+
+    def _announce(self, drawn: int) -> None:
+        prompts = len(self.prompt_indices)
+        limit = "" if self.pieces.config.offline.max_prompts else "; offline.max_prompts=N draws for N prompts only"
+        again = f", {drawn} already drawn" if drawn else ""
+        self.pieces.info(f"offline samples of the initial policy: {prompts} prompts x {self.per_prompt} = "
+                         f"{prompts * self.per_prompt} completions{again} (kept in {self.directory}; Ctrl-C stops and keeps "
+                         f"them{limit})")
+
+    def _draw(self, starts: list[int], done: int, samples: Path) -> None:
+        total = len(self.prompt_indices)
+        with self.pieces.progress("offline samples") as update:
+            for chunk, start in enumerate(starts):
+                if chunk < done:
+                    continue
+                if self.pieces.world.sum(int(self.pieces.stop_requested())) > 0:
+                    raise SamplingStopped(f"stopped while drawing offline samples, after {start}/{total} prompts "
+                                          f"(kept in {self.directory}; running the same command again continues)")
+                self._draw_chunk(chunk, self.prompt_indices[start : start + self.chunk_size], samples)
+                update(min(total, start + self.chunk_size), total)
 
     def _draw_chunk(self, chunk: int, indices: list[int], samples: Path) -> None:
         """Draw one chunk's samples (each rank a contiguous block of its prompts) and append them."""
         pieces, world = self.pieces, self.pieces.world
-        if chunk % max(1, len(self.prompt_indices) // self.chunk_size // 10) == 0:
-            pieces.info(f"offline samples of the initial policy: {chunk * self.chunk_size}/{len(self.prompt_indices)} prompts")
         block = _block(len(indices), world.rank, world.size)
         device = pieces.sampler.generator.device
         generator = torch.Generator(device=device).manual_seed(pieces.config.train.seed * 1_000_003 + 7919 * (chunk + 1))

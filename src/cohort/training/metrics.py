@@ -8,6 +8,7 @@ rank and are averaged (every rank holds the same number of examples).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,3 +104,65 @@ def mean_over_ranks(world: World, metrics: dict[str, Any]) -> dict[str, Any]:
         numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
         merged[key] = sum(numbers) / len(numbers) if numbers and len(numbers) == len(values) else value
     return merged
+
+
+def step_metrics(world: World, step: int, batch: ScoredBatch, trainable: torch.Tensor, method_metrics: dict[str, Any],
+                 stats: dict[str, float], times: dict[str, float], lr: float) -> dict[str, Any]:
+    """One step's record for metrics.jsonl: the shared metrics of the global batch, the method's own
+    (averaged over ranks), the update's, and the time of each phase (``times``: rollout, reward,
+    logprob, train, step seconds)."""
+    facts = BatchFacts.gather(world, BatchFacts.of(batch, trainable))
+    metrics: dict[str, Any] = {"step": step, **reward_metrics(facts)}
+    metrics.update(mean_over_ranks(world, method_metrics))
+    metrics.update({
+        "entropy": stats["entropy"],
+        **shape_metrics(facts),
+        "loss": stats.get("loss", 0.0),
+        "grad_norm": stats.get("grad_norm", 0.0),
+        **{key: value for key, value in stats.items() if key.endswith("/grad_norm")},
+        "lr": lr,
+        **{f"time/{phase}_s": seconds for phase, seconds in times.items()},
+        "tokens_per_s": float(facts.lengths.sum()) / times["step"],
+    })
+    return metrics
+
+
+def completion_records(step: int, batch: ScoredBatch, per_sample: torch.Tensor | None, limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` samples of a step for completions.jsonl, with each one's advantage or coefficient."""
+    g = batch.group_size
+    lengths = batch.rollout.completion_lengths.tolist()
+    return [
+        {
+            "step": step,
+            "group": row // g,
+            "prompt": batch.prompts[row // g],
+            "completion": batch.completions[row],
+            "reward": float(batch.scores.total[row]),
+            "rewards": {name: float(v[row]) for name, v in batch.scores.per_function.items()},
+            "advantage": None if per_sample is None else float(per_sample[row]),
+            "length": lengths[row],
+            "finish_reason": batch.rollout.finish_reasons[row],
+        }
+        for row in range(min(limit, len(batch.completions)))
+    ]
+
+
+class TruncationWatch:
+    """Warns once when most completions of a run's first steps hit the generation budget: their
+    answers are cut off, so the rewards mostly measure the budget, not the policy."""
+
+    STEPS = 3
+    SHARE = 0.5
+
+    def __init__(self, warn: Callable[[str], None], budget: int) -> None:
+        self.warn, self.budget = warn, budget
+        self.seen: list[float] = []
+
+    def observe(self, step: int, truncated_frac: float) -> None:
+        if len(self.seen) >= self.STEPS:
+            return
+        self.seen.append(truncated_frac)
+        share = sum(self.seen) / len(self.seen)
+        if len(self.seen) == self.STEPS and share > self.SHARE:
+            self.warn(f"{share:.0%} of the completions of steps {step - self.STEPS + 1}-{step} hit "
+                      f"rollout.max_new_tokens={self.budget} and were cut off: raise rollout.max_new_tokens")

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from cohort.assets import resolve_builtin
-from cohort.config import Config, save_config
-from cohort.data.tasks import Task, format_prompt, task_from_settings
+from cohort.config import Config
 from cohort.distributed import (
     World,
     full_model_state,
@@ -34,9 +33,7 @@ from cohort.distributed import (
     start_world,
     wrap,
 )
-from cohort.evaluation.evaluate import EvalSummary
-from cohort.evaluation.held_out import evaluate_held_out, read_eval, write_eval
-from cohort.methods import MethodContext, TrainingSignal, check_config
+from cohort.methods import MethodContext, TrainingSignal
 from cohort.models.loading import (
     autocast_context,
     eos_token_ids,
@@ -47,26 +44,27 @@ from cohort.models.loading import (
 )
 from cohort.models.lora import (
     AdapterReference,
-    LoraError,
     add_adapters,
     is_adapted,
-    lora_config,
     merged_model,
 )
 from cohort.models.prompts import task_renderer
-from cohort.monitoring.console import RunConsole, comparison_table
+from cohort.monitoring.console import FIXED_DATA_KEY_METRICS, RunConsole
 from cohort.monitoring.metrics_writer import MetricsWriter
-from cohort.optimisation.optimizer import build_optimizer
+from cohort.optimisation.optimizer import (
+    apply_hyperparameters,
+    build_optimizer,
+    hyperparameters,
+)
 from cohort.optimisation.update import LoopSettings, Trainable, optimise
-from cohort.records import dumps, truncate_jsonl
+from cohort.records import truncate_jsonl
 from cohort.report import write_report
-from cohort.rewards.configured import run_rewards
 from cohort.rewards.process_model import ProcessRewardModel
 from cohort.rewards.registry import construct
 from cohort.rollout.sampling import SamplingParams
 from cohort.run_directory import RunDirectory
 from cohort.sources import PolicySampler, ScoringStage, SourcePieces, StepTimer
-from cohort.sources.scored_batch import ScoredBatch
+from cohort.sources.offline import SamplingStopped
 from cohort.training.checkpoint import (
     capture_rng_state,
     load_trainer_state,
@@ -75,13 +73,11 @@ from cohort.training.checkpoint import (
     save_model,
     save_pretrained_atomic,
 )
+from cohort.training.evaluation import HeldOutEvaluations, weights_fingerprint
 from cohort.training.iterative import IterativeRL
-from cohort.training.metrics import (
-    BatchFacts,
-    mean_over_ranks,
-    reward_metrics,
-    shape_metrics,
-)
+from cohort.training.metrics import TruncationWatch, completion_records, step_metrics
+from cohort.training.preflight import check_settings, preflight
+from cohort.training.resume import check_resume, record_segment
 from cohort.training.stopping import StopRequests
 
 logger = logging.getLogger(__name__)
@@ -100,9 +96,8 @@ class Trainer:
 
     def __init__(self, config: Config, console: RunConsole | None = None) -> None:
         self.config = config
-        self.method_class = check_config(config)  # wrong settings fail before anything is read or loaded
-        MetricsWriter.check_trackers(config)  # so do an unknown or uninstalled log.trackers entry
         d = config.distributed
+        check_settings(config)  # wrong settings fail before anything is read, started or loaded
         self.world: World = start_world(d.strategy, d.backend, d.timeout_s)
         main = self.world.is_main
         self.console = (console or RunConsole(config.log.console, config.train.steps)) if main else RunConsole("silent", config.train.steps)
@@ -121,39 +116,45 @@ class Trainer:
         if self.resume_from is not None:
             self._restore(self.resume_from)
         if main:
-            save_config(config, self.run_dir.config)
+            record_segment(self.run_dir, config, self.step)
+        if self.method_class.samples != "online":  # a batch of fixed data: its reward says nothing of the policy
+            self.console.key_metrics = FIXED_DATA_KEY_METRICS
+        self.evaluations = HeldOutEvaluations(
+            config=config, task=self.task, run_dir=self.run_dir, world=self.world, console=self.console, policy=self.policy,
+            tokenizer=self.tokenizer, scoring=lambda: self.pieces.scoring, gathered=self.gathered,
+        )
         self.writer = MetricsWriter(self.run_dir, config, start_step=self.step) if main else None
         self.step_times: list[float] = []
+        self.truncation = TruncationWatch(logger.warning, config.rollout.max_new_tokens)
 
     def _prepare_run_directory(self) -> None:
         """Rank 0 checks and prepares the run directory; every rank learns the checkpoint to resume from."""
         train = self.config.train
         resume_from = None
         if self.world.is_main:
-            resume_from = self.run_dir.prepare(resume=train.resume, overwrite=train.overwrite)
+            resume_from = self.run_dir.prepare(resume=train.resume, overwrite=train.overwrite, info=self.console.info)
             self.console.attach_log_file(self.run_dir.log)
+            if resume_from is not None:
+                changes = check_resume(self.run_dir, self.config, step=int(resume_from.name.split("-")[1]))
+                for key, old, new in changes:
+                    self.console.info(f"resume: {key} {old!r} -> {new!r} (train.accept_changes=true)")
         self.resume_from = self.world.broadcast(resume_from)
 
     # --- building the run ---------------------------------------------------------------------------
 
     def _load_task_and_rewards(self) -> None:
+        """The checks that need no weights (training.preflight): data and rewards fail before any model loads."""
+        checked = preflight(self.config, resume_from=self.resume_from, distributed=self.world.distributed)
+        self.method_class, self.model_path, self.task = checked.method_class, checked.model_path, checked.task
         config = self.config
-        self.task: Task = task_from_settings(config.data, config.train.seed)
-        format_prompt(self.task.train[0], config.data.prompt_template, self.task.prompt_column)
-        rewards = run_rewards(config, self.task)
-        self.scoring = ScoringStage(rewards=rewards, timeout_s=config.reward.timeout_s, strict=config.reward.strict)
-        self.method_class.check_data(config, self.task, rewards)
-        if config.model.lora is not None:
-            lora_config(config.model.lora)  # a wrong option (or no PEFT) fails before any model loads
-            if self.world.distributed and config.distributed.strategy == "fsdp2":
-                raise LoraError("model.lora with distributed.strategy=fsdp2 is not supported; use ddp (the adapters are small)")
-        for reward in rewards:
+        self.scoring = ScoringStage(rewards=checked.rewards, timeout_s=config.reward.timeout_s, strict=config.reward.strict)
+        for reward in checked.rewards:
             if hasattr(reward.fn, "isolation"):
                 self.console.info(f"reward {reward.name!r}: programs run in a sandbox with {reward.fn.isolation}")
 
     def _load_models(self) -> None:
         config = self.config
-        self.model_path = resolve_builtin(config.model.path)
+        self.console.info(f"loading model {config.model.path} ...")
         self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=config.model.trust_remote_code)
         self.renderer = task_renderer(self.tokenizer, self.task, template=config.data.prompt_template,
                                       chat=config.model.chat_template, system_prompt=config.model.system_prompt)
@@ -201,7 +202,7 @@ class Trainer:
         sampler = PolicySampler(policy=self.policy, tokenizer=self.tokenizer, renderer=self.renderer, params=self.sampling,
                                 generator=self.generator, autocast=self.autocast)
         self.pieces = SourcePieces(config=config, task=self.task, sampler=sampler, scoring=self.scoring, run_dir=self.run_dir,
-                                   info=self.console.info, world=world)
+                                   info=self.console.info, world=world, progress=self.console.progress)
         self.source = self.method.source(self.pieces)
         self.iterative = IterativeRL(self.pieces, reset_reference=self.reset_reference, gathered=self.gathered,
                                      base_model=self.model_path, device=self.device) if config.iterative.iterations else None
@@ -250,7 +251,7 @@ class Trainer:
         if self.iterative is not None:
             metrics.update(self.iterative.after_step(self.step))
         if self.writer is not None and self.config.log.completions_every and self.step % self.config.log.completions_every == 0:
-            self.writer.write_completions(self._completion_records(batch, signal))
+            self.writer.write_completions(completion_records(self.step, batch, signal.per_sample, self.config.log.completions_per_step))
         return metrics
 
     def _reset_reference_if_due(self) -> None:
@@ -261,48 +262,14 @@ class Trainer:
 
     # --- metrics ------------------------------------------------------------------------------------
 
-    def _metrics(self, batch: ScoredBatch, signal: TrainingSignal, stats: dict[str, float], timer: StepTimer, lr: float) -> dict[str, Any]:
+    def _metrics(self, batch, signal: TrainingSignal, stats: dict[str, float], timer: StepTimer, lr: float) -> dict[str, Any]:
         step_time = time.perf_counter() - timer.started
         self.step_times.append(step_time)
-        facts = BatchFacts.gather(self.world, BatchFacts.of(batch, signal.trainable))
-        metrics: dict[str, Any] = {"step": self.step, **reward_metrics(facts)}
+        times = {"rollout": timer.rollout, "reward": timer.reward, "logprob": timer.logprob, "train": timer.train, "step": step_time}
         method_metrics = {**signal.metrics, **self.method.metrics(batch, signal, stats)}
-        metrics.update(mean_over_ranks(self.world, method_metrics))
-        metrics.update({
-            "entropy": stats["entropy"],
-            **shape_metrics(facts),
-            "loss": stats.get("loss", 0.0),
-            "grad_norm": stats.get("grad_norm", 0.0),
-            **{key: value for key, value in stats.items() if key.endswith("/grad_norm")},
-            "lr": lr,
-            "time/rollout_s": timer.rollout,
-            "time/reward_s": timer.reward,
-            "time/logprob_s": timer.logprob,
-            "time/train_s": timer.train,
-            "time/step_s": step_time,
-            "tokens_per_s": float(facts.lengths.sum()) / step_time,
-        })
+        metrics = step_metrics(self.world, self.step, batch, signal.trainable, method_metrics, stats, times, lr)
+        self.truncation.observe(self.step, metrics["truncated_frac"])
         return metrics
-
-    def _completion_records(self, batch: ScoredBatch, signal: TrainingSignal) -> list[dict[str, Any]]:
-        g = batch.group_size
-        values = signal.per_sample
-        limit = min(self.config.log.completions_per_step, len(batch.completions))
-        lengths = batch.rollout.completion_lengths.tolist()
-        return [
-            {
-                "step": self.step,
-                "group": row // g,
-                "prompt": batch.prompts[row // g],
-                "completion": batch.completions[row],
-                "reward": float(batch.scores.total[row]),
-                "rewards": {name: float(v[row]) for name, v in batch.scores.per_function.items()},
-                "advantage": None if values is None else float(values[row]),
-                "length": lengths[row],
-                "finish_reason": batch.rollout.finish_reasons[row],
-            }
-            for row in range(limit)
-        ]
 
     # --- checkpoints --------------------------------------------------------------------------------
 
@@ -343,9 +310,11 @@ class Trainer:
         data position, random states. Works under another world size or strategy."""
         state = load_trainer_state(checkpoint)
         for trainable in self.trainables:
-            saved = state["trainables"][trainable.name]
+            saved, built = state["trainables"][trainable.name], hyperparameters(trainable.optimizer, trainable.scheduler)
             load_optimizer_state(trainable.module, trainable.optimizer, saved["optimizer"])
             trainable.scheduler.load_state_dict(saved["scheduler"])
+            if self.config.train.accept_changes:  # the new settings apply from here (the moments stay)
+                apply_hyperparameters(trainable.optimizer, trainable.scheduler, built)
         self.source.load_state_dict(state["source"])
         restore_rng_state(state["rng"], self.generator)
         self.reference_was_reset = state["reference_was_reset"]
@@ -369,42 +338,6 @@ class Trainer:
                 save_pretrained_atomic(self.run_dir.final / "merged", merged_model(self.policy), self.tokenizer)
         self.world.barrier()
 
-    # --- evaluation ---------------------------------------------------------------------------------
-
-    def evaluate(self, label: str) -> EvalSummary | None:
-        """Held-out evaluation on rank 0, written to eval_<label>.json(l); reused if a resumed run has it."""
-        if self.task.test is None or self.pieces.scoring.correctness is None:
-            return None
-        summary_path = self.run_dir.eval_summary(label)
-        summary = None
-        with self.gathered():
-            if self.world.is_main:
-                summary = read_eval(summary_path) if summary_path.exists() else self._evaluate_now(label, summary_path)
-            self.world.barrier()
-        return summary
-
-    def evaluate_curve_point(self) -> None:
-        """One point of the held-out curve (train.eval_every), appended to eval_curve.jsonl by rank 0."""
-        if self.task.test is None or self.pieces.scoring.correctness is None:
-            return
-        with self.gathered():
-            if self.world.is_main:
-                summary, _ = evaluate_held_out(
-                    self.config, self.task, self.policy, self.tokenizer, self.pieces.scoring.rewards, num_samples=self.config.train.eval_samples
-                )
-                with self.run_dir.eval_curve.open("a", encoding="utf-8") as handle:
-                    handle.write(dumps({"step": self.step, **summary.to_dict()}) + "\n")
-            self.world.barrier()
-
-    def _evaluate_now(self, label: str, summary_path: Path) -> EvalSummary:
-        self.console.info(f"evaluating ({label}) on the held-out problems ...")
-        summary, problems = evaluate_held_out(
-            self.config, self.task, self.policy, self.tokenizer, self.pieces.scoring.rewards, num_samples=self.config.train.eval_samples
-        )
-        write_eval(summary, problems, summary_path, self.run_dir.eval_problems(label))
-        self.console.event(f"eval_{label}", summary.to_dict())
-        return summary
-
     # --- the whole run ------------------------------------------------------------------------------
 
     def _run_steps(self, stop: StopRequests) -> float:
@@ -419,7 +352,7 @@ class Trainer:
                     self.writer.write_step(metrics)
                 self.console.step(metrics)
                 if config.train.eval_every and self.step % config.train.eval_every == 0:
-                    self.evaluate_curve_point()
+                    self.evaluations.curve_point(self.step)
                 due = config.train.save_every and self.step % config.train.save_every == 0
                 boundary = self.iterative is not None and self.iterative.boundary(self.step)  # the new RM is in the state
                 if (due or boundary) and self.step < config.train.steps:
@@ -439,38 +372,59 @@ class Trainer:
         A SIGINT or SIGTERM finishes the current step, checkpoints it and returns early with
         ``summary["stopped_by"]`` set (no final evaluation); a second one stops at once.
         """
-        config = self.config
+        train, start = self.config.train, self.step
         with StopRequests(self.console.info) as stop:
-            with self.gathered():
-                self.source.prepare()
+            self.evaluations.announce()
+            self.pieces.stop_requested = lambda: stop.requested
+            try:
+                with self.gathered():
+                    self.source.prepare()
+            except SamplingStopped as stopped_early:
+                return self._stopped_before_training(str(stopped_early), stop)
             if self.iterative is not None:
                 self.iterative.prepare()
-            before = self.evaluate("before") if config.train.eval_before and not stop.requested else None
+            initial = {"step": 0, "model": self.config.model.path}
+            before = self.evaluations.summary("before", initial) if train.eval_before and not stop.requested else None
             train_seconds = self._run_steps(stop)
             stopped = self._stopping(stop)
             self.save_checkpoint()
             after = None
             if not stopped:
                 self.save_final()
-                after = self.evaluate("after") if config.train.eval_after else None
+                after = self.evaluations.summary("after", self._final_checkpoint()) if train.eval_after else None
             if self.writer is not None:
                 self.writer.close()
             self.refresh_report()
             self.console.detach_log_file()
         summary = {
             "steps": self.step,
+            "steps_this_run": self.step - start,
             "train_seconds": train_seconds,
+            "steps_seconds": sum(self.step_times),
             "median_step_s": statistics.median(self.step_times) if self.step_times else float("nan"),
             "out_dir": str(self.run_dir.root),
         }
         if stopped:
             summary["stopped_by"] = stop.signal_number or signal.SIGTERM
-        if before is not None:
-            summary["before"] = before.to_dict()
-        if after is not None:
-            summary["after"] = after.to_dict()
-        self._print_summary(before, after, summary)
+        for label, result in (("before", before), ("after", after)):
+            if result is not None:
+                summary[label] = result.to_dict()
+        self.console.summary(summary, before, after)
         return summary
+
+    def _stopped_before_training(self, message: str, stop: StopRequests) -> dict[str, Any]:
+        """A stop while the source prepared (offline sampling): no step ran, nothing else is written."""
+        self.console.info(message)
+        if self.writer is not None:
+            self.writer.close()
+        self.console.detach_log_file()
+        return {"steps": self.step, "steps_this_run": 0, "stopped_by": stop.signal_number or signal.SIGTERM,
+                "out_dir": str(self.run_dir.root)}
+
+    def _final_checkpoint(self) -> dict[str, Any]:
+        """What the after-training evaluation measures: this step's final/ weights (rank 0's fingerprint)."""
+        fingerprint = weights_fingerprint(self.run_dir.final) if self.world.is_main else None
+        return {"step": self.step, "weights_sha256": self.world.broadcast(fingerprint)}
 
     def refresh_report(self) -> None:
         """Rewrite report.html (if enabled; rank 0); a report problem is logged, never stops training."""
@@ -480,15 +434,3 @@ class Trainer:
             write_report(self.run_dir.root)
         except Exception as err:  # the report is a view; training must not die for it
             logger.warning("could not write report.html: %s", err)
-
-    def _print_summary(self, before: EvalSummary | None, after: EvalSummary | None, summary: dict[str, Any]) -> None:
-        self.console.event("summary", summary)
-        labelled = [(label, s) for label, s in (("before", before), ("after", after)) if s is not None]
-        if labelled:
-            self.console.table(comparison_table([label for label, _ in labelled], [s for _, s in labelled]))
-        median = summary["median_step_s"]
-        stopped = f"stopped early by a signal after {summary['steps']} steps (checkpoint saved); " if "stopped_by" in summary else ""
-        self.console.result(
-            f"{stopped}trained {summary['steps']} steps in {summary['train_seconds']:.1f} s "
-            f"(median step {median:.3f} s); run directory: {summary['out_dir']}"
-        )
