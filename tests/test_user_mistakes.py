@@ -122,10 +122,17 @@ def test_a_mistake_gets_one_line_that_names_it(case, files, tiny_llama_dir, tmp_
         assert lines[0] in log.read_text()
 
 
-def test_the_errors_that_stop_a_run_land_in_run_log(files, tiny_llama_dir, tmp_path, capsys):
+def test_an_error_after_the_run_directory_opened_lands_in_run_log(files, tiny_llama_dir, tmp_path, capsys):
+    """Mistakes found before anything runs leave no run directory at all; one found once the run's
+    directory is open (a resume whose settings changed) is also written to its run.log."""
     out = tmp_path / "run"
     assert main(["train", *base_args(files, tiny_llama_dir, out), f"data.task={files / 'empty.jsonl'}"]) == 2
+    assert not out.exists()
+    assert main(["train", *base_args(files, tiny_llama_dir, out)]) == 0
+    capsys.readouterr()
+    assert main(["train", *base_args(files, tiny_llama_dir, out), "train.resume=true", "optim.lr=0.5"]) == 2
     error = capsys.readouterr().err.strip()
+    assert error.startswith("cohort: error: train.resume=true with a changed config (optim.lr: 1e-06 -> 0.5)")
     assert error in (out / "run.log").read_text()
 
 

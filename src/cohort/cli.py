@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from cohort.assets import BUILTIN_CONFIGS, DEMO_CONFIG, resolve_config
+from cohort.models import quiet_transformers
 
 
 def _split_config_and_overrides(items: list[str]) -> tuple[Path | None, list[str]]:
@@ -42,13 +43,21 @@ def _load(items: list[str]):
 
 
 def _train(args: argparse.Namespace) -> int:
+    """Check everything that needs no weights first (a mistake is answered in about a second), then
+    load the training machinery and train."""
+    from cohort.run_directory import RunDirectory
+    from cohort.training.preflight import preflight
+
+    config = _load(args.items)
+    resume_from = RunDirectory(Path(config.train.out_dir)).latest_checkpoint() if config.train.resume else None
+    checked = preflight(config, resume_from=resume_from, distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    quiet_transformers()
     from cohort.distributed import stop_world
     from cohort.monitoring.console import RunConsole
     from cohort.training.trainer import Trainer
 
-    config = _load(args.items)
     console = RunConsole(config.log.console, config.train.steps)
-    trainer = Trainer(config, console)
+    trainer = Trainer(config, console, checked)
     try:
         summary = trainer.train()
     finally:
@@ -57,14 +66,17 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from cohort.evaluation.cli import run_eval
-
     models = [item for item in args.items if "=" not in item]
     overrides = [item for item in args.items if "=" in item]
     try:
         ks = [int(k) for k in args.k.split(",")] if args.k else None
     except ValueError:
         raise ValueError(f"--k {args.k!r}: expected comma-separated whole numbers, e.g. --k 1,2,4") from None
+    if ks and args.samples and max(ks) > args.samples:
+        raise ValueError(f"--k {args.k}: every k must lie in 1..{args.samples}, the samples per problem "
+                         f"(raise --samples to {max(ks)}, or drop the larger k)")
+    from cohort.evaluation.cli import run_eval
+
     return run_eval(models, overrides, config_path=args.config, samples=args.samples, ks=ks, limit=args.limit, out=args.out)
 
 
@@ -221,22 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries() -> None:
-    """Hugging Face progress bars (weight loading, shard writing) would break our console output."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("train", "eval", "train-rm", "export", "reproduce"):
-        _quiet_libraries()
+    if args.command in ("train-rm", "export", "reproduce"):
+        quiet_transformers()
     try:
         return args.run(args)
     except ValueError as err:  # bad input (config, data, model, run directory): one line, no traceback

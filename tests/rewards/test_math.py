@@ -1,10 +1,10 @@
 """The math reward: answer extraction and its order, math-verify equivalence, canonical forms for voting,
-unscorable references, scoring through RewardScorer, and time limits that coexist with the scorer's."""
+unscorable references, scoring through RewardScorer, and the hard deadline of its worker processes."""
 
 from __future__ import annotations
 
 import math
-import signal
+import os
 import threading
 import time
 
@@ -13,16 +13,14 @@ import pytest
 from cohort.rewards import (
     NamedReward,
     RewardScorer,
-    RewardTimeout,
     build_reward,
     correctness_reward,
 )
 from cohort.rewards.math import (
-    AnswerTimeout,
     MathAnswerReward,
     answer_after_phrase,
     answer_tag_content,
-    answer_time_limit,
+    answer_verdict,
     clean_answer,
     extract_final_answer,
     gsm8k_marker_answer,
@@ -244,23 +242,51 @@ def test_scores_from_a_worker_thread():
     assert results["value"] == [1.0, 0.0]
 
 
-# --- time limits ------------------------------------------------------------------------------------------
+# --- the hard deadline ----------------------------------------------------------------------------------
+
+# Comparing 9^(9^9) with 1000 makes sympy compute 9**387420489: minutes of big-integer squarings, the
+# last of them single C calls that no signal handler can interrupt. Only killing the worker ends it.
+MARGIN_S = 3.0  # the kill and replacement of a worker take ~0.1 s here; the rest is slack for a loaded machine
 
 
-def test_a_pathological_answer_costs_its_time_limit_and_scores_zero():
-    start = time.monotonic()
-    assert score(MathAnswerReward(timeout_s=0.3), "1000", r"\boxed{1000}", PATHOLOGICAL, "1000") == [1.0, 0.0, 1.0]
-    assert time.monotonic() - start < 5
-    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+def test_a_pathological_answer_costs_its_time_limit_scores_zero_and_its_neighbours_are_scored():
+    """Twice in a row: the first call starts the workers (cold), the second finds them (warm)."""
+    reward = MathAnswerReward(timeout_s=1.0, workers=3)  # a pool of its own, so that the first call is cold
+    for run in ("cold", "warm"):
+        started = time.monotonic()
+        assert score(reward, "1000", r"\boxed{1000}", PATHOLOGICAL, "1000", "999") == [1.0, 0.0, 1.0, 0.0], run
+        assert time.monotonic() - started < 1.0 + MARGIN_S + (3.0 if run == "cold" else 0.0), run
 
 
-def test_the_scorer_deadline_holds_inside_math_verify():
-    """With a long per-answer limit the scorer's shorter deadline still fires, is not swallowed by
-    math-verify, and costs only the hanging sample."""
-    scorer = RewardScorer([NamedReward("math", MathAnswerReward(timeout_s=60))], timeout_s=0.5)
-    start = time.monotonic()
+def test_the_check_itself_would_run_for_minutes():
+    """What the deadline is for: unkilled, checking the answer is still running after 3 s (in a worker
+    of this test's own, so that the 3 s limit is the only thing that stops it)."""
+    from cohort.rewards.workers import WorkerPool
+
+    pool = WorkerPool(1, preload=("cohort.rewards.math",))
+    try:
+        (outcome,) = pool.run(answer_verdict, [("1000", "9^{9^{9}}", 6)], 3.0)
+        assert outcome.timed_out
+    finally:
+        pool.close()
+
+
+def test_through_the_scorer_a_pathological_answer_is_a_zero_not_a_failure():
+    scorer = RewardScorer([NamedReward("math", MathAnswerReward(timeout_s=0.5))], timeout_s=60)
+    started = time.monotonic()
     scores = scorer.score([""] * 3, [r"\boxed{1000}", PATHOLOGICAL, "1000"], {"answer": ["1000"] * 3})
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - started < 0.5 + MARGIN_S
+    assert scores.per_function["math"].tolist() == [1.0, 0.0, 1.0] and scores.failures == {"math": 0}
+
+
+def test_the_scorer_deadline_ends_the_wait_for_the_workers():
+    """With a per-answer limit longer than the scorer's, the scorer's deadline (a SIGALRM, which can
+    interrupt the wait for the workers: that is Python code) ends the call; the busy worker is
+    killed, and the retry costs only the pathological sample."""
+    scorer = RewardScorer([NamedReward("math", MathAnswerReward(timeout_s=60))], timeout_s=3.0)
+    started = time.monotonic()
+    scores = scorer.score([""] * 3, [r"\boxed{1000}", PATHOLOGICAL, "1000"], {"answer": ["1000"] * 3})
+    assert time.monotonic() - started < 2 * 3.0 + MARGIN_S
     values = scores.per_function["math"].tolist()
     assert values[0] == 1.0 and math.isnan(values[1]) and values[2] == 1.0
     assert scores.failures == {"math": 1}
@@ -280,45 +306,9 @@ def test_the_scorer_time_limit_still_works_after_math_rewards_ran():
     assert scores.failures == {"math": 0, "hangs": 2}
 
 
-def test_answer_time_limit_hands_the_outer_timer_back_with_its_remaining_time():
-    fired = []
+def test_checks_run_in_worker_processes_forked_from_the_fork_server_not_from_the_trainer():
+    from cohort.rewards.workers import shared_pool
 
-    def outer(signum, frame):
-        fired.append(signum)
-
-    previous = signal.signal(signal.SIGALRM, outer)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 30.0)
-        with answer_time_limit(5.0):
-            assert signal.getitimer(signal.ITIMER_REAL)[0] <= 5.0  # ours, the nearer deadline
-            time.sleep(0.05)
-        remaining = signal.getitimer(signal.ITIMER_REAL)[0]
-        assert 29.0 < remaining < 29.96 and signal.getsignal(signal.SIGALRM) is outer and not fired
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def test_answer_time_limit_lets_a_passed_outer_deadline_fire():
-    def outer(signum, frame):
-        raise RewardTimeout("outer deadline")
-
-    previous = signal.signal(signal.SIGALRM, outer)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
-        with pytest.raises(RewardTimeout, match="outer deadline"), answer_time_limit(10.0):
-            while True:  # only the outer deadline (0.1 s) can end this
-                pass
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def test_answer_time_limit_raises_a_base_exception_that_except_exception_cannot_swallow():
-    with pytest.raises(AnswerTimeout), answer_time_limit(0.05):
-        while True:
-            try:
-                time.sleep(0.01)
-            except Exception:  # what math-verify and sympy do internally
-                pass
-    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    pool = shared_pool("math", 2, preload=("cohort.rewards.math",))
+    (outcome,) = pool.run(os.getppid, [()], 10.0)
+    assert outcome.value not in (None, os.getpid())  # the worker's parent is the fork server

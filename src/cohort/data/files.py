@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
+if TYPE_CHECKING:
+    import datasets
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -48,6 +49,8 @@ def read_table(path: str | Path) -> datasets.Dataset:
         problem = _first_bad_json_line(path)
         if problem is not None:
             raise DatasetError(f"{path}: {problem}")
+    import datasets  # here, not at the top: importing it costs ~0.6 s that config checks do not need
+
     datasets.disable_progress_bars()
     verbosity = datasets.logging.get_verbosity()
     datasets.logging.set_verbosity_error()  # its parser logs the failure too; the error below says it once

@@ -13,11 +13,12 @@ Other columns are kept. Errors name the file, the row (1-based) and the column.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from cohort.data.files import DatasetError, read_table
+
+if TYPE_CHECKING:
+    import datasets
 from cohort.rewards.math import last_boxed_content
 
 MATH_FORMATS = ("plain", "gsm8k", "math")

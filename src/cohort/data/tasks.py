@@ -10,14 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from cohort.data import multistep
 from cohort.data.arithmetic import split_problems
 from cohort.data.files import DatasetError, check_rows, read_table
 
+if TYPE_CHECKING:
+    import datasets
+
+
+
+def _rows(rows: list[dict[str, Any]]) -> datasets.Dataset:
+    """A ``datasets.Dataset`` of generated rows (datasets is imported on first use: ~0.6 s)."""
+    import datasets
+
+    return datasets.Dataset.from_list(rows)
 
 @dataclass(frozen=True)
 class Task:
@@ -35,8 +43,8 @@ def _arithmetic(seed: int) -> Task:
     """Every distinct training problem (drawn in a seeded order per epoch) and all 1,497 held-out ones."""
     return Task(
         name="arithmetic",
-        train=datasets.Dataset.from_list(split_problems("train")),
-        test=datasets.Dataset.from_list(split_problems("test")),
+        train=_rows(split_problems("train")),
+        test=_rows(split_problems("test")),
         default_rewards=({"name": "exact_match", "weight": 1.0},),
     )
 
@@ -48,8 +56,8 @@ def _multistep(seed: int) -> Task:
     """
     return Task(
         name="multistep",
-        train=datasets.Dataset.from_list(multistep.split_problems("train")),
-        test=datasets.Dataset.from_list(multistep.split_problems("test")),
+        train=_rows(multistep.split_problems("train")),
+        test=_rows(multistep.split_problems("test")),
         default_rewards=({"name": "final_answer", "weight": 1.0},),
     )
 

@@ -24,6 +24,7 @@ from cohort.config import Config, load_config
 from cohort.data.tasks import task_from_settings
 from cohort.evaluation.evaluate import default_ks
 from cohort.evaluation.held_out import evaluate_held_out, held_out_rows, write_eval
+from cohort.models import quiet_transformers
 from cohort.models.loading import load_policy, load_tokenizer, resolve_device
 from cohort.monitoring.console import comparison_table
 from cohort.records import dumps
@@ -94,6 +95,7 @@ def run_eval(
     held_out_rows(task, config.data.eval_limit)  # a task without a held-out split fails before any model loads
     rewards = run_rewards(config, task)
     out_dir = _output_directory(out, sources)
+    quiet_transformers()
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.model.device)
     console = Console(stderr=True)

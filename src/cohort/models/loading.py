@@ -12,15 +12,13 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GenerationConfig,
-    PreTrainedModel,
-)
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig, PreTrainedModel
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = (
@@ -219,6 +217,10 @@ def load_policy(
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     source = resolve_model_source(name_or_path, what="model")
+    from transformers import (
+        AutoModelForCausalLM,  # imported on first use: ~1 s that config checks do not need
+    )
+
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     model.to(target)
     own_storage(model)
@@ -262,6 +264,8 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool =
     Raises ValueError when it has neither a pad nor an EOS token.
     """
     source = resolve_model_source(name_or_path, what="tokenizer")
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token is None:

@@ -12,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
-from transformers.cache_utils import Cache
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache, PreTrainedModel
+    from transformers.cache_utils import Cache
 
 from cohort.algo.ops import DEFAULT_CHUNK_ROWS, entropy_from_logits, token_logprobs
 
@@ -67,6 +70,8 @@ def prefill_prompts(
 ) -> tuple[DynamicCache, torch.Tensor]:
     """Run left-padded prompts once into a fresh KV cache (shared by the rollout engine and the
     training forward). -> (cache with one row per prompt, logits of each prompt's last position [P, V])"""
+    from transformers import DynamicCache
+
     cache = DynamicCache(config=unwrap(model).config)
     logits = model(
         input_ids=prompt_ids,  # [P, Lp]

@@ -12,9 +12,12 @@ V(s_t) with s_t = (q, o_<t), aligned exactly with the policy's per-token log-pro
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoConfig, AutoModelForTokenClassification, PreTrainedModel
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 from cohort.models.loading import (
     own_storage,
@@ -39,6 +42,11 @@ def load_value_model(
 ) -> PreTrainedModel:
     """A trainable value model (eval mode: no dropout) from a policy (zero head) or a reward / value model."""
     location = resolve_model_source(source, what="model")
+    from transformers import (  # on first use: loading transformers costs ~1 s
+        AutoConfig,
+        AutoModelForTokenClassification,
+    )
+
     config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
     labels = getattr(config, "num_labels", 1) if not from_policy else 1
     if labels != 1:

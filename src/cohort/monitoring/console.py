@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -29,8 +29,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cohort.evaluation.evaluate import EvalSummary
 from cohort.records import dumps
+
+if TYPE_CHECKING:
+    from cohort.evaluation.evaluate import EvalSummary
 
 logger = logging.getLogger("cohort")
 

@@ -24,9 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +114,9 @@ class MalformedScores(ValueError):
 
 def _checked_scores(output: Any, expected: int) -> list[float]:
     """The function's output as floats (NaN for None); MalformedScores if it is malformed."""
-    if isinstance(output, torch.Tensor):
-        output = output.tolist()
+    tolist = getattr(output, "tolist", None)  # a torch tensor or a numpy array
+    if callable(tolist):
+        output = tolist()
     if isinstance(output, (str, bytes)) or not isinstance(output, Sequence):
         raise MalformedScores(f"returned {type(output).__name__}, expected a list of {expected} floats or None")
     if len(output) != expected:
@@ -261,6 +263,8 @@ class RewardScorer:
         columns: dict[str, Sequence[Any]] | None = None,
     ) -> RewardScores:
         """Score a batch. ``columns`` are per-sample dataset columns (and ``completion_ids``)."""
+        import torch  # here, not at the top: the math reward's worker processes import this package without torch
+
         columns = dict(columns or {})
         n = len(completions)
         if len(prompts) != n or any(len(values) != n for values in columns.values()):

@@ -5,34 +5,33 @@ the last number, GSM8K's ``#### X``); the first that finds something wins. Equiv
 (sympy underneath): ``1/2 == 0.5 == \\frac{1}{2}``, ``\\$1,000 == 1000``, ``50\\% == 50``, ``x=3 == 3``,
 ``(x+1)^2 == x^2+2x+1``.
 
-Time limits. math-verify 0.9 bounds its own work with ``signal.alarm`` (whole seconds): it installs a
-SIGALRM handler, and on the way out calls ``alarm(0)`` — which also cancels the scorer's
-``setitimer`` deadline (both drive the one ITIMER_REAL timer) — and it catches every ``Exception``
-raised inside it, the scorer's :class:`~cohort.rewards.base.RewardTimeout` included. So we switch
-math-verify's timeouts off and bound each parse/verify ourselves with :func:`answer_time_limit`,
-which raises a ``BaseException`` (nothing in math-verify or sympy swallows it), never outlives the
-scorer's deadline, and hands the scorer's timer back armed with the time it had left.
+A hard deadline. Checking can run into one long C call that no signal interrupts: for
+``\\boxed{9^{9^{9}}}`` sympy computes 9**387420489, minutes of one big-integer multiplication. So
+every parse, check and canonical form runs in a killable worker process (:mod:`cohort.rewards.workers`),
+under ``timeout_s`` each: past it the worker is killed and replaced, and the answer scores 0 while
+the rest of the batch is scored by the other workers. math-verify's own timeouts (``signal.alarm``,
+whole seconds, main thread only) are switched off. Extraction (regular expressions written to run
+in linear time) stays in the calling process.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-import signal
-import threading
-import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import sympy
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
+from cohort.rewards.workers import Outcome, shared_pool
+
 logger = logging.getLogger(__name__)
 
 
 class _DropDisabledTimeoutWarning(logging.Filter):
-    """math-verify warns once that its timeout is off; we run our own (answer_time_limit), so drop it."""
+    """math-verify warns once that its timeout is off; ours is the worker's deadline, so drop it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Timeout is disabled")
@@ -180,55 +179,6 @@ def reference_answer_text(reference: Any) -> str | None:
     return cleaned or None
 
 
-# --- time limits that coexist with the scorer's SIGALRM deadline ------------------------------------
-
-
-class AnswerTimeout(BaseException):
-    """Parsing or verifying one answer ran past its limit.
-
-    A BaseException on purpose: math-verify and sympy catch ``Exception`` internally and would
-    swallow an ordinary one, letting the hung computation carry on.
-    """
-
-
-_MIN_TIMER_S = 1e-6  # setitimer(0) disarms; a deadline closer than this counts as passed
-
-
-@contextmanager
-def answer_time_limit(seconds: float):
-    """Raise AnswerTimeout if the enclosed code runs past ``seconds`` (main thread, Unix; elsewhere no limit).
-
-    Nests inside another SIGALRM deadline (the scorer's): the limit never outlives it, and on exit
-    the outer handler and timer are restored with the time they had left — if that time ran out
-    meanwhile, the outer handler fires at once (the scorer's RewardTimeout propagates, as it should).
-    """
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_alarm(signum, frame):
-        raise AnswerTimeout(f"exceeded {seconds:g} s")
-
-    outer_handler = signal.getsignal(signal.SIGALRM)
-    if outer_handler is None:  # installed outside Python; the closest we can restore is the default
-        outer_handler = signal.SIG_DFL
-    started = time.monotonic()  # read before the timer, so the outer time left is never overestimated
-    outer_remaining, outer_interval = signal.getitimer(signal.ITIMER_REAL)
-    try:  # an outer alarm landing between these two lines still reaches the outer handler via `finally`
-        signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, min(seconds, outer_remaining) if outer_remaining > 0 else seconds)
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, outer_handler)
-        if outer_remaining > 0:
-            left = outer_remaining - (time.monotonic() - started)
-            if left >= _MIN_TIMER_S:
-                signal.setitimer(signal.ITIMER_REAL, left, outer_interval)
-            else:
-                signal.raise_signal(signal.SIGALRM)  # the outer deadline passed while we held the timer
-
-
 # --- parsing, equivalence, canonical form -----------------------------------------------------------
 
 _PARSE_TARGETS = (LatexExtractionConfig(), ExprExtractionConfig())
@@ -240,8 +190,8 @@ def parse_math(answer: str) -> list[Any]:
 
     Returns a list holding the sympy value and the normalised string, or only the string when sympy
     could not read it, or ``[]``. A plain number (``-1,250.5``) skips the LaTeX grammar: math-verify's
-    expression reader gives the same value about 10x faster. No internal timeout: wrap it in
-    :func:`answer_time_limit`.
+    expression reader gives the same value about 10x faster. No time limit of its own: it runs in a
+    worker (see the module docstring).
     """
     if _PLAIN_NUMBER.fullmatch(answer):
         return parse(answer, extraction_config=_PARSE_TARGETS[1:], parsing_timeout=None)
@@ -258,7 +208,7 @@ def canonical_form(answer: str, float_rounding: int = 6) -> str:
     Percent signs are dropped (``50%`` -> ``50``); floats become exact decimals rounded to
     ``float_rounding`` places (``0.5`` -> ``1/2``); ``x = 3`` becomes ``3``; symbolic results are
     simplified then expanded (``(x+1)^2`` -> ``x**2 + 2*x + 1``). Text sympy cannot read comes back
-    with its whitespace collapsed. Unbounded in time: wrap it in :func:`answer_time_limit`.
+    with its whitespace collapsed. No time limit of its own: it runs in a worker.
     """
     text = re.sub(r"\\?%\s*$", "", answer).strip()
     value = _sympy_value(parse_math(text))
@@ -278,12 +228,43 @@ def canonical_form(answer: str, float_rounding: int = 6) -> str:
         return str(value)
 
 
+# --- what the worker processes run (module-level, so that a task names them) --------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _gold(reference: str) -> tuple[Any, ...] | None:
+    """The parse of a reference, cached in each worker; None when it cannot be read as math."""
+    parsed = parse_math(reference)
+    return tuple(parsed) if _sympy_value(parsed) is not None else None
+
+
+def reference_is_readable(reference: str) -> bool:
+    """Whether ``reference`` reads as math (a worker task: parsing is unbounded in time)."""
+    return _gold(reference) is not None
+
+
+def answer_verdict(reference: str, answer: str, float_rounding: int) -> float | None:
+    """1.0 if ``answer`` equals ``reference`` mathematically, else 0.0; None for an unreadable reference.
+    A worker task: the check is unbounded in time."""
+    gold = _gold(reference)
+    if gold is None:
+        return None
+    parsed = parse_math(answer)
+    return 1.0 if parsed and verify(list(gold), parsed, float_rounding=float_rounding, timeout_seconds=None) else 0.0
+
+
+def _late(outcomes: dict[Any, Outcome]) -> list[Any]:
+    return [key for key, outcome in outcomes.items() if outcome.timed_out]
+
+
 class MathAnswerReward:
     """1.0 when a completion's final answer equals the reference mathematically (math-verify), else 0.0.
 
-    ``None`` when the reference itself cannot be read as math ("could not score"). A completion with
-    no extractable answer scores 0.0, and so does one whose parse/verify runs past ``timeout_s``.
-    Example: reference ``"0.5"``, completion ``"... so \\boxed{\\frac{1}{2}}"`` -> 1.0.
+    ``None`` when the reference itself cannot be read as math, or reading it runs past ``timeout_s``
+    ("could not score"). A completion with no extractable answer scores 0.0, and so does one whose
+    check runs past ``timeout_s``: a hard deadline, each parse and check running in one of
+    ``workers`` killable worker processes (module docstring). Equal (reference, answer) pairs of a
+    batch are checked once. Example: reference ``"0.5"``, completion ``"... so \\boxed{\\frac{1}{2}}"`` -> 1.0.
     """
 
     is_correctness = True
@@ -294,6 +275,7 @@ class MathAnswerReward:
         extract: Sequence[str] | str = DEFAULT_EXTRACT,
         float_rounding: int = 6,
         timeout_s: float = 2.0,
+        workers: int = 2,
     ) -> None:
         if not isinstance(answer_column, str) or not answer_column:
             raise ValueError(f"math: answer_column must be a non-empty string, got {answer_column!r}")
@@ -308,11 +290,18 @@ class MathAnswerReward:
             raise ValueError(f"math: float_rounding must be an int >= 0, got {float_rounding!r}")
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < float("inf"):
             raise ValueError(f"math: timeout_s must be a finite number of seconds > 0, got {timeout_s!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"math: workers must be an int >= 1, got {workers!r}")
         self.answer_column = answer_column
         self.extract = strategies
         self.float_rounding = float_rounding
         self.timeout_s = float(timeout_s)
+        self.workers = workers
+        self._voting_fallbacks = 0
         self.__name__ = "math"
+
+    def _run(self, function: Callable[..., Any], calls: Sequence[tuple]) -> list[Outcome]:
+        return shared_pool("math", self.workers, preload=(__name__,)).run(function, calls, self.timeout_s)
 
     def extract_text(self, completion: str) -> str | None:
         """The completion's final answer as cleaned text (first successful strategy), or None."""
@@ -321,67 +310,57 @@ class MathAnswerReward:
     def extract_answer(self, completion: str) -> str | None:
         """The final answer in canonical form (see :func:`canonical_form`), for majority voting.
 
-        Falls back to the cleaned text when canonicalising runs past ``timeout_s``.
+        Falls back to the cleaned text when canonicalising fails or runs past ``timeout_s``.
         """
         text = self.extract_text(completion)
         if text is None:
             return None
-        try:
-            with answer_time_limit(self.timeout_s):
-                return canonical_form(text, self.float_rounding)
-        except AnswerTimeout:
-            logger.warning("math: canonical form of %.80r ran past %g s; voting on its text", text, self.timeout_s)
-            return text
+        (outcome,) = self._run(canonical_form, [(text, self.float_rounding)])
+        if outcome.value is not None:
+            return outcome.value
+        self._voting_fallbacks += 1
+        if self._voting_fallbacks == 1:  # once per reward, not once per completion
+            logger.warning("math: the canonical form of %.80r %s; voting on its text (further cases are not logged)",
+                           text, f"ran past {self.timeout_s:g} s" if outcome.timed_out else f"failed ({outcome.error})")
+        return text
 
-    def _parse_reference(self, reference: str) -> list[Any] | None:
-        try:
-            with answer_time_limit(self.timeout_s):
-                parsed = parse_math(reference)
-        except AnswerTimeout:
-            logger.warning("math: parsing the reference %.80r ran past %g s; not scoring it", reference, self.timeout_s)
-            return None
-        if _sympy_value(parsed) is None:
-            logger.warning("math: the reference %.80r cannot be read as math; not scoring it", reference)
-            return None
-        return parsed
+    def _readable(self, references: list[str]) -> dict[str, bool]:
+        """Which references read as math; one that cannot, or takes past the limit, scores None."""
+        outcomes = dict(zip(references, self._run(reference_is_readable, [(r,) for r in references])))
+        unreadable = [r for r, outcome in outcomes.items() if outcome.value is not True]
+        if unreadable:
+            late = _late(outcomes)
+            logger.warning("math: %d reference(s) cannot be read as math%s, e.g. %.80r; their samples score None",
+                           len(unreadable), f" ({len(late)} ran past {self.timeout_s:g} s)" if late else "", unreadable[0])
+        return {r: outcome.value is True for r, outcome in outcomes.items()}
 
-    def _verdict(self, gold: list[Any], answer: str) -> float:
-        try:
-            with answer_time_limit(self.timeout_s):
-                parsed = parse_math(answer)
-                same = bool(parsed) and verify(gold, parsed, float_rounding=self.float_rounding, timeout_seconds=None)
-        except AnswerTimeout:
-            logger.warning("math: checking the answer %.80r ran past %g s; scoring it 0", answer, self.timeout_s)
-            return 0.0
-        return 1.0 if same else 0.0
+    def _verdicts(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], float | None]:
+        """Each (reference, answer) pair's verdict: a check past the limit scores 0, a worker that
+        fails otherwise (it died, say) None."""
+        outcomes = dict(zip(pairs, self._run(answer_verdict, [(r, a, self.float_rounding) for r, a in pairs])))
+        late = _late(outcomes)
+        failed = [pair for pair, outcome in outcomes.items() if outcome.error is not None]
+        if late:
+            logger.warning("math: %d of %d answers ran past %g s and score 0, e.g. %.80r",
+                           len(late), len(pairs), self.timeout_s, late[0][1])
+        if failed:
+            logger.warning("math: checking %d of %d answers failed (%s) and they score None, e.g. %.80r",
+                           len(failed), len(pairs), outcomes[failed[0]].error, failed[0][1])
+        return {pair: 0.0 if outcome.timed_out else outcome.value for pair, outcome in outcomes.items()}
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[str], **columns: Any) -> list[float | None]:
-        """Score each completion against its row's reference; equal (reference, answer) pairs are checked once."""
+        """Score each completion against its row's reference: the references are read first, then
+        every distinct (reference, answer) pair is checked, spread over the workers."""
         if self.answer_column not in columns:
             raise KeyError(f"math needs the dataset column {self.answer_column!r}; got {sorted(columns)}")
-        references = columns[self.answer_column]
+        references = [reference_answer_text(r) for r in columns[self.answer_column]]
         if len(references) != len(completions):
             raise ValueError(f"column {self.answer_column!r} has {len(references)} rows for {len(completions)} completions")
-        golds: dict[str, list[Any] | None] = {}
-        verdicts: dict[tuple[str, str], float] = {}
-        scores: list[float | None] = []
-        for completion, reference in zip(completions, references):
-            reference_text = reference_answer_text(reference)
-            if reference_text is None:
-                scores.append(None)
-                continue
-            if reference_text not in golds:
-                golds[reference_text] = self._parse_reference(reference_text)
-            gold = golds[reference_text]
-            if gold is None:
-                scores.append(None)
-                continue
-            answer = self.extract_text(completion)
-            if answer is None:
-                scores.append(0.0)
-                continue
-            key = (reference_text, answer)
-            if key not in verdicts:
-                verdicts[key] = self._verdict(gold, answer)
-            scores.append(verdicts[key])
-        return scores
+        answers = [self.extract_text(completion) for completion in completions]
+        readable = self._readable(sorted({r for r in references if r is not None}))
+        pairs = sorted({(r, a) for r, a in zip(references, answers) if r is not None and readable[r] and a is not None})
+        verdicts = self._verdicts(pairs) if pairs else {}
+        return [
+            None if r is None or not readable[r] else 0.0 if a is None else verdicts[(r, a)]
+            for r, a in zip(references, answers)
+        ]

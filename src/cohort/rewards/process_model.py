@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from cohort.assets import resolve_builtin
 from cohort.models.loading import resolve_device, resolve_dtype, resolve_model_source
@@ -85,6 +84,11 @@ class ProcessRewardModel:
     ) -> None:
         source = resolve_model_source(resolve_builtin(path), what="model")
         self.device = resolve_device(device)
+        from transformers import (  # on first use: loading transformers costs ~1 s
+            AutoModelForTokenClassification,
+            AutoTokenizer,
+        )
+
         self.model = AutoModelForTokenClassification.from_pretrained(source, dtype=resolve_dtype(dtype)).to(self.device).eval()
         self.model.requires_grad_(False)
         self.tokenizer = AutoTokenizer.from_pretrained(source)

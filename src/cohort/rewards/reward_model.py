@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from cohort.assets import resolve_builtin
 from cohort.models.loading import resolve_device, resolve_dtype, resolve_model_source
@@ -42,6 +41,11 @@ class RewardModelReward:
             raise ValueError(f"reward_model: batch_size must be >= 1, got {batch_size}")
         source = resolve_model_source(resolve_builtin(path), what="model")
         self.device = resolve_device(device)
+        from transformers import (  # on first use: loading transformers costs ~1 s
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
+
         self.model = AutoModelForSequenceClassification.from_pretrained(source, dtype=resolve_dtype(dtype)).to(self.device).eval()
         self.model.requires_grad_(False)
         self.tokenizer = AutoTokenizer.from_pretrained(source)

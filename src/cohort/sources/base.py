@@ -25,7 +25,7 @@ from cohort.rewards import (
     correctness_reward,
 )
 from cohort.rewards.process_model import StepScores
-from cohort.rollout import Rollout, SamplingParams, generate_rollout
+from cohort.rollout import Rollout, SamplingParams
 from cohort.run_directory import RunDirectory
 from cohort.sources.scored_batch import ScoredBatch, per_sample_columns
 
@@ -56,6 +56,10 @@ class PolicySampler:
 
     def sample(self, prompts: list[Any], group_size: int, generator: torch.Generator | None = None,
                shard: tuple[int, int] | None = None) -> Rollout:
+        from cohort.rollout.engine import (
+            generate_rollout,  # the engine needs transformers: loaded with the first rollout
+        )
+
         with self.autocast():
             return generate_rollout(
                 self.policy,

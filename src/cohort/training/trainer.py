@@ -76,7 +76,7 @@ from cohort.training.checkpoint import (
 from cohort.training.evaluation import HeldOutEvaluations, weights_fingerprint
 from cohort.training.iterative import IterativeRL
 from cohort.training.metrics import TruncationWatch, completion_records, step_metrics
-from cohort.training.preflight import check_settings, preflight
+from cohort.training.preflight import Preflight, check_settings, preflight
 from cohort.training.resume import check_resume, record_segment
 from cohort.training.stopping import StopRequests
 
@@ -94,8 +94,11 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """Trains ``config.model`` on ``config.data`` with the method ``config.algorithm.method``."""
 
-    def __init__(self, config: Config, console: RunConsole | None = None) -> None:
+    def __init__(self, config: Config, console: RunConsole | None = None, checked: Preflight | None = None) -> None:
+        """``checked``: the result of :func:`cohort.training.preflight.preflight` for this config, when
+        the caller ran it already (the CLI does, to answer a mistake before the heavy imports)."""
         self.config = config
+        self.checked = checked
         d = config.distributed
         check_settings(config)  # wrong settings fail before anything is read, started or loaded
         self.world: World = start_world(d.strategy, d.backend, d.timeout_s)
@@ -144,7 +147,7 @@ class Trainer:
 
     def _load_task_and_rewards(self) -> None:
         """The checks that need no weights (training.preflight): data and rewards fail before any model loads."""
-        checked = preflight(self.config, resume_from=self.resume_from, distributed=self.world.distributed)
+        checked = self.checked or preflight(self.config, resume_from=self.resume_from, distributed=self.world.distributed)
         self.method_class, self.model_path, self.task = checked.method_class, checked.model_path, checked.task
         config = self.config
         self.scoring = ScoringStage(rewards=checked.rewards, timeout_s=config.reward.timeout_s, strict=config.reward.strict)
