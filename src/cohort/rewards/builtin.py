@@ -6,9 +6,13 @@ and offer ``extract_answer`` (majority voting in evaluation compares extracted a
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Sequence
 from typing import Any
+
+import regex
+
+logger = logging.getLogger(__name__)
 
 R1_FORMAT = r"<think>.*?</think>\s*<answer>.*?</answer>"
 
@@ -37,17 +41,37 @@ class ExactMatch:
 
 
 class FormatReward:
-    """1.0 when the whole stripped completion matches ``pattern`` (default: R1's think/answer tags)."""
+    """1.0 when the whole stripped completion matches ``pattern`` (default: R1's think/answer tags), else 0.0.
 
-    def __init__(self, pattern: str = R1_FORMAT) -> None:
+    The pattern is the user's and the text the policy's, and a pattern that backtracks badly can run
+    for minutes in the regex engine's C code, where no signal reaches it. So matching uses the
+    ``regex`` package, whose matcher checks its own ``timeout_s`` (per completion) as it runs: past
+    it the completion scores 0.0 (one warning per call). ``regex`` reads the ``re`` syntax.
+    """
+
+    def __init__(self, pattern: str = R1_FORMAT, timeout_s: float = 0.5) -> None:
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < float("inf"):
+            raise ValueError(f"format reward: timeout_s must be a finite number of seconds > 0, got {timeout_s!r}")
         try:
-            self.pattern = re.compile(pattern, re.DOTALL)
-        except re.error as err:
+            self.pattern = regex.compile(pattern, regex.DOTALL)
+        except regex.error as err:
             raise ValueError(f"format reward: pattern {pattern!r} is not a valid regular expression: {err}") from None
+        self.timeout_s = float(timeout_s)
         self.__name__ = "format"
 
+    def _matches(self, completion: str) -> float | None:
+        try:
+            return float(self.pattern.fullmatch(completion.strip(), timeout=self.timeout_s) is not None)
+        except TimeoutError:
+            return None
+
     def __call__(self, prompts: Sequence[Any], completions: Sequence[str], **columns: Any) -> list[float]:
-        return [float(self.pattern.fullmatch(completion.strip()) is not None) for completion in completions]
+        scores = [self._matches(completion) for completion in completions]
+        late = sum(score is None for score in scores)
+        if late:
+            logger.warning("format: matching %r ran past %g s on %d of %d completions; they score 0",
+                           self.pattern.pattern, self.timeout_s, late, len(scores))
+        return [0.0 if score is None else score for score in scores]
 
 
 class SoftOverlongPunishment:

@@ -28,7 +28,7 @@ def build_rewards(
                                                              timeout_s=backend.timeout_s), float(spec.get("weight", 1.0)))
                    for spec in specs]
     else:
-        rewards = [build_reward(spec) for spec in specs]
+        rewards = [build_reward(spec, timeout_s=settings.timeout_s) for spec in specs]
     if overlong is not None and overlong[0] > 0:
         from cohort.rewards.builtin import SoftOverlongPunishment
 

@@ -59,12 +59,14 @@ def reward_label(spec: Mapping[str, Any]) -> str:
     return str(spec.get("alias") or (name.rsplit(":", 1)[1] if ":" in name and name not in BUILTIN_REWARDS else name))
 
 
-def build_reward(spec: Mapping[str, Any]) -> NamedReward:
-    """A NamedReward from ``{"name": ..., "weight": 1.0, "alias": ..., **options}``.
+def build_reward(spec: Mapping[str, Any], *, timeout_s: float = 60.0) -> NamedReward:
+    """A NamedReward from ``{"name": ..., "weight": 1.0, "alias": ..., "hard_deadline": false, **options}``.
 
     ``name`` is a built-in reward or ``module:callable``; ``alias`` (optional) is the name it is
     logged under. A class (and every built-in) is called with the options; a plain function is
-    used as is and takes no options.
+    used as is and takes no options. ``hard_deadline: true`` builds and runs the reward in a
+    killable worker process (:class:`cohort.rewards.isolated.ProcessReward`), so that a call ends at
+    its deadline (the scorer's, else ``timeout_s``) even inside one long C call.
     """
     spec = dict(spec)
     name = spec.pop("name", None)
@@ -72,27 +74,37 @@ def build_reward(spec: Mapping[str, Any]) -> NamedReward:
         raise ValueError(f"a reward spec needs a 'name', got {spec!r}")
     weight = float(spec.pop("weight", 1.0))
     alias = spec.pop("alias", None)
-    if name in BUILTIN_REWARDS:
-        factory = BUILTIN_REWARDS[name]
-        fn = construct(name, import_callable(factory) if isinstance(factory, str) else factory, spec)
-        default_label = name
-    elif ":" in name:
-        target = import_callable(name)
-        if inspect.isclass(target):
-            fn = construct(name, target, spec)
-        elif spec:
-            raise ValueError(f"reward {name!r} is a function; it takes no options, got {sorted(spec)}")
-        else:
-            fn = target
-        default_label = name.rsplit(":", 1)[1]
+    hard_deadline = spec.pop("hard_deadline", False)
+    if not isinstance(hard_deadline, bool):
+        raise ValueError(f"reward {name!r}: hard_deadline must be true or false, got {hard_deadline!r}")
+    if hard_deadline:
+        from cohort.rewards.isolated import ProcessReward
+
+        fn: Any = ProcessReward({"name": name, **spec}, build_reward, timeout_s=timeout_s)
+        default_label = name if name in BUILTIN_REWARDS or ":" not in name else name.rsplit(":", 1)[1]
     else:
-        raise ValueError(
-            f"unknown reward {name!r}; built-in rewards: {', '.join(sorted(BUILTIN_REWARDS))} "
-            "(or 'module:callable' for your own)"
-        )
+        fn, default_label = _build_in_process(name, spec)
     if not callable(fn):
         raise ValueError(f"reward {name!r} is not callable")
     return NamedReward(name=str(alias or default_label), fn=fn, weight=weight)
+
+
+def _build_in_process(name: str, options: dict[str, Any]) -> tuple[Any, str]:
+    """The reward function ``name`` with ``options``, and the name it is logged under by default."""
+    if name in BUILTIN_REWARDS:
+        factory = BUILTIN_REWARDS[name]
+        return construct(name, import_callable(factory) if isinstance(factory, str) else factory, options), name
+    if ":" in name:
+        target = import_callable(name)
+        if inspect.isclass(target):
+            return construct(name, target, options), name.rsplit(":", 1)[1]
+        if options:
+            raise ValueError(f"reward {name!r} is a function; it takes no options, got {sorted(options)}")
+        return target, name.rsplit(":", 1)[1]
+    raise ValueError(
+        f"unknown reward {name!r}; built-in rewards: {', '.join(sorted(BUILTIN_REWARDS))} "
+        "(or 'module:callable' for your own)"
+    )
 
 
 def correctness_reward(rewards: list[NamedReward]) -> NamedReward | None:
