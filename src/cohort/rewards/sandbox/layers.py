@@ -2,16 +2,21 @@
 
 ``bubblewrap``  ``bwrap`` with new user, pid, net, ipc, uts, cgroup and mount namespaces. The
                 program sees a read-only view of /usr and of the Python install, a fresh ``/proc``
-                (root-only files hidden) and ``/dev``, and can write only to two small tmpfs
-                mounts: ``/sandbox`` (its working directory) and ``/dev/shm``. When root runs it,
-                bwrap drops to host uid 65534 if that uid can read the interpreter; otherwise the
-                sandbox user is host uid 0 in disguise, which the kernel exempts from
-                RLIMIT_NPROC, so a seccomp filter (libseccomp) forbids creating processes instead.
+                (root-only files hidden, ``/proc/sys`` read-only) and ``/dev``, and can write only
+                to two small tmpfs mounts: ``/sandbox`` (its working directory) and ``/dev/shm``.
+                When root runs it, bwrap drops to host uid 65534 if that uid can read the
+                interpreter; otherwise the sandbox user is host uid 0 in disguise, which the kernel
+                exempts from RLIMIT_NPROC, so the seccomp filter also forbids creating processes.
 ``unshare``     (root only) new pid, net, ipc, uts and mount namespaces via util-linux ``unshare``;
-                the program runs as uid 65534 in a host directory it owns. File protection rests
-                on permissions, so world-writable host directories (/tmp) stay writable.
-``setuid``      (root only) the program runs as uid 65534; no network or pid isolation.
-``none``        resource limits only.
+                the program runs as uid 65534 in a host directory, and may write no file at all.
+``setuid``      (root only) the program runs as uid 65534; no network or pid isolation; no files
+                written, no new processes.
+``none``        resource limits only, as this user; no files written, no new processes.
+
+Every layer installs a seccomp filter (:mod:`cohort.rewards.sandbox.seccomp`) that closes the
+kernel channels its namespaces leave open, so that nothing a program does outlives its sandbox:
+:data:`DENIALS` says, per kind of channel, what closes it under each layer. Without libseccomp no
+layer can do that, and every layer refuses to start (IsolationUnavailable, with the install hint).
 
 Policy: only bubblewrap with a bound on the number of processes is adequate for untrusted code, and
 it is all that ``"auto"`` (and ``"bubblewrap"``) will use: where it is missing or cannot work, asking
@@ -24,15 +29,12 @@ The bwrap binary is ``bwrap`` on PATH, or the file named by the environment vari
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
-import functools
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, fields
+
+from cohort.rewards.sandbox.seccomp import libseccomp_available, sandbox_filter
 
 NOBODY = 65534  # the conventional unprivileged uid/gid: what sandboxed programs run as
 JUDGE_UID = 65533  # the judge of assertion tests under unshare/setuid: not the program's uid
@@ -40,6 +42,33 @@ ISOLATIONS = ("auto", "bubblewrap", "unshare", "setuid", "none")
 BWRAP_ENV = "COHORT_BWRAP"
 BWRAP_INSTALL = "install it with `sudo apt-get install bubblewrap` or `make system-deps`"
 WEAKER_LAYERS = 'or name a weaker layer explicitly: isolation="unshare" (root), "setuid" (root) or "none"'
+SECCOMP_INSTALL = "install libseccomp2 (`sudo apt-get install libseccomp2` or `make system-deps`)"
+
+# What closes each kind of channel between sandboxes, under each layer (docs/rewards.md shows this table).
+# "seccomp" means the system calls fail (see cohort.rewards.sandbox.seccomp).
+DENIALS: dict[str, dict[str, str]] = {
+    "kernel keyrings": dict.fromkeys(("bubblewrap", "unshare", "setuid", "none"), "seccomp"),
+    "SysV shm/sem/msg, POSIX mqueues": {
+        "bubblewrap": "ipc namespace + seccomp", "unshare": "ipc namespace + seccomp", "setuid": "seccomp", "none": "seccomp",
+    },
+    "abstract unix sockets": {
+        "bubblewrap": "net namespace", "unshare": "net namespace + seccomp (no unix sockets)",
+        "setuid": "seccomp (no unix sockets)", "none": "seccomp (no unix sockets)",
+    },
+    "files (/dev/shm, /tmp, any writable path)": {
+        "bubblewrap": "read-only root; /sandbox and /dev/shm are tmpfs of its own",
+        "unshare": "seccomp (no file written)", "setuid": "seccomp (no file written)", "none": "seccomp (no file written)",
+    },
+    "file metadata (mode, owner, times, xattrs, flags)": dict.fromkeys(("bubblewrap", "unshare", "setuid", "none"), "seccomp"),
+    "/proc and /proc/sys": {
+        "bubblewrap": "/proc/sys read-only, root-only files hidden", "unshare": "seccomp (no file written)",
+        "setuid": "seccomp (no file written)", "none": "seccomp (no file written)",
+    },
+    "processes that outlive it": {
+        "bubblewrap": "pid namespace", "unshare": "pid namespace", "setuid": "seccomp (no new processes)",
+        "none": "seccomp (no new processes)",
+    },
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,8 +108,16 @@ class Layer:
     kind: str  # bubblewrap | unshare | setuid | none
     host_uid: int | None = None  # uid the host-side launcher (bwrap, setuid) drops to; None: keep ours
     disable_userns: bool = False  # bubblewrap: forbid nested user namespaces
-    no_fork: bool = False  # bubblewrap: a seccomp filter forbids creating processes (threads still allowed)
+    no_fork: bool = False  # the seccomp filter also forbids creating processes (threads still allowed)
     bwrap: str | None = None  # bubblewrap: the binary
+
+    @property
+    def seccomp_filter(self) -> bytes:
+        """The BPF program every process of this layer runs under (see cohort.rewards.sandbox.seccomp).
+
+        Layers without a private file system (all but bubblewrap) also forbid writing files.
+        """
+        return sandbox_filter(files=self.kind != "bubblewrap", no_fork=self.no_fork)
 
     @property
     def process_limit(self) -> bool:
@@ -117,16 +154,17 @@ class Layer:
                 who = f"host uid {os.geteuid()}"
             extras = ", nested user namespaces disabled" if self.disable_userns else ""
             if self.no_fork:
-                extras += ", seccomp forbids new processes"
+                extras += ", no new processes"
             return (
                 "bubblewrap (user+pid+net+ipc+uts+cgroup+mount namespaces, read-only system, "
-                f"tmpfs workdir, {who}{extras}) + rlimits"
+                f"tmpfs workdir, {who}{extras}) + seccomp (no keyrings, IPC or file metadata) + rlimits"
             )
+        no_writes = "seccomp (no keyrings, IPC, unix sockets or file writes"
         if self.kind == "unshare":
-            return f"unshare (pid+net+ipc+uts+mount namespaces, /tmp stays writable) + uid {NOBODY} + rlimits"
+            return f"unshare (pid+net+ipc+uts+mount namespaces) + uid {NOBODY} + {no_writes}) + rlimits"
         if self.kind == "setuid":
-            return f"uid {NOBODY} + rlimits (NO network or pid isolation)"
-        return "rlimits only (NO isolation: the program runs as this user with network access)"
+            return f"uid {NOBODY} + {no_writes}, no new processes) + rlimits (NO network or pid isolation)"
+        return f"{no_writes}, no new processes) + rlimits only (NO isolation: the program runs as this user with network access)"
 
 
 def find_bwrap() -> str:
@@ -151,16 +189,20 @@ def find_bwrap() -> str:
 def candidate_layers(isolation: str, bwrap: str | None) -> list[Layer]:
     """The layers worth probing for ``isolation``, strongest first; IsolationUnavailable if none can exist.
 
-    ``bwrap`` is the binary :func:`find_bwrap` found (needed for "auto" and "bubblewrap").
+    ``bwrap`` is the binary :func:`find_bwrap` found (needed for "auto" and "bubblewrap"). Every
+    layer needs libseccomp, to close the kernel channels its namespaces leave open.
     """
     root = os.geteuid() == 0
+    if not libseccomp_available():
+        raise IsolationUnavailable(
+            f"libseccomp is not installed, and no isolation layer can close the kernel's channels between sandboxes "
+            f"(keyrings, IPC) without it: {SECCOMP_INSTALL}"
+        )
     if isolation in ("auto", "bubblewrap"):
         if bwrap is None:
             raise IsolationUnavailable(f"bubblewrap is not installed: {BWRAP_INSTALL}; {WEAKER_LAYERS}")
-        if root:  # as host uid 65534 (needs the interpreter readable by it), else uid 0 with fork forbidden
-            variants = [(NOBODY, False)] + ([(None, True)] if no_fork_filter() is not None else [])
-        else:
-            variants = [(None, False)]
+        # As root: host uid 65534 (needs the interpreter readable by it), else uid 0 with fork forbidden.
+        variants = [(NOBODY, False), (None, True)] if root else [(None, False)]
         return [Layer("bubblewrap", uid, userns, no_fork, bwrap) for uid, no_fork in variants for userns in (True, False)]
     if isolation in ("unshare", "setuid") and not root:
         raise IsolationUnavailable(f"isolation {isolation!r} switches to uid {NOBODY} and so needs root; run as root or use bubblewrap")
@@ -168,9 +210,9 @@ def candidate_layers(isolation: str, bwrap: str | None) -> list[Layer]:
         if not (shutil.which("unshare") and shutil.which("setpriv")):
             raise IsolationUnavailable("isolation 'unshare' needs util-linux's unshare and setpriv: `sudo apt-get install util-linux`")
         return [Layer("unshare", NOBODY)]
-    if isolation == "setuid":
-        return [Layer("setuid", NOBODY)]
-    return [Layer("none")]
+    if isolation == "setuid":  # no pid namespace: a daemonised child would outlive the sandbox
+        return [Layer("setuid", NOBODY, no_fork=True)]
+    return [Layer("none", no_fork=True)]
 
 
 def probes_failed(isolation: str, python: str, failures: list[str]) -> IsolationUnavailable:
@@ -180,59 +222,6 @@ def probes_failed(isolation: str, python: str, failures: list[str]) -> Isolation
         return IsolationUnavailable(f"isolation {isolation!r} is not available with interpreter {python!r}: {detail}")
     if os.geteuid() != 0:
         hint = "unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1, or kernel.apparmor_restrict_unprivileged_userns=0)"
-    elif no_fork_filter() is None:
-        hint = (
-            f"as root, bubblewrap needs an interpreter that uid {NOBODY} can read, or libseccomp2 to forbid fork "
-            "(`sudo apt-get install libseccomp2` or `make system-deps`)"
-        )
     else:
         hint = "see the probe's error above"
     return IsolationUnavailable(f"bubblewrap is installed but not available with interpreter {python!r}: {detail}; {hint}; {WEAKER_LAYERS}")
-
-
-@functools.lru_cache(maxsize=None)
-def no_fork_filter() -> bytes | None:
-    """A seccomp BPF program (from libseccomp) that makes fork/vfork/clone-without-CLONE_THREAD fail.
-
-    clone3 fails with ENOSYS, which makes the C library fall back to clone. Threads stay allowed;
-    their number is bounded by RLIMIT_AS (each reserves a stack). None if libseccomp is missing.
-    """
-    name = ctypes.util.find_library("seccomp")
-    if name is None:
-        return None
-    try:
-        lib = ctypes.CDLL(name, use_errno=True)
-    except OSError:
-        return None
-
-    class ArgCmp(ctypes.Structure):  # struct scmp_arg_cmp
-        _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
-
-    lib.seccomp_init.restype = ctypes.c_void_p
-    lib.seccomp_init.argtypes = [ctypes.c_uint32]
-    lib.seccomp_release.argtypes = [ctypes.c_void_p]
-    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(ArgCmp)]
-    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    allow, masked_eq, clone_thread = 0x7FFF0000, 7, 0x00010000
-    errno_action = lambda code: 0x00050000 | code  # noqa: E731  (SCMP_ACT_ERRNO)
-    ctx = lib.seccomp_init(allow)
-    if not ctx:
-        return None
-    try:
-        rules = [("fork", errno.EAGAIN, None), ("vfork", errno.EAGAIN, None), ("clone3", errno.ENOSYS, None)]
-        rules.append(("clone", errno.EAGAIN, ArgCmp(0, masked_eq, clone_thread, 0)))  # flags & CLONE_THREAD == 0
-        for syscall, code, condition in rules:
-            number = lib.seccomp_syscall_resolve_name(syscall.encode())
-            if number < 0:  # not a syscall on this architecture (e.g. fork on arm64)
-                continue
-            conditions = (ArgCmp * 1)(condition) if condition is not None else None
-            if lib.seccomp_rule_add_array(ctx, errno_action(code), number, 1 if condition else 0, conditions) != 0:
-                return None
-        with tempfile.TemporaryFile() as handle:
-            if lib.seccomp_export_bpf(ctx, handle.fileno()) != 0:
-                return None
-            handle.seek(0)
-            return handle.read()
-    finally:
-        lib.seccomp_release(ctx)

@@ -1,15 +1,14 @@
-"""One sandboxed process: its throwaway directory, its command line under a layer, and its teardown.
+"""One sandboxed process: its throwaway directory, its start under a layer, and its teardown.
 
 A :class:`SandboxProcess` writes the given files into a fresh directory, starts the interpreter
-under the layer (the launcher below applies the resource limits, then runs a script as
-``__main__``), lets the caller wait for it, and on :meth:`SandboxProcess.close` kills whatever is
+under the layer (:mod:`cohort.rewards.sandbox.commands` builds the command line; its launcher
+applies the resource limits and the seccomp filter, then runs a script as ``__main__``), lets the caller wait for it, and on :meth:`SandboxProcess.close` kills whatever is
 left of it and removes the directory. Extra file descriptors (``pass_fds``) reach the script under
 the same numbers; the assertion-test judge uses them to talk to the program's sandbox and the host.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -23,62 +22,15 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cohort.rewards.sandbox.layers import (
-    NOBODY,
-    Layer,
-    SandboxError,
-    SandboxLimits,
-    no_fork_filter,
-)
+from cohort.rewards.sandbox.commands import SANDBOX_DIR, command, program_env
+from cohort.rewards.sandbox.layers import Layer, SandboxError, SandboxLimits
 
 logger = logging.getLogger("cohort.rewards.sandbox")
 
-SANDBOX_DIR = "/sandbox"  # the working directory inside bubblewrap
 ROLES = ("program", "judge")  # program: may write its directory; judge: read-only directory, own uid
 _TEARDOWN_WAIT_S = 5.0  # how long to wait for a killed sandbox's processes to be gone
 _STARTED = b"started"
 _PRIVATE = 0o600  # stdin/stdout/stderr: the host's, opened for the sandbox, unreadable to other sandboxes
-
-# Runs inside the sandbox, in the interpreter that will run the script: applies the resource
-# limits, tells the host (through an inherited pipe) that the sandbox came up, closes that pipe and
-# runs the script as __main__ (like runpy.run_path, without the ~10 ms of imports runpy costs).
-# A script named *.code is a code object the host compiled and marshalled for this same
-# interpreter (the harness: saves compiling it in every sandbox). The program can neither lift the
-# limits (hard limits are lowered and it has no privileges) nor make a failure of its own look like
-# a failure of the sandbox.
-_LAUNCHER = """\
-import os, resource as r, sys
-fd, cpu, mem, nproc, fsize, nofile = (int(a) for a in sys.argv[1:7])
-def limit(kind, soft, hard):
-    top = r.getrlimit(kind)[1]
-    cap = (lambda v: v) if top == r.RLIM_INFINITY else (lambda v: min(v, top))
-    r.setrlimit(kind, (cap(soft), cap(hard)))
-limit(r.RLIMIT_CORE, 0, 0)
-limit(r.RLIMIT_CPU, cpu, cpu + 1)
-limit(r.RLIMIT_AS, mem, mem)
-limit(r.RLIMIT_NPROC, nproc, nproc)
-limit(r.RLIMIT_FSIZE, fsize, fsize)
-limit(r.RLIMIT_NOFILE, nofile, nofile)
-os.write(fd, b"started")
-os.close(fd)
-del sys.argv[:7]
-def run_as_main(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    if path.endswith(".code"):
-        import marshal
-        code = marshal.loads(data)
-    else:
-        code = compile(data, path, "exec", dont_inherit=True)
-    namespace = sys.modules["__main__"].__dict__
-    builtins = namespace["__builtins__"]
-    namespace.clear()  # the script gets a fresh __main__, as if run as `python main.py`
-    namespace.update(__name__="__main__", __file__=path, __builtins__=builtins, __doc__=None,
-                     __package__=None, __spec__=None, __loader__=None, __cached__=None)
-    exec(code, namespace)
-run_as_main(sys.argv[0])
-"""
-
 
 class SandboxProcess:
     """A script running in a sandbox of its own; :meth:`close` (or ``with``) kills it and cleans up.
@@ -122,25 +74,29 @@ class SandboxProcess:
 
     def _launch(self, python: str, script: str, args: list[str], pass_fds: list[int], role: str) -> None:
         layer = self.layer
+        try:
+            seccomp_filter = layer.seccomp_filter
+        except OSError as err:
+            raise SandboxError(f"cannot build the seccomp filter: {err}") from err
         started_read, started_write = os.pipe()  # the launcher's "started" signal
         status_read, status_write = os.pipe() if layer.kind == "bubblewrap" else (None, None)  # bwrap's JSON status
-        seccomp_read = _pipe_with(no_fork_filter()) if layer.no_fork else None
+        seccomp_read = _pipe_with(seccomp_filter)  # read by bwrap, or by the launcher
         child_fds = [fd for fd in (started_write, status_write, seccomp_read) if fd is not None]
         self._fds = [fd for fd in (started_read, status_read) if fd is not None]
         self._started_read, self._inner_pidfd = started_read, None
-        env = _program_env(SANDBOX_DIR if layer.kind == "bubblewrap" else str(self.workdir))
-        command = _command(layer, python, self.limits, self.host_dir, script, args, role, started_write, status_write, seccomp_read)
+        env = program_env(SANDBOX_DIR if layer.kind == "bubblewrap" else str(self.workdir))
+        argv = command(layer, python, self.limits, self.host_dir, script, args, role, started_write, status_write, seccomp_read)
         uid = layer.uid_for(role) if layer.kind in ("bubblewrap", "setuid") else None
         try:
             with open(self.host_dir / "stdin", "rb") as i, open(self.host_dir / "stdout", "wb") as o, open(self.host_dir / "stderr", "wb") as e:
                 self.start = time.monotonic()
                 self._proc = subprocess.Popen(
-                    command, stdin=i, stdout=o, stderr=e, env=env, pass_fds=child_fds + pass_fds, start_new_session=True,
+                    argv, stdin=i, stdout=o, stderr=e, env=env, pass_fds=child_fds + pass_fds, start_new_session=True,
                     cwd=self.host_dir if layer.kind == "bubblewrap" else self.workdir,
                     user=uid, group=uid, extra_groups=[] if uid is not None else None,
                 )  # fmt: skip
         except OSError as err:
-            raise SandboxError(f"cannot start the sandbox ({command[0]}): {err}") from err
+            raise SandboxError(f"cannot start the sandbox ({argv[0]}): {err}") from err
         finally:
             for fd in child_fds:
                 os.close(fd)
@@ -208,20 +164,6 @@ def decode_status(returncode: int, layer: Layer) -> tuple[int | None, int | None
     return returncode, None
 
 
-def _program_env(workdir: str) -> dict[str, str]:
-    """The whole environment of a sandboxed program: nothing inherited from the host."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": workdir,
-        "TMPDIR": workdir,
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "OMP_NUM_THREADS": "1",  # native libraries must not start a thread per core under RLIMIT_NPROC
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-
-
 def _prepare_dir(layer: Layer, root: Path, files: Mapping[str, str | bytes], stdin: str | None, role: str) -> tuple[Path, Path]:
     """Write the files (and stdin) into a fresh throwaway directory; return (host_dir, workdir)."""
     host_dir = Path(tempfile.mkdtemp(prefix="cohort-sandbox-", dir=root))
@@ -266,111 +208,6 @@ def _remove_dir(host_dir: Path) -> None:
         shutil.rmtree(host_dir, ignore_errors=True)
     if host_dir.exists():
         logger.warning("code sandbox: could not remove %s", host_dir)
-
-
-def _command(
-    layer: Layer, python: str, limits: SandboxLimits, host_dir: Path, script: str, args: list[str], role: str,
-    started_fd: int, status_fd: int | None, seccomp_fd: int | None,
-) -> list[str]:  # fmt: skip
-    """The argv that runs ``script`` from ``host_dir`` under ``layer``."""
-    script_path = f"{SANDBOX_DIR}/{script}" if layer.kind == "bubblewrap" else script
-    launcher = [
-        python, "-I", "-B", "-c", _LAUNCHER,
-        str(started_fd),
-        str(limits.cpu_time_s),
-        str(limits.memory_mb * 2**20),
-        str(limits.max_processes),
-        str(limits.max_output_bytes + 1),  # +1 so that a full cap of output is told apart from a cut one
-        str(limits.max_open_files),
-        script_path,
-    ] + args  # fmt: skip
-    if layer.kind == "bubblewrap":
-        return _bwrap_args(layer, python, limits, host_dir, status_fd, seccomp_fd) + launcher
-    if layer.kind == "unshare":
-        uid = layer.uid_for(role)
-        return [
-            "unshare", "--pid", "--net", "--ipc", "--uts", "--mount", "--fork", "--kill-child", "--mount-proc", "--",
-            "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--",
-        ] + launcher  # fmt: skip
-    return launcher
-
-
-def _bwrap_args(layer: Layer, python: str, limits: SandboxLimits, host_dir: Path, status_fd: int | None, seccomp_fd: int | None) -> list[str]:
-    """bwrap's part of the argv: namespaces, read-only system, tmpfs workdir with the files bound in."""
-    tmpfs_bytes = str(limits.workdir_mb * 2**20)
-    args = [layer.bwrap or "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
-    if layer.disable_userns:
-        args.append("--disable-userns")
-    if status_fd is not None:
-        args += ["--json-status-fd", str(status_fd)]
-    if seccomp_fd is not None:
-        args += ["--seccomp", str(seccomp_fd)]
-    args += _system_binds()
-    for path in _interpreter_dirs(python):
-        args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc"]
-    for path in _root_only_proc_files():
-        args += ["--ro-bind", "/dev/null", path]
-    args += ["--dev", "/dev", "--size", tmpfs_bytes, "--tmpfs", "/dev/shm", "--size", tmpfs_bytes, "--tmpfs", SANDBOX_DIR]
-    for entry in sorted(os.listdir(host_dir)):
-        if entry not in ("stdin", "stdout", "stderr"):
-            args += ["--ro-bind", str(host_dir / entry), f"{SANDBOX_DIR}/{entry}"]
-    return args + [
-        "--chdir", SANDBOX_DIR,
-        "--remount-ro", "/dev",
-        "--remount-ro", "/",
-        "--uid", str(NOBODY), "--gid", str(NOBODY),
-        "--hostname", "sandbox",
-        "--",
-    ]  # fmt: skip
-
-
-@functools.lru_cache(maxsize=None)
-def _interpreter_dirs(python: str) -> tuple[str, ...]:
-    """Directories the interpreter needs that lie outside /usr (its prefixes), for read-only binds."""
-    query = "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]))"
-    try:
-        out = subprocess.run([python, "-I", "-c", query], capture_output=True, text=True, timeout=30, check=True)
-        prefixes = json.loads(out.stdout)
-    except (OSError, subprocess.SubprocessError, ValueError) as err:
-        raise SandboxError(f"cannot run the sandbox interpreter {python!r}: {err}") from err
-    candidates = {os.path.realpath(p) for p in prefixes} | {os.path.abspath(p) for p in prefixes}
-    candidates.add(os.path.dirname(os.path.realpath(python)))
-    candidates.add(os.path.dirname(os.path.abspath(python)))
-    dirs = sorted(p for p in candidates if p != "/usr" and not p.startswith("/usr/") and os.path.isdir(p))
-    # Keep only outermost directories; binding a parent already exposes its children.
-    return tuple(p for p in dirs if not any(p.startswith(q + os.sep) for q in dirs if q != p))
-
-
-def _system_binds() -> list[str]:
-    """bwrap arguments exposing the system read-only: /usr, its top-level aliases and a few /etc files."""
-    args = ["--ro-bind", "/usr", "/usr"]
-    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        path = f"/{name}"
-        if os.path.islink(path):
-            args += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            args += ["--ro-bind", path, path]
-    for path in ("/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf"):
-        args += ["--ro-bind-try", path, path]
-    return args
-
-
-@functools.lru_cache(maxsize=None)
-def _root_only_proc_files() -> tuple[str, ...]:
-    """Top-level /proc files that only root may read (kpageflags, slabinfo, timer_list, ...).
-
-    A sandbox user that is host uid 0 in disguise would pass their permission check, so bubblewrap
-    hides them behind /dev/null.
-    """
-    hidden = []
-    for entry in os.scandir("/proc"):
-        try:
-            if not entry.name.isdigit() and entry.is_file() and not entry.stat().st_mode & stat.S_IROTH:
-                hidden.append(entry.path)
-        except OSError:
-            continue
-    return tuple(sorted(hidden))
 
 
 def _pipe_with(data: bytes) -> int:

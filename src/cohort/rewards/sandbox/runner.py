@@ -16,6 +16,7 @@ reads more than the cap; the files are the host's, mode 0600), and an environmen
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from cohort.rewards.sandbox.commands import SANDBOX_DIR
 from cohort.rewards.sandbox.layers import (
     ISOLATIONS,
     NOBODY,
@@ -39,14 +41,11 @@ from cohort.rewards.sandbox.layers import (
     find_bwrap,
     probes_failed,
 )
-from cohort.rewards.sandbox.processes import (
-    SANDBOX_DIR,
-    SandboxProcess,
-    decode_status,
-)
+from cohort.rewards.sandbox.processes import SandboxProcess, decode_status
 
 __all__ = [
     "ISOLATIONS",
+    "BudgetExceeded",
     "NOBODY",
     "SANDBOX_DIR",
     "ExecutionRequest",
@@ -65,6 +64,13 @@ PROGRAM_NAME = "main.py"
 T = TypeVar("T")
 _warned_kinds: set[str] = set()  # weak layers already announced in this process
 _warned_lock = threading.Lock()
+
+
+class BudgetExceeded(Exception):
+    """A program used up its time budget before every one of its tests was decided (it scores 0).
+
+    Not a SandboxError: the sandbox worked, the program was too slow.
+    """
 
 
 @dataclass(frozen=True)
@@ -150,14 +156,18 @@ class Sandbox:
         """How many sandboxes this object has started (for throughput measurements)."""
         return self._started_total
 
-    def run(self, source: str, stdin: str | None = None) -> ExecutionResult:
-        """Run one program and return what it did; raises SandboxError only if the sandbox failed."""
+    def run(self, source: str, stdin: str | None = None, *, wall_time_s: float | None = None) -> ExecutionResult:
+        """Run one program and return what it did; raises SandboxError only if the sandbox failed.
+
+        ``wall_time_s`` overrides the limits' wall-clock limit for this run (e.g. a budget's rest).
+        """
         if not isinstance(source, str):
             raise ValueError(f"source must be a str, got {type(source).__name__}")
         if stdin is not None and not isinstance(stdin, str):
             raise ValueError(f"stdin must be a str or None, got {type(stdin).__name__}")
-        with self.start({PROGRAM_NAME: source}, PROGRAM_NAME, stdin=stdin) as process:
-            timed_out = not process.wait(self.limits.wall_time_s - process.elapsed)
+        limits = self.limits if wall_time_s is None else dataclasses.replace(self.limits, wall_time_s=wall_time_s)
+        with self.start({PROGRAM_NAME: source}, PROGRAM_NAME, stdin=stdin, limits=limits) as process:
+            timed_out = not process.wait(limits.wall_time_s - process.elapsed)
             process.stop()
             if not process.started and not timed_out:
                 err_text, _ = process.output("stderr", 2000)
