@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES_WITH_EXAMPLES = ["ops", "advantages", "metrics"]
+MODULES_WITH_EXAMPLES = ["ops", "advantages", "process", "metrics"]
 
 
 @pytest.mark.parametrize("name", MODULES_WITH_EXAMPLES)

@@ -7,7 +7,6 @@ from cohort.algo.advantages import (
     degenerate_groups,
     gae_advantages,
     outcome_advantages,
-    process_advantages,
 )
 from cohort.algo.losses import (
     AGGREGATIONS,
@@ -32,12 +31,14 @@ from cohort.algo.ops import (
     masked_whiten,
     token_logprobs,
 )
+from cohort.algo.process import PROCESS_CREDITS, process_advantages, step_problems
 
 __all__ = [
     "AGGREGATIONS",
     "KL_ESTIMATORS",
     "OUTCOME_ESTIMATORS",
     "POLICY_LOSSES",
+    "PROCESS_CREDITS",
     "Advantages",
     "ClipRange",
     "LossNormalizers",
@@ -62,5 +63,6 @@ __all__ = [
     "pass_at_k",
     "policy_loss",
     "process_advantages",
+    "step_problems",
     "token_logprobs",
 ]

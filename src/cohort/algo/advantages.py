@@ -1,4 +1,5 @@
-"""Advantages: group-relative outcome and process supervision (docs/spec.md §3, §4, §10) and GAE (§1.1).
+"""Advantages: group-relative outcome supervision (docs/spec.md §3, §10) and GAE (§1.1); process
+supervision (§4) lives in :mod:`cohort.algo.process` and shares the group statistics defined here.
 
 Outcome estimators share one signature and live in ``OUTCOME_ESTIMATORS``; a new variant is one
 decorated function of :class:`GroupStats`. The rules every estimator inherits:
@@ -228,107 +229,6 @@ def degenerate_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     valid = ~torch.isnan(rewards)
     count, _, _, spread = _grouped_stats(rewards.to(_stat_dtype(rewards)), valid, index, num_groups, 0)
     return (count < 2) | (spread == 0)  # [N // group_size]
-
-
-def _check_process_inputs(
-    step_rewards: torch.Tensor,
-    step_ends: torch.Tensor,
-    step_mask: torch.Tensor,
-    completion_lengths: torch.Tensor,
-    num_tokens: int,
-    ddof: int,
-    eps: float,
-) -> None:
-    """Shapes, dtypes, step padding, and step ends strictly increasing within [1, |o_i|] (docs/spec.md §10.11)."""
-    if step_rewards.dim() != 2:
-        raise ValueError(f"step_rewards must be 2-D [N, K], got shape {tuple(step_rewards.shape)}")
-    shape = tuple(step_rewards.shape)
-    if tuple(step_ends.shape) != shape:
-        raise ValueError(f"step_ends must have the shape of step_rewards {shape}, got {tuple(step_ends.shape)}")
-    if tuple(step_mask.shape) != shape or step_mask.dtype != torch.bool:
-        raise ValueError(f"step_mask must be a bool tensor of shape {shape}, got {step_mask.dtype} {tuple(step_mask.shape)}")
-    if step_ends.dtype.is_floating_point:
-        raise ValueError(f"step_ends must be an integer tensor, got dtype {step_ends.dtype}")
-    num_samples, max_steps = shape
-    if tuple(completion_lengths.shape) != (num_samples,):
-        raise ValueError(
-            f"completion_lengths must have shape [{num_samples}], got {tuple(completion_lengths.shape)}"
-        )
-    if num_tokens < 0 or bool((completion_lengths > num_tokens).any()) or bool((completion_lengths < 0).any()):
-        raise ValueError(f"completion_lengths must lie in [0, num_tokens={num_tokens}]")
-    _check_ddof(ddof)
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    if max_steps > 1 and bool((step_mask[:, 1:] & ~step_mask[:, :-1]).any()):
-        raise ValueError("step_mask must mark real steps first in each row (padding steps only at the end)")
-    ends = torch.where(step_mask, step_ends, torch.ones_like(step_ends))  # [N, K]
-    out_of_bounds = step_mask & ((ends < 1) | (ends > completion_lengths.unsqueeze(1)))  # [N, K]
-    if out_of_bounds.any():
-        row, col = out_of_bounds.nonzero()[0].tolist()
-        raise ValueError(
-            f"step_ends[{row}, {col}] = {int(step_ends[row, col])} is out of bounds; "
-            f"expected 1 <= index <= |o_{row}| = {int(completion_lengths[row])}"
-        )
-    not_increasing = step_mask[:, 1:] & (ends[:, 1:] <= ends[:, :-1])  # [N, K-1]
-    if not_increasing.any():
-        row, col = not_increasing.nonzero()[0].tolist()
-        raise ValueError(
-            f"step_ends must be strictly increasing per completion; row {row} has "
-            f"{int(ends[row, col])} then {int(ends[row, col + 1])}"
-        )
-
-
-def process_advantages(
-    step_rewards: torch.Tensor,
-    step_ends: torch.Tensor,
-    step_mask: torch.Tensor,
-    completion_lengths: torch.Tensor,
-    num_tokens: int,
-    group_size: int | None = None,
-    *,
-    group_ids: torch.Tensor | None = None,
-    ddof: int = 1,
-    eps: float = 1e-4,
-    strict: bool = False,
-    scored: torch.Tensor | None = None,
-) -> Advantages:
-    """Process-supervision token advantages (DeepSeekMath §4.1.3, docs/spec.md §4, §10.11).
-
-    Step rewards of a whole group are pooled, normalised ``(r - mean(R)) / (std(R) + eps)``, and
-    each token gets the sum of the normalised rewards of the steps that end at or after it.
-
-    step_rewards: [N, K] (NaN = could not score: the sample contributes nothing, valid=False)
-    step_ends: [N, K] long, 1-based index of each step's last token within the completion
-    step_mask: [N, K] bool, True for real steps; real steps come first in each row
-    completion_lengths: [N] long (|o_i|); num_tokens: T, width of the completion tensors
-    scored: [N] bool or None; False marks a sample the PRM could not score at all (valid=False)
-    -> Advantages(values [N, T], valid [N])
-    """
-    _check_process_inputs(step_rewards, step_ends, step_mask, completion_lengths, num_tokens, ddof, eps)
-    num_samples, max_steps = step_rewards.shape
-    ends = torch.where(step_mask, step_ends, torch.ones_like(step_ends))  # [N, K]
-    index, num_groups = group_index(num_samples, group_size, group_ids, step_rewards.device)
-    finite = _check_finite(torch.where(step_mask, step_rewards, torch.zeros_like(step_rewards)), "step_rewards", strict)
-    valid = finite.all(dim=1)  # [N]: one unscorable step voids the sample
-    if scored is not None:
-        if tuple(scored.shape) != (num_samples,) or scored.dtype != torch.bool:
-            raise ValueError(f"scored must be a bool tensor of shape [{num_samples}], got {scored.dtype} {tuple(scored.shape)}")
-        valid = valid & scored.to(valid.device)
-    counted = step_mask & valid.unsqueeze(1)  # [N, K]
-    values = step_rewards.to(_stat_dtype(step_rewards))
-    step_group = index.unsqueeze(1).expand(num_samples, max_steps)  # [N, K]
-    count, mean, std, spread = _grouped_stats(
-        values.reshape(-1), counted.reshape(-1), step_group.reshape(-1), num_groups, ddof
-    )  # each [num_groups]
-    zero = torch.zeros((), dtype=values.dtype, device=values.device)
-    degenerate = ((count < 2) | (spread == 0))[index]  # [N]
-    normalised = (values - mean[index].unsqueeze(1)) / (std[index].unsqueeze(1) + eps)  # [N, K]
-    keep = counted & ~degenerate.unsqueeze(1)  # [N, K]
-    normalised = torch.where(keep, normalised, zero)  # [N, K]
-    at_step_end = torch.zeros(num_samples, num_tokens + 1, dtype=values.dtype, device=values.device)  # [N, T+1]
-    at_step_end.scatter_add_(1, torch.where(keep, ends - 1, torch.full_like(ends, num_tokens)), normalised)
-    reward_to_go = at_step_end[:, :num_tokens].flip(1).cumsum(1).flip(1)  # [N, T]
-    return Advantages(reward_to_go, valid)
 
 
 def gae_advantages(
