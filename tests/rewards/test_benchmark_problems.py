@@ -31,7 +31,7 @@ def _fenced(program: str) -> str:
 
 @pytest.fixture(scope="module")
 def reward():
-    return CodeExecutionReward(timeout_s=10, workers=2)
+    return CodeExecutionReward(timeout_s=10, budget_s=30, workers=2)  # generous: correctness here, not speed
 
 
 def test_humaneval_reference_solutions_score_one_and_stubs_zero(reward):
@@ -47,10 +47,14 @@ def test_humaneval_reference_solutions_score_one_and_stubs_zero(reward):
 
 
 def test_humaneval_checks_without_the_prompt_and_as_json(reward):
-    """The plain {"test", "entry_point"} form, given as a JSON string; helpers then come from the program."""
+    """The plain {"test", "entry_point"} form, given as a JSON string. The program supplies only the entry
+    point, never a helper: HumanEval/38's check calls the prompt's encode_cyclic, so without the prompt
+    it cannot pass (whatever the program defines), and with it the reference passes."""
     rows = [r for r in _rows("humaneval_sample.jsonl") if r["task_id"] in ("HumanEval/2", "HumanEval/38", "HumanEval/136")]
     specs = [json.dumps({"test": r["test"], "entry_point": r["entry_point"]}) for r in rows]
-    assert reward(None, [_fenced(r["prompt"] + r["canonical_solution"]) for r in rows], tests=specs) == [1.0] * 3
+    with_prompt = [{"test": r["test"], "entry_point": r["entry_point"], "prompt": r["prompt"]} for r in rows]
+    canonical = [_fenced(r["prompt"] + r["canonical_solution"]) for r in rows]
+    assert reward(None, canonical + canonical, tests=specs + with_prompt) == [1.0, 0.0, 1.0] + [1.0] * 3
     assert parse_tests(specs[0]) == [AssertionTest(rows[0]["test"], entry_point="truncate_number")]
 
 

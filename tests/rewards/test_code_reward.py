@@ -15,6 +15,7 @@ import socket
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 from system_deps import requires_bubblewrap
 
+from cohort.rewards.base import NamedReward, RewardScorer
 from cohort.rewards.code import (
     AssertionTest,
     CodeExecutionReward,
@@ -255,6 +257,9 @@ def test_constructor_validation(sandbox):
         CodeExecutionReward(sandbox=sandbox, max_tests=0)
     with pytest.raises(ValueError, match="memory_mb"):
         CodeExecutionReward(memory_mb=-5)
+    for budget in (0, -1, float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="budget_s"):
+            CodeExecutionReward(sandbox=sandbox, budget_s=budget)
 
 
 @requires_bubblewrap
@@ -262,45 +267,158 @@ def test_default_construction_builds_its_own_sandbox():
     reward = CodeExecutionReward(timeout_s=2.5, memory_mb=512, workers=3)
     assert reward.sandbox.workers == 3
     assert (reward.sandbox.limits.wall_time_s, reward.sandbox.limits.cpu_time_s, reward.sandbox.limits.memory_mb) == (2.5, 3, 512)
+    assert reward.budget_s == 1.5 and reward.worst_case_s(64) == pytest.approx(22 * 1.75)  # ceil(64 / 3) rounds of budget + teardown
+    defaults = CodeExecutionReward(workers=2)
+    assert defaults.sandbox.limits.wall_time_s == 1.0 and defaults.worst_case_s(64) < 60  # the usual batch fits the scorer's limit
     assert reward(None, [_fenced(SUM_PROGRAM)], tests=[SUM_TESTS]) == [1.0]
+
+
+# ---------------------------------------------------------------- time: per test, per completion, per batch
+
+
+@requires_bubblewrap
+@pytest.mark.parametrize("form", ["assertions", "stdio"])
+def test_a_completion_past_its_budget_scores_zero_not_its_fraction(sandbox, form):
+    """Each test takes 1 s of the 3 s a test may take; a 2.5 s budget ends during the third test: 0, not 2/3."""
+    if form == "assertions":
+        program, tests = "import time\ndef f(x):\n    time.sleep(1.0)\n    return x * x", SQUARE_TESTS
+    else:
+        program, tests = "import time\ntime.sleep(1.0)\n" + SUM_PROGRAM, SUM_TESTS
+    assert CodeExecutionReward(sandbox=sandbox, budget_s=2.5)(None, [_fenced(program)], tests=[tests]) == [0.0]
+    assert CodeExecutionReward(sandbox=sandbox, budget_s=20.0)(None, [_fenced(program)], tests=[tests]) == [1.0]
+
+
+@requires_bubblewrap
+def test_a_batch_of_hanging_programs_ends_within_its_bound(sandbox):
+    """6 programs that hang in every test and 2 honest ones on 2 workers: at most 4 rounds of one budget each."""
+    reward = CodeExecutionReward(sandbox=sandbox, budget_s=1.0)
+    hang = _fenced("import time\ndef f(x):\n    time.sleep(60)")
+    completions = [_fenced("def f(x):\n    return x * x")] + [hang] * 6 + [_fenced("def f(x):\n    return x * x  # another")]
+    start = time.monotonic()
+    scores = reward(None, completions, tests=[SQUARE_TESTS] * 8)
+    elapsed = time.monotonic() - start
+    assert scores == [1.0] + [0.0] * 6 + [1.0]
+    assert reward.worst_case_s(8) == pytest.approx(4 * 1.25)
+    assert elapsed < reward.worst_case_s(8) + 5.0, elapsed  # without a budget: 6 x 3 tests x 3 s / 2 workers = 27 s
+
+
+@requires_bubblewrap
+def test_the_judge_is_killed_when_a_test_runs_past_its_limit_inside_c(tmp_root):
+    """100,000 ints with one hash make the test's set() run for minutes in C, where SIGALRM cannot reach; the host kills
+    the judge at the 1 s limit plus its margin, that test fails, and the other two still run on a fresh pair."""
+    limits = SandboxLimits(wall_time_s=1.0, cpu_time_s=60, memory_mb=512, max_processes=16)  # the CPU limit would come far later
+    reward = CodeExecutionReward(sandbox=Sandbox(limits, workers=2, tmp_root=tmp_root), budget_s=60.0)
+    program = "def f(x):\n    return [k * (2**61 - 1) for k in range(1, 100_001)] if x == 3 else [x]"
+    tests = ["assert sorted(set(f(2))) == [2]", "assert sorted(set(f(3))) == [3]", "assert sorted(set(f(4))) == [4]"]
+    start = time.monotonic()
+    assert reward(None, [_fenced(program)], tests=[tests]) == [pytest.approx(2 / 3)]
+    assert time.monotonic() - start < 20.0  # the set alone would take minutes
+
+
+@requires_bubblewrap
+def test_a_batch_too_big_for_the_scorers_limit_loses_no_sample(sandbox, caplog):
+    """4 hanging programs between 2 honest ones, budget 2 s, 2 workers: 6.75 s at worst, over a 4 s scorer limit.
+    score_within stops the batch call in time; the scorer retries the rest one by one, each alone within its
+    share of a second 4 s (a hang then scores 0, like one past its budget), and the scores already made are kept."""
+    reward = CodeExecutionReward(sandbox=sandbox, budget_s=2.0)
+    honest, hang = _fenced("def f(x):\n    return x * x"), _fenced("import time\ndef f(x):\n    time.sleep(60)")
+    completions = [honest] + [hang.replace("60", str(60 + i)) for i in range(4)] + [honest + "\n# again"]
+    scorer = RewardScorer([NamedReward("code", reward)], timeout_s=4.0)
+    start = time.monotonic()
+    with caplog.at_level("WARNING", logger="cohort.rewards.base"):
+        scores = scorer.score([None] * 6, completions, {"tests": [SQUARE_TESTS] * 6})
+    assert "could not be scored before the call's deadline" in caplog.text  # the batch call was cut: the retry path ran
+    assert scores.per_function["code"].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert time.monotonic() - start < 2 * 4.0 + 2.0  # the scorer's two passes, and teardown
+
+
+@requires_bubblewrap
+def test_alone_in_a_call_a_completion_gets_what_is_left_of_it(sandbox):
+    reward = CodeExecutionReward(sandbox=sandbox, budget_s=30.0)
+    hang = _fenced("import time\ndef f(x):\n    time.sleep(60)")
+    start = time.monotonic()
+    assert reward.score_within(1.5, None, [hang], tests=[SQUARE_TESTS]) == [0.0]
+    assert time.monotonic() - start < 1.5 + 1.0
+    assert reward.score_within(0.1, None, [_fenced("def f(x):\n    return x * x")], tests=[SQUARE_TESTS]) == [None]  # no time to run
+
+
+def test_a_sandbox_that_cannot_start_scores_none_and_the_call_returns(tmp_path):
+    """Infrastructure is None (the throwaway root vanished), a completion without a program still 0: no exception."""
+    root = tmp_path / "root"
+    root.mkdir()
+    os.chmod(root, 0o755)
+    reward = CodeExecutionReward(sandbox=Sandbox(SandboxLimits(wall_time_s=2.0), workers=2, isolation="none", tmp_root=root))
+    root.rmdir()
+    scores = reward(None, [_fenced("def f(x):\n    return x * x"), _fenced(SUM_PROGRAM), "  "], tests=[SQUARE_TESTS, SUM_TESTS, SUM_TESTS])
+    assert scores == [None, None, 0.0]
 
 
 # ---------------------------------------------------------------- hostile programs
 
 
 @requires_bubblewrap
-def test_one_crashing_or_hanging_test_cannot_hide_the_others(reward):
+def test_one_crashing_or_hanging_test_cannot_hide_the_others(sandbox):
     crash = "import os\ndef f(x):\n    if x == 3:\n        os._exit(0)\n    return x * x"
     hang = "import time\ndef f(x):\n    if x == 3:\n        time.sleep(60)\n    return x * x"
     kill = "import os, signal\ndef f(x):\n    if x == 3:\n        os.kill(os.getpid(), signal.SIGKILL)\n    return x * x"
+    reward = CodeExecutionReward(sandbox=sandbox, budget_s=30)  # room for the hang (3 s) and a fresh pair
     scores = reward(None, [_fenced(crash), _fenced(hang), _fenced(kill)], tests=[SQUARE_TESTS] * 3)
     assert scores == [pytest.approx(2 / 3)] * 3  # test 2 fails; tests 1 and 3 still ran and passed
 
 
-@requires_bubblewrap
-def test_no_sandbox_process_outlives_the_scoring(reward):
-    hang = "import time\ndef f(x):\n    time.sleep(60)"
-    assert reward(None, [_fenced(hang)], tests=[SQUARE_TESTS[:1]]) == [0.0]
-    time.sleep(0.2)  # the kernel may take a moment to reap a killed namespace
-    leftovers = []
+def _named(name: str) -> list[str]:
+    """Pids of processes whose name (/proc/PID/comm) is ``name``."""
+    found = []
     for entry in os.scandir("/proc"):
         try:
-            if entry.name.isdigit() and b"/sandbox/harness." in open(f"/proc/{entry.name}/cmdline", "rb").read():
-                leftovers.append(entry.name)
+            if entry.name.isdigit() and open(f"/proc/{entry.name}/comm").read().strip() == name:
+                found.append(entry.name)
         except OSError:
             pass
-    assert leftovers == []
+    return found
+
+
+@requires_bubblewrap
+def test_no_sandbox_process_outlives_the_scoring(reward):
+    """The hanging program names its process (prctl) so that other tests' sandboxes running meanwhile do not count."""
+    marker = f"hang{uuid.uuid4().hex[:11]}"
+    hang = f"import ctypes, time\nctypes.CDLL(None).prctl(15, {marker.encode()!r}, 0, 0, 0)\ndef f(x):\n    time.sleep(60)"
+    seen: list[str] = []
+
+    def watch() -> None:  # while the reward runs: is the program there at all?
+        deadline = time.monotonic() + 10.0
+        while not seen and time.monotonic() < deadline:
+            seen.extend(_named(marker))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert reward(None, [_fenced(hang)], tests=[SQUARE_TESTS[:1]]) == [0.0]
+    watcher.join()
+    assert seen, "the hanging program was never seen running: this test would prove nothing"
+    deadline = time.monotonic() + 5.0  # the kernel may take a moment to reap a killed namespace
+    while _named(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _named(marker) == []
 
 
 @requires_bubblewrap
 def test_exceptions_and_values_of_the_program_reach_the_tests(reward):
-    program = "LIMIT = 10\nimport math\ndef root(x):\n    if x < 0:\n        raise ValueError(f'{x} < 0')\n    return math.sqrt(x)"
+    program = "import math\ndef root(x):\n    if x < 0:\n        raise ValueError(f'{x} < 0')\n    return math.sqrt(x)"
     tests = [
         "try:\n    root(-4)\nexcept ValueError as error:\n    assert str(error) == '-4 < 0'\nelse:\n    raise AssertionError",
-        "assert LIMIT == 10 and math.isclose(root(2), 1.4142135623730951)",
+        "assert math.isclose(root(2), 1.4142135623730951)",  # math: the judge's own, since the program imported it
         "assert isinstance(root(4), float) and root(0.25) == 0.5",
     ]
     assert reward(None, [_fenced(program)], tests=[tests]) == [1.0]
+
+
+@requires_bubblewrap
+def test_only_the_entry_point_comes_from_the_program(reward):
+    """Constants and other functions of the program are not the test's (the entry point: f, used by both asserts)."""
+    program = "LIMIT = 10\ndef f(x):\n    return x * x\ndef g(x):\n    return x"
+    tests = [["assert f(2) == 4", "assert f(3) == 9"], ["assert f(2) == 4", "assert f(3) == 9 and LIMIT == 10"], ["assert f(2) == 4 and g(1) == 1", "assert f(1) == 1"]]
+    assert reward(None, [_fenced(program)] * 3, tests=tests) == [1.0, 0.5, 0.5]
 
 
 @requires_bubblewrap

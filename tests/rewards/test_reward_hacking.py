@@ -9,25 +9,28 @@ pass if one defence were removed (noted in their comment).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
+import platform
 import shutil
 import tempfile
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
 from system_deps import requires_bubblewrap
 
+from cohort.rewards.base import NamedReward, RewardScorer
 from cohort.rewards.code import CodeExecutionReward
 from cohort.rewards.sandbox.runner import Sandbox, SandboxLimits
 
 pytestmark = [requires_bubblewrap, pytest.mark.timeout(120)]
 
-HUMANEVAL_32 = next(
-    row for row in map(json.loads, (Path(__file__).with_name("data") / "humaneval_sample.jsonl").read_text().splitlines())
-    if row["task_id"] == "HumanEval/32"
-)  # fmt: skip
+HUMANEVAL = {row["task_id"]: row for row in map(json.loads, (Path(__file__).with_name("data") / "humaneval_sample.jsonl").read_text().splitlines())}
+HUMANEVAL_32, HUMANEVAL_38 = HUMANEVAL["HumanEval/32"], HUMANEVAL["HumanEval/38"]
 FORGED_VERDICT = "0 pass\\n1 pass\\n2 pass\\ndone\\n"  # what the judge would write for three passing tests
 
 # problem -> (tests, honest solution)
@@ -58,9 +61,31 @@ PROBLEMS = {
         {"test": HUMANEVAL_32["test"], "entry_point": "find_zero", "prompt": HUMANEVAL_32["prompt"]},
         HUMANEVAL_32["prompt"] + HUMANEVAL_32["canonical_solution"],
     ),
+    "humaneval_38": (
+        {"test": HUMANEVAL_38["test"], "entry_point": "decode_cyclic", "prompt": HUMANEVAL_38["prompt"]},
+        HUMANEVAL_38["prompt"] + HUMANEVAL_38["canonical_solution"],
+    ),
+    "letters": (  # a plain MBPP-style assert list whose checks build a Counter
+        ["assert count_letters('abca') == Counter({'a': 2, 'b': 1, 'c': 1})", "assert count_letters('') == Counter()"],
+        "from collections import Counter\ndef count_letters(text):\n    return Counter(text)",
+    ),
+}
+# Problems that only attacks are scored on (their honest solution is the one of the problem named in the comment).
+VARIANTS = {
+    "humaneval_38_without_prompt": {"test": HUMANEVAL_38["test"], "entry_point": "decode_cyclic"},  # humaneval_38
 }
 STDIO_TESTS = [{"input": "1 2\n", "output": "3\n"}, {"input": "2 2\n", "output": "4"}, {"input": "5 5", "output": "10\n"}]
 STDIO_HONEST = "a, b = map(int, input().split())\nprint(a + b)"
+
+MEMO_HELPER = """
+memory = {}
+def encode_cyclic(text):
+    token = "t%d" % len(memory)
+    memory[token] = text
+    return token
+def decode_cyclic(token):
+    return memory.get(token, "")
+"""
 
 # (name, problem, program): one comment line per attack.
 ATTACKS = [
@@ -313,6 +338,20 @@ ATTACKS = [
     ("timeout_in_a_bare_except", "bare_except", "import time\ndef root(x):\n    time.sleep(100)"),
     # Redefine the prompt's helper poly() to always return 0 (passes if the prompt's helpers came from the program).
     ("redefine_the_prompts_helper", "humaneval_32", "def poly(xs, x):\n    return 0\ndef find_zero(xs):\n    return 0.0"),
+    # HumanEval without its prompt: the check calls encode_cyclic, so a program-defined one remembers each plaintext and
+    # decode_cyclic answers from memory (passed while helpers came from the program).
+    ("helper_that_remembers_without_the_prompt", "humaneval_38_without_prompt", MEMO_HELPER),
+    # The same program where the prompt supplies the helper: decode_cyclic gets real ciphertexts it cannot decode.
+    ("helper_that_remembers_with_the_prompt", "humaneval_38", MEMO_HELPER),
+    # A plain assert list calls Counter(...): the program's own Counter returns 0 like its count_letters (passed when the
+    # test's constructors came from the program).
+    ("own_constructor_in_an_assert_list", "letters", "def Counter(*args, **kwargs):\n    return 0\ndef count_letters(text):\n    return 0"),
+    # The same Counter claiming to be collections.Counter: the judge binds its own, the real one, which 0 is not equal to.
+    ("constructor_claiming_the_stdlib", "letters", "def Counter(*args, **kwargs):\n    return 0\nCounter.__module__ = 'collections'\ndef count_letters(text):\n    return 0"),
+    # Define no entry point at all: the test's bare except would catch the NameError (passed when missing names were NameErrors).
+    ("missing_entry_point_in_a_bare_except", "bare_except", "def other(x):\n    return 0"),
+    # Return 100,000 ints with one hash: the judge's set() of them runs for minutes in C, where no alarm reaches it.
+    ("colliding_hashes_in_the_judge", "shared", "def similar_elements(a, b):\n    return [k * (2**61 - 1) for k in range(1, 100_001)]"),
 ]
 STDIO_ATTACKS = [
     # Print the expected output of the first test for every input (a third of the tests pass in fraction mode).
@@ -349,12 +388,16 @@ def _fenced(program: str) -> str:
     return "```python\n" + textwrap.dedent(program).strip() + "\n```"
 
 
+def _spec(problem: str):
+    return PROBLEMS[problem][0] if problem in PROBLEMS else VARIANTS[problem]
+
+
 @pytest.fixture(scope="module")
 def scores(sandbox, tmp_root) -> dict[str, float]:
     """Every attack and every honest solution, scored in one batch per mode."""
     names = [f"honest_{problem}" for problem in PROBLEMS] + [name for name, _, _ in ATTACKS]
     programs = [honest for _, honest in PROBLEMS.values()] + [program for _, _, program in ATTACKS]
-    tests = [spec for spec, _ in PROBLEMS.values()] + [PROBLEMS[problem][0] for _, problem, _ in ATTACKS]
+    tests = [spec for spec, _ in PROBLEMS.values()] + [_spec(problem) for _, problem, _ in ATTACKS]
     results = dict(zip(names, CodeExecutionReward(sandbox=sandbox)(None, [_fenced(p) for p in programs], tests=tests)))
     stdio_programs = [STDIO_HONEST] + [program for _, program in STDIO_ATTACKS]
     stdio_names = ["honest_stdio"] + [name for name, _ in STDIO_ATTACKS]
@@ -389,3 +432,220 @@ def test_a_stdio_attack_scores_zero_when_all_tests_must_pass(scores, attack):
 
 def test_nothing_is_left_behind(scores):
     assert scores["leftovers"] == 0, "throwaway directories left behind after the attacks"
+
+
+# ---------------------------------------------------------------- channels between runs
+#
+# A policy scores many completions of the same problem over a run. A "teacher" (an honest solution that
+# also leaves its answers behind) is scored first; then a "student" that never computes anything reads
+# them back through a kernel object that outlives a sandbox. The student must score 0 every time.
+
+CHANNEL_NAME = f"cohort-memo-{uuid.uuid4().hex[:12]}"  # the students look for this name only
+CHANNEL_KEY = int(uuid.uuid4().hex[:7], 16) + 1  # a SysV key only this session uses
+SQUARE_INPUTS = (2, 3, -1)  # the square problem's inputs, in test order
+LIBC_PRELUDE = """
+import ctypes, os, platform
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+NAME, KEY = {name!r}, {key}
+KEYCTL = {{"x86_64": (248, 249, 250), "aarch64": (217, 218, 219)}}.get(platform.machine(), (-1, -1, -1))
+"""
+# channel -> (store(text), load() -> text): the memo travels as "2:4,3:9,-1:1"
+CHANNELS = {
+    "kernel_keyring": ("""
+        import re
+        def store(text):  # a key in the user keyring, the memo in its description (which /proc/keys shows its owner)
+            description = (NAME + "=" + text).encode()
+            libc.syscall(KEYCTL[0], b"user", description, b"x", 1, ctypes.c_long(-4))
+        def load():
+            found = re.findall(re.escape(NAME) + r"=([-0-9:,]+): ", open("/proc/keys").read())
+            return max(found, key=len, default="")
+        """),
+    "sysv_shared_memory": ("""
+        def store(text):
+            address = libc.shmat(libc.shmget(KEY, 4096, 0o1666), None, 0)
+            if address not in (None, ctypes.c_void_p(-1).value):
+                ctypes.memmove(address, text.encode() + b"\\0", len(text) + 1)
+        def load():
+            segment = libc.shmget(KEY, 0, 0)
+            address = libc.shmat(segment, None, 0o10000) if segment >= 0 else None
+            return ctypes.string_at(address).decode() if address not in (None, ctypes.c_void_p(-1).value) else ""
+        """),
+    "sysv_message_queue": ("""
+        def store(text):
+            message = ctypes.create_string_buffer(8 + 4096)
+            ctypes.c_long.from_buffer(message).value = 1
+            message[8 : 8 + len(text)] = text.encode()
+            libc.msgsnd(libc.msgget(KEY, 0o1666), message, len(text), 0o4000)
+        def load():
+            queue, message, text = libc.msgget(KEY, 0), ctypes.create_string_buffer(8 + 4096), ""
+            while queue >= 0 and libc.msgrcv(queue, message, 4096, 0, 0o4000) > 0:
+                text = message.raw[8:].split(b"\\0")[0].decode()
+            return text
+        """),
+    "posix_message_queue": ("""
+        def store(text):
+            queue = libc.mq_open(("/" + NAME).encode(), 0o4101, 0o666, None)  # O_CREAT | O_WRONLY | O_NONBLOCK
+            libc.mq_send(queue, text.encode(), len(text), 0)
+        def load():
+            queue, buffer, text = libc.mq_open(("/" + NAME).encode(), 0o4000), ctypes.create_string_buffer(1 << 20), ""
+            while queue >= 0 and libc.mq_receive(queue, buffer, 1 << 20, None) > 0:
+                text = buffer.value.decode()
+            return text
+        """),
+    "shared_files": ("""
+        def store(text):
+            for directory in ("/dev/shm", "/tmp", "/var/tmp", "/run/lock"):
+                try:
+                    with open(os.path.join(directory, NAME), "w") as handle:
+                        handle.write(text)
+                except OSError:
+                    pass
+        def load():
+            for directory in ("/dev/shm", "/tmp", "/var/tmp", "/run/lock"):
+                try:
+                    return open(os.path.join(directory, NAME)).read()
+                except OSError:
+                    pass
+            return ""
+        """),
+    "proc_sysctl": ("""
+        def store(text):  # a host-wide sysctl holds one int: the answers as base-100 digits
+            answers = dict(map(int, pair.split(":")) for pair in text.split(","))
+            with open("/proc/sys/fs/lease-break-time", "w") as handle:
+                handle.write(str(sum(answers.get(x, 0) * 100**i for i, x in enumerate((2, 3, -1)))))
+        def load():
+            value = int(open("/proc/sys/fs/lease-break-time").read())
+            return ",".join(f"{x}:{value // 100**i % 100}" for i, x in enumerate((2, 3, -1)))
+        """),
+    "dev_null_mtime": ("""
+        def store(text):  # the mtime of the host's /dev/null: the answers as base-100 digits in its nanoseconds
+            answers = dict(map(int, pair.split(":")) for pair in text.split(","))
+            stat = os.stat("/dev/null")
+            code = sum(answers.get(x, 0) * 100**i for i, x in enumerate((2, 3, -1)))
+            os.utime("/dev/null", ns=(stat.st_atime_ns, stat.st_mtime_ns // 10**7 * 10**7 + code))
+        def load():
+            value = os.stat("/dev/null").st_mtime_ns % 10**7
+            return ",".join(f"{x}:{value // 100**i % 100}" for i, x in enumerate((2, 3, -1)))
+        """),
+    "abstract_unix_socket": ("""
+        import socket, threading, time
+        def store(text):  # serve the answers for as long as this program lives
+            if "server" not in globals():
+                globals()["server"] = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                server.bind(b"\\0" + NAME.encode())
+                server.listen(4)
+                threading.Thread(target=lambda: [server.accept()[0].sendall(memo_text().encode()) for _ in range(4)], daemon=True).start()
+            if text.count(",") == 2:
+                time.sleep(1.0)  # the last test: stay up while the student starts
+        def load():
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                try:
+                    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    client.connect(b"\\0" + NAME.encode())
+                    return client.recv(4096).decode()
+                except OSError:
+                    time.sleep(0.05)
+            return ""
+        """),
+}
+TEACHER = """
+memo = {{}}
+def memo_text():
+    return ",".join(f"{{x}}:{{y}}" for x, y in memo.items())
+def f(x):
+    memo[x] = x * x
+    try:
+        store(memo_text())
+    except Exception:
+        pass
+    return x * x
+"""
+STUDENT = """
+try:
+    learned = dict(map(int, pair.split(":")) for pair in load().split(",") if pair)
+except Exception:
+    learned = {{}}
+def f(x):
+    return learned.get(x, 0)
+"""
+
+
+def _channel_program(channel: str, role: str) -> str:
+    prelude = LIBC_PRELUDE.format(name=CHANNEL_NAME, key=CHANNEL_KEY)
+    body = textwrap.dedent(CHANNELS[channel]) + textwrap.dedent(TEACHER if role == "teacher" else STUDENT).format()
+    return _fenced(prelude + body)
+
+
+@contextlib.contextmanager
+def _host_state_restored():
+    """Put back what a channel that was not closed would have changed on the host (sysctl, /dev/null, IPC, files)."""
+    sysctl = Path("/proc/sys/fs/lease-break-time")
+    saved_sysctl = sysctl.read_text() if sysctl.exists() else None
+    null = os.stat("/dev/null")
+    try:
+        yield
+    finally:
+        if saved_sysctl is not None and sysctl.read_text() != saved_sysctl:
+            sysctl.write_text(saved_sysctl)
+        if os.stat("/dev/null").st_mtime_ns != null.st_mtime_ns:
+            os.utime("/dev/null", ns=(null.st_atime_ns, null.st_mtime_ns))
+        libc = ctypes.CDLL(None)
+        for get, control in ((libc.shmget, libc.shmctl), (libc.msgget, libc.msgctl)):
+            if (ident := get(CHANNEL_KEY, 0, 0)) >= 0:
+                control(ident, 0, None)  # IPC_RMID
+        libc.mq_unlink(f"/{CHANNEL_NAME}".encode())
+        for directory in ("/dev/shm", "/tmp", "/var/tmp", "/run/lock"):
+            Path(directory, CHANNEL_NAME).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("channel", list(CHANNELS))
+def test_answers_left_by_an_earlier_program_cannot_be_read(sandbox, channel):
+    if channel == "kernel_keyring" and platform.machine() not in ("x86_64", "aarch64"):
+        pytest.skip(f"keyring system call numbers not known here for {platform.machine()}")
+    reward = CodeExecutionReward(sandbox=sandbox, budget_s=10.0)  # the teacher's socket lingers; speed is not the point
+    tests = PROBLEMS["square"][0]
+    teacher, student = _channel_program(channel, "teacher"), _channel_program(channel, "student")
+    with _host_state_restored():
+        if channel == "abstract_unix_socket":  # a socket lives only as long as its process: both at once
+            scores = reward(None, [teacher, student], tests=[tests, tests])
+        else:
+            scores = reward(None, [teacher], tests=[tests]) + reward(None, [student], tests=[tests])
+    assert scores == [1.0, 0.0]
+
+
+# ---------------------------------------------------------------- limits: the judge's memory, the scorer's clock
+
+DECODER_BOMB = """
+import fcntl, os, stat
+def root(x):  # answer with 460,000 empty lists: a 4 MB line that the judge's 110 MB cannot decode
+    line = b'["ok",["l",[' + b",".join([b'["l",[]]'] * 460_000) + b']]]\\n'
+    for fd in range(3, 64):
+        try:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+                os.write(fd, line)
+        except OSError:
+            pass
+    os._exit(0)
+"""
+
+
+def test_an_answer_that_breaks_the_judges_decoder_scores_zero(tmp_root):
+    """MemoryError while decoding is not "the call raised", which the bare except would take (memory_mb=110, documented)."""
+    limits = SandboxLimits(wall_time_s=2.0, cpu_time_s=2, memory_mb=110, max_processes=16, max_output_bytes=1 << 16)
+    reward = CodeExecutionReward(sandbox=Sandbox(limits, workers=2, tmp_root=tmp_root))
+    spec, honest = PROBLEMS["bare_except"]
+    assert reward(None, [_fenced(honest), _fenced(DECODER_BOMB)], tests=[spec, spec]) == [1.0, 0.0]
+
+
+def test_hanging_in_every_call_scores_zero_under_the_scorers_limit(sandbox):
+    """Sleeping in each of 30 tests once outran the scorer's limit and scored None, which GRPO leaves out of the group."""
+    tests = [f"assert f({i}) == {i * i}" for i in range(30)]
+    honest, sleeper = _fenced("def f(x):\n    return x * x"), _fenced("import time\ndef f(x):\n    time.sleep(100)")
+    scorer = RewardScorer([NamedReward("code", CodeExecutionReward(sandbox=sandbox))], timeout_s=20.0)
+    scores = scorer.score([None] * 4, [honest, sleeper, sleeper, honest], {"tests": [tests] * 4})
+    assert scores.per_function["code"].tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert scores.failures["code"] == 0

@@ -8,15 +8,23 @@ The tests of a problem come in a dataset column (default ``tests``), as a list, 
   it exits 0 and its output equals the expected one after stripping the whole text and the end of
   every line. Each input is its own process;
 * assertions (MBPP): ``["assert f(2) == 4", ...]``, or MBPP's row form ``{"test_list": [...],
-  "test_imports": [...], "test_setup_code": "..."}``;
+  "test_imports": [...], "test_setup_code": "..."}``; the program supplies one function, the
+  entry point: the first name the asserts use (most used first) that neither the asserts, the
+  imports and setup code, the builtins nor the program's own stdlib imports supply;
 * HumanEval: ``{"test": "def check(candidate): ...", "entry_point": "f"}`` (an optional
-  ``"prompt"`` is run in the judge first, so that helpers the checks call are the dataset's own).
+  ``"prompt"`` is run in the judge first, so that helpers the checks call are the dataset's own;
+  without it, a check that calls a prompt helper fails: the program never supplies helpers).
 
-Assertion tests never run in the program's process: a judge sandbox runs them against proxies of
-the program's top-level functions in a second sandbox and reports the verdict to the host (see
+Assertion tests never run in the program's process: a judge sandbox runs them against a proxy of
+the program's entry point in a second sandbox and reports the verdict to the host (see
 :mod:`cohort.rewards.sandbox.verdict`), so nothing the program prints, returns or patches can make a
 failing test pass. All isolation lives in :mod:`cohort.rewards.sandbox.runner`; this module only
 extracts, parses, schedules and scores.
+
+Failure is 0, infrastructure is None: every completion has a wall-clock budget (``budget_s``) for
+all of its tests, sandbox start-ups and retries; a program that is too slow, too big, crashes or
+runs past its budget scores 0. Only a problem whose tests cannot be read, or a sandbox that cannot
+start, scores None, and only for the completions it concerns.
 """
 
 from __future__ import annotations
@@ -26,11 +34,19 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from cohort.rewards.sandbox.runner import ExecutionResult, Sandbox, SandboxLimits
+from cohort.rewards.base import RewardTimeout
+from cohort.rewards.sandbox.runner import (
+    BudgetExceeded,
+    ExecutionResult,
+    Sandbox,
+    SandboxError,
+    SandboxLimits,
+)
 from cohort.rewards.sandbox.verdict import AssertionTest, run_assertion_tests
 
 __all__ = [
@@ -48,6 +64,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODES = ("fraction", "all_or_nothing")
+DEFAULT_TIMEOUT_S = 1.0  # one test (one stdin/stdout run, or one assertion test in the judge)
+DEFAULT_BUDGET_S = 1.5  # one completion: 64 completions on 2 workers take at most 32 x (1.5 s + teardown) < 60 s
+TEARDOWN_S = 0.25  # allowance for killing and removing a completion's last sandboxes after its budget
+MIN_RUN_S = 0.2  # less time than this left for a completion: it is not started (nothing could be scored)
+_CUT = "cut"  # a completion the call's deadline (not its own budget) stopped: the scorer retries it alone
 _FENCE = re.compile(r"^ {0,3}```\s*([^\s`]*)")  # an opening or closing ``` line and its info string
 _PYTHON_TAGS = {"python", "py", "python3"}
 
@@ -109,6 +130,19 @@ def outputs_match(actual: str, expected: str) -> bool:
 
 def parse_tests(spec: Any) -> list[CodeTest]:
     """Read one problem's test specification (list, dict or JSON string); InvalidTestsError if malformed."""
+    tests = _parse_spec(spec)
+    for i, test in enumerate(tests):
+        if isinstance(test, AssertionTest):
+            for part, code in (("code", test.code), ("setup", test.setup)):
+                try:
+                    compile(code, f"<test {i}>", "exec", dont_inherit=True)
+                except (SyntaxError, ValueError) as err:
+                    raise InvalidTestsError(f"the {part} of test {i} is not valid Python: {err}") from None
+    return tests
+
+
+def _parse_spec(spec: Any) -> list[CodeTest]:
+    """The tests of one specification, by its form (not yet checked for syntax)."""
     if isinstance(spec, str):
         try:
             spec = json.loads(spec)
@@ -187,23 +221,49 @@ def _stdio_passed(test: StdioTest, result: ExecutionResult) -> bool:
 
 @dataclass(frozen=True)
 class _Job:
-    """One unit of sandbox work: a stdin/stdout test, or all assertion tests of one program."""
+    """All the sandbox work of one completion: its program against every test of its problem."""
 
     program: str
-    stdio: StdioTest | None = None
-    assertions: tuple[AssertionTest, ...] = ()
+    tests: tuple[CodeTest, ...]
 
-    def run(self, sandbox: Sandbox) -> list[bool]:
-        if self.stdio is not None:
-            return [_stdio_passed(self.stdio, sandbox.run(self.program, self.stdio.input))]
-        return run_assertion_tests(sandbox, self.program, self.assertions)
+    def run(self, sandbox: Sandbox, deadline: float) -> list[bool]:
+        """One verdict per test, stdin/stdout tests first; BudgetExceeded past ``deadline`` (monotonic)."""
+        verdicts = []
+        for test in self.tests:
+            if isinstance(test, StdioTest):
+                verdicts.append(self._run_stdio(sandbox, test, deadline))
+        assertions = tuple(test for test in self.tests if isinstance(test, AssertionTest))
+        if assertions:
+            verdicts += run_assertion_tests(sandbox, self.program, assertions, deadline=deadline)
+        return verdicts
+
+    def _run_stdio(self, sandbox: Sandbox, test: StdioTest, deadline: float) -> bool:
+        """Whether one stdin/stdout run passes; its wall-clock limit is cut to what is left of the budget."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BudgetExceeded("no time left for the next test")
+        wall = min(sandbox.limits.wall_time_s, remaining)
+        result = sandbox.run(self.program, test.input, wall_time_s=wall)
+        if result.timed_out and wall < sandbox.limits.wall_time_s:
+            raise BudgetExceeded("a test ran into the end of the budget")
+        return _stdio_passed(test, result)
 
 
 class CodeExecutionReward:
     """TRL-compatible reward: the share of its problem's tests a completion's program passes.
 
-    ``mode="fraction"`` scores passed/total, ``"all_or_nothing"`` 1.0 only if all pass. A program
-    that fails, crashes or times out scores 0; a problem whose tests cannot be read scores None.
+    ``mode="fraction"`` scores passed/total, ``"all_or_nothing"`` 1.0 only if all pass. Failure is
+    0, infrastructure is None: a program that fails, crashes, runs out of memory, times out or uses
+    up its ``budget_s`` scores 0; a problem whose tests cannot be read, or a sandbox that cannot
+    start, scores None (that completion only).
+
+    Time: each test may take ``timeout_s`` (default 1 s); each completion, all its tests, sandbox
+    start-ups and retries included, at most ``budget_s`` (default 1.5 s), past which it scores 0.
+    A batch runs its distinct completions on ``workers`` threads (default: the CPU count), each
+    completion on one thread, so it takes at most :meth:`worst_case_s` = ceil(N / workers) x
+    (budget_s + TEARDOWN_S): 64 completions on 2 workers, 56 s, under the scorer's default
+    ``reward.timeout_s`` of 60 s. One completion alone takes at most budget_s + TEARDOWN_S.
+
     Limits come either from ``timeout_s``/``memory_mb``/``workers``/``isolation`` or from a ready
     ``sandbox``. ``isolation`` (default "auto": bubblewrap, else IsolationUnavailable right here, at
     construction) may name a weaker layer explicitly ("unshare", "setuid", "none"), which then logs
@@ -217,6 +277,7 @@ class CodeExecutionReward:
         mode: str = "fraction",
         *,
         timeout_s: float | None = None,
+        budget_s: float = DEFAULT_BUDGET_S,
         memory_mb: int | None = None,
         workers: int | None = None,
         isolation: str | None = None,
@@ -231,6 +292,8 @@ class CodeExecutionReward:
             raise ValueError(f"max_tests must be a positive integer or None, got {max_tests!r}")
         if not isinstance(tests_column, str) or not tests_column:
             raise ValueError(f"tests_column must be a non-empty str, got {tests_column!r}")
+        if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not 0 < budget_s < math.inf:
+            raise ValueError(f"budget_s must be a finite number of seconds > 0, got {budget_s!r}")
         if sandbox is not None:
             if any(value is not None for value in (timeout_s, memory_mb, workers, isolation)):
                 raise ValueError("give limits either through sandbox= or through timeout_s/memory_mb/workers/isolation, not both")
@@ -238,6 +301,8 @@ class CodeExecutionReward:
         else:
             self.sandbox = _build_sandbox(timeout_s, memory_mb, workers, isolation)
         self.mode = mode
+        self.budget_s = float(budget_s)
+        self._scored: dict[_Job, float | None] = {}  # the last batch's scores, for the scorer's retries of it
         self.tests_column = tests_column
         self.require_code_block = require_code_block
         self.max_tests = max_tests
@@ -248,6 +313,10 @@ class CodeExecutionReward:
         """The sandbox's isolation in words, for the run log."""
         return self.sandbox.isolation
 
+    def worst_case_s(self, batch_size: int) -> float:
+        """The longest a call with ``batch_size`` completions can take (every one using its whole budget)."""
+        return math.ceil(batch_size / self.sandbox.workers) * (self.budget_s + TEARDOWN_S)
+
     def extract_answer(self, completion: str) -> str | None:
         """The completion's program, stripped (what majority voting compares)."""
         program = extract_program(completion, require_block=self.require_code_block)
@@ -255,6 +324,19 @@ class CodeExecutionReward:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[str], **columns: Any) -> list[float | None]:
         """Score each completion against the tests in its row of ``columns[tests_column]``."""
+        return self._score_batch(completions, columns, None)
+
+    def score_within(self, seconds: float, prompts: Sequence[Any], completions: Sequence[str], **columns: Any) -> list[float | None]:
+        """The same scores, returned within ``seconds``: the scorer's hard-deadline protocol (cohort.rewards.base).
+
+        Each completion has its budget or what is left of the call, whichever ends first. Alone in a
+        call (the scorer's retries), a completion the call's end stops scores 0, like one past its
+        budget; in a batch that cannot finish in time, RewardTimeout, and the scorer retries the
+        unfinished ones one by one (those already scored are remembered, not run again).
+        """
+        return self._score_batch(completions, columns, time.monotonic() + seconds - TEARDOWN_S)
+
+    def _score_batch(self, completions: Sequence[str], columns: dict[str, Any], deadline: float | None) -> list[float | None]:
         if self.tests_column not in columns:
             raise KeyError(f"code_execution needs the dataset column {self.tests_column!r}; got {sorted(columns)}")
         specs = columns[self.tests_column]
@@ -264,13 +346,23 @@ class CodeExecutionReward:
             if not isinstance(completion, str):
                 raise TypeError(f"completions[{i}] must be a str, got {type(completion).__name__}")
         plans = [self._plan(i, completion, spec) for i, (completion, spec) in enumerate(zip(completions, specs))]
-        unique = list(dict.fromkeys(job for plan in plans if plan for job in plan))  # same program, same tests: run once
-        jobs: list[Callable[[], list[bool]]] = [functools.partial(job.run, self.sandbox) for job in unique]
-        results = dict(zip(unique, self.sandbox.parallel(jobs)))
-        return [None if plan is None else self._score([v for job in plan for v in results[job]]) for plan in plans]
+        unique = list(dict.fromkeys(plan for plan in plans if isinstance(plan, _Job)))  # same program, same tests: run once
+        if len(unique) > 1:
+            self._scored = {}  # a new batch: forget the last one's (kept for the scorer's retries of it)
+        to_run = [job for job in unique if job not in self._scored]
+        alone = len(to_run) == 1
+        outcomes = [functools.partial(self._outcome, job, deadline, alone) for job in to_run]
+        results = dict(zip(to_run, self.sandbox.parallel(outcomes)))
+        if len(self._scored) > 4096:  # single-completion calls only add; keep the memory bounded
+            self._scored = {}
+        self._scored.update((job, score) for job, score in results.items() if score != _CUT)
+        cut = sum(score == _CUT for score in results.values())
+        if cut:
+            raise RewardTimeout(f"{cut} of {len(unique)} completions could not be scored before the call's deadline")
+        return [self._scored[plan] if isinstance(plan, _Job) else plan for plan in plans]
 
-    def _plan(self, row: int, completion: str, spec: Any) -> list[_Job] | None:
-        """The jobs that score one completion; None if its tests are unreadable, [] if it has no program."""
+    def _plan(self, row: int, completion: str, spec: Any) -> _Job | float | None:
+        """The job that scores one completion; None if its tests are unreadable, 0.0 if it has no program."""
         try:
             tests = parse_tests(spec)[: self.max_tests]
         except InvalidTestsError as err:
@@ -278,10 +370,28 @@ class CodeExecutionReward:
             return None
         program = extract_program(completion, require_block=self.require_code_block)
         if program is None or not program.strip():
-            return []
-        jobs = [_Job(program, stdio=test) for test in tests if isinstance(test, StdioTest)]
-        assertions = tuple(test for test in tests if isinstance(test, AssertionTest))
-        return jobs + ([_Job(program, assertions=assertions)] if assertions else [])
+            return 0.0
+        return _Job(program, tuple(tests))
+
+    def _outcome(self, job: _Job, deadline: float | None, alone: bool) -> float | str | None:
+        """One completion's score: its verdicts; 0.0 past its own time; None if a sandbox could not start.
+
+        With a call ``deadline``: _CUT when that deadline, not the completion's budget, stopped it
+        in a batch (or came before it could start).
+        """
+        start = time.monotonic()
+        own = start + self.budget_s
+        end = own if deadline is None else min(own, deadline)
+        if end - start < MIN_RUN_S and end < own:
+            return None if alone else _CUT
+        try:
+            verdicts = job.run(self.sandbox, end)
+        except BudgetExceeded:
+            return 0.0 if end == own or alone else _CUT
+        except (SandboxError, OSError) as err:  # the machinery failed, not the program: this completion only
+            logger.warning("code_execution: a completion could not be scored: %s", err)
+            return None
+        return self._score(verdicts)
 
     def _score(self, verdicts: list[bool]) -> float:
         if not verdicts:
@@ -293,7 +403,7 @@ class CodeExecutionReward:
 
 def _build_sandbox(timeout_s: float | None, memory_mb: int | None, workers: int | None, isolation: str | None) -> Sandbox:
     """The reward's own sandbox; raises IsolationUnavailable now (before any model loads) if isolation is missing."""
-    wall = 5.0 if timeout_s is None else timeout_s
+    wall = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     if isinstance(wall, bool) or not isinstance(wall, (int, float)) or not 0 < wall < math.inf:
         raise ValueError(f"timeout_s must be a finite number of seconds > 0, got {timeout_s!r}")
     limits = SandboxLimits(wall_time_s=float(wall), cpu_time_s=math.ceil(wall), memory_mb=1024 if memory_mb is None else memory_mb)

@@ -2,19 +2,25 @@
 
 For one completion the host starts two sandboxes under the same layer, connected only by two pipes
 it created: the *candidate* runs the program's top level, then answers calls; the *judge* runs the
-tests (trusted dataset code) against proxies of the program's functions and decodes every answer
-into plain builtin data (see :mod:`cohort.rewards.sandbox.harness`, the harness both run). The tests reach the
-judge through a descriptor the host opened (never a file), and the judge reports one pass/fail per
-test over a pipe only it holds; nothing the candidate prints, returns or patches is read as a verdict.
+tests (trusted dataset code) against a proxy of the program's entry point and decodes every answer
+into plain builtin data (see :mod:`cohort.rewards.sandbox.harness`, the harness both run). The tests
+reach the judge through a descriptor the host opened (never a file), and the judge reports one
+pass/fail per test over a pipe only it holds; nothing the candidate prints, returns or patches is
+read as a verdict.
 
 One pair serves all of a completion's tests. The judge limits each test to the sandbox's
-``wall_time_s``; if the candidate dies, hangs or breaks the protocol during test k, test k fails and
-the remaining tests run with a fresh pair, so one crashing test cannot hide the others. The host
-keeps an overall wall-clock limit and tears both sandboxes down after every pair.
+``wall_time_s`` with SIGALRM; the host also gives each test that long plus :data:`KILL_MARGIN_S`
+to report, and kills the pair when it does not (a long call into C, which no signal interrupts).
+If the candidate dies, hangs or breaks the protocol during test k, or the judge is killed, test k
+fails and the remaining tests run with a fresh pair, so one bad test cannot hide the others. An
+optional ``deadline`` (the completion's budget) bounds everything: past it, :class:`BudgetExceeded`.
+The host tears both sandboxes down after every pair.
 """
 
 from __future__ import annotations
 
+import ast
+import collections
 import dataclasses
 import functools
 import json
@@ -28,20 +34,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cohort.rewards.sandbox import harness as judge
-from cohort.rewards.sandbox.runner import Sandbox, SandboxError, SandboxProcess
+from cohort.rewards.sandbox import codec, harness
+from cohort.rewards.sandbox.runner import (
+    BudgetExceeded,
+    Sandbox,
+    SandboxError,
+    SandboxProcess,
+)
 
 PROGRAM_NAME = "main.py"
-_STARTUP_SLACK_S = 2.0  # on top of the per-test limits: two interpreters starting on a busy machine
+STARTUP_SLACK_S = 2.0  # on top of the per-test limits: two interpreters starting on a busy machine
+KILL_MARGIN_S = 1.0  # a test's report may come this late after its limit before the host kills the judge
 
 
 @dataclass(frozen=True)
 class AssertionTest:
     """Test code (usually ``assert`` statements) that the judge runs against the program.
 
-    ``setup`` is trusted code run in the judge first (MBPP's test imports, HumanEval's prompt with
-    the helpers its checks use). With ``entry_point`` (HumanEval), ``code`` defines
-    ``check(candidate)``, which is called with the program's function of that name.
+    ``setup`` is trusted code run in the judge first (MBPP's test imports and setup code,
+    HumanEval's prompt with the helpers its checks use). With ``entry_point`` (HumanEval), ``code``
+    defines ``check(candidate)``, which is called with the program's function of that name; without
+    it, the entry point is decided from the asserts (see :func:`ranked_names`).
     """
 
     code: str
@@ -49,13 +62,17 @@ class AssertionTest:
     entry_point: str | None = None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def harness_source() -> str:
-    """The source of the in-sandbox harness, copied into both sandboxes of a pair."""
-    return Path(judge.__file__).read_text(encoding="utf-8")
+    """The one script both sandboxes of a pair run: the codec's source, then the harness' without its import of the codec."""
+    lines = Path(harness.__file__).read_text(encoding="utf-8").splitlines(keepends=True)
+    for node in ast.parse("".join(lines)).body:
+        if isinstance(node, ast.ImportFrom) and node.module == codec.__name__:
+            lines[node.lineno - 1 : node.end_lineno] = ["\n"] * (node.end_lineno - node.lineno + 1)
+    return Path(codec.__file__).read_text(encoding="utf-8") + "\n\n" + "".join(lines)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def harness_file(python: str) -> tuple[str, str | bytes]:
     """(name, content) of the harness for the sandbox interpreter ``python``.
 
@@ -67,73 +84,141 @@ def harness_file(python: str) -> tuple[str, str | bytes]:
     return "harness.code", marshal.dumps(compile(harness_source(), "/sandbox/harness.py", "exec", dont_inherit=True))
 
 
-def run_assertion_tests(sandbox: Sandbox, program: str, tests: Sequence[AssertionTest]) -> list[bool]:
-    """Whether ``program`` passes each test, as reported by the judge; a test it never reported fails."""
-    tests = list(tests)
+def referenced_names(code: str) -> list[str]:
+    """The names ``code`` reads but does not bind itself, in order of first use ([] if it does not parse)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            bound.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name).partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    loads = [node for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)]
+    loads.sort(key=lambda node: (node.lineno, node.col_offset))
+    return list(dict.fromkeys(node.id for node in loads if node.id not in bound))
+
+
+def ranked_names(codes: Sequence[str]) -> list[str]:
+    """The names a problem's asserts read, most used first (by how many asserts use them), then by first use.
+
+    The judge takes the first one that nothing but the program could supply as the entry point, so
+    a plain MBPP assert list (``assert f(2) == 4``, ``assert set(f(x)) == {...}``) names its function.
+    """
+    per_test = [referenced_names(code) for code in codes]
+    uses = collections.Counter(name for names in per_test for name in set(names))
+    first: dict[str, tuple[int, int]] = {}
+    for i, names in enumerate(per_test):
+        for j, name in enumerate(names):
+            first.setdefault(name, (i, j))
+    return sorted(uses, key=lambda name: (-uses[name], first[name]))
+
+
+def _payloads(tests: Sequence[AssertionTest]) -> list[dict]:
+    """The tests as the judge reads them, each with the names it may bind (ranked across the plain asserts)."""
+    ranked = ranked_names([test.code for test in tests if not test.entry_point])
+    return [
+        {**dataclasses.asdict(test), "names": referenced_names(test.code) if test.entry_point else ranked}
+        for test in tests
+    ]  # fmt: skip
+
+
+def run_assertion_tests(
+    sandbox: Sandbox, program: str, tests: Sequence[AssertionTest], *, deadline: float | None = None
+) -> list[bool]:
+    """Whether ``program`` passes each test, as reported by the judge; a test it never reported fails.
+
+    ``deadline`` (a ``time.monotonic()`` time) is the completion's budget: when it passes before
+    every test has a verdict, BudgetExceeded. SandboxError when a sandbox could not be started.
+    """
+    payloads = _payloads(tests)
     per_test_s = sandbox.limits.wall_time_s
-    deadline = time.monotonic() + per_test_s * (len(tests) + 1) + _STARTUP_SLACK_S
+    end = time.monotonic() + per_test_s * (len(payloads) + 1) + STARTUP_SLACK_S
+    if deadline is not None:
+        end = min(end, deadline)
     verdicts: list[bool] = []
-    while len(verdicts) < len(tests) and time.monotonic() < deadline:
-        got, clean = _run_pair(sandbox, program, tests[len(verdicts) :], deadline)
+    while len(verdicts) < len(payloads) and time.monotonic() < end:
+        got, ending = _run_pair(sandbox, program, payloads[len(verdicts) :], end)
         verdicts += got
-        if len(verdicts) < len(tests) and not (clean and got):
-            verdicts.append(False)  # the pair broke during this test
-    return verdicts + [False] * (len(tests) - len(verdicts))
+        if ending == "deadline":
+            break
+        if len(verdicts) < len(payloads) and ending != "stop":
+            verdicts.append(False)  # the pair broke, or the judge overran, during this test
+    if len(verdicts) < len(payloads) and deadline is not None and time.monotonic() >= deadline:
+        raise BudgetExceeded(f"{len(payloads) - len(verdicts)} of {len(payloads)} tests undecided at the budget's end")
+    return verdicts + [False] * (len(payloads) - len(verdicts))
 
 
-def _run_pair(sandbox: Sandbox, program: str, tests: list[AssertionTest], deadline: float) -> tuple[list[bool], bool]:
-    """Run ``tests`` on one candidate/judge pair: (the verdicts reported, whether the judge ended cleanly)."""
-    payload = json.dumps({"tests": [dataclasses.asdict(test) for test in tests]}).encode()
-    limits = dataclasses.replace(sandbox.limits, cpu_time_s=sandbox.limits.cpu_time_s * (len(tests) + 1))
-    harness_name, harness = harness_file(sandbox.python)
+def _run_pair(sandbox: Sandbox, program: str, payloads: list[dict], end: float) -> tuple[list[bool], str]:
+    """Run the tests on one candidate/judge pair: (the verdicts reported, how it ended: see :func:`_read_verdicts`)."""
+    data = json.dumps({"tests": payloads}).encode()
+    wall = max(0.05, min(sandbox.limits.wall_time_s, end - time.monotonic()))  # bounds the wait for bwrap to come up
+    limits = dataclasses.replace(sandbox.limits, wall_time_s=wall, cpu_time_s=sandbox.limits.cpu_time_s * (len(payloads) + 1))
+    harness_name, script = harness_file(sandbox.python)
     opened: list[int] = []
     processes: list[SandboxProcess] = []
     try:
         request_r, request_w = _pipe(opened)
         response_r, response_w = _pipe(opened)
         verdict_r, verdict_w = _pipe(opened)
-        tests_fd = _readable_copy(payload, opened)
+        tests_fd = _readable_copy(data, opened)
         judge_fds = [tests_fd, verdict_w, request_w, response_r]
         judge_args = ["judge", *map(str, judge_fds), repr(sandbox.limits.wall_time_s)]
-        processes.append(sandbox.start({harness_name: harness}, harness_name, judge_args, pass_fds=judge_fds, limits=limits, role="judge"))
+        processes.append(sandbox.start({harness_name: script}, harness_name, judge_args, pass_fds=judge_fds, limits=limits, role="judge"))
         candidate_args = ["candidate", PROGRAM_NAME, str(request_r), str(response_w)]
-        files = {harness_name: harness, PROGRAM_NAME: program}
+        files = {harness_name: script, PROGRAM_NAME: program}
         processes.append(sandbox.start(files, harness_name, candidate_args, pass_fds=[request_r, response_w], limits=limits))
         for fd in (request_r, request_w, response_r, response_w, verdict_w, tests_fd):
             _close(fd, opened)  # the sandboxes hold their ends now; the host keeps only the verdict
-        verdicts, clean = _read_verdicts(verdict_r, len(tests), deadline)
+        verdicts, ending = _read_verdicts(verdict_r, len(payloads), sandbox.limits.wall_time_s, end)
     finally:
         for process in reversed(processes):
             process.close()
         for fd in list(opened):
             _close(fd, opened)
-    if time.monotonic() < deadline and not all(process.started for process in processes):
+    if ending != "deadline" and not all(process.started for process in processes):
         raise SandboxError("the sandbox did not start the assertion-test judge or the program")
-    return verdicts, clean
+    return verdicts, ending
 
 
-def _read_verdicts(fd: int, count: int, deadline: float) -> tuple[list[bool], bool]:
-    """Read "K pass|fail" lines, then "done" or "stop"; anything else or a timeout ends the pair uncleanly."""
+def _read_verdicts(fd: int, count: int, per_test_s: float, end: float) -> tuple[list[bool], str]:
+    """Read "K pass|fail" lines until "done" or "stop"; (verdicts, how it ended).
+
+    Endings: "done" (every verdict), "stop" (the judge gave up on the candidate after its last
+    verdict), "broken" (the judge died or wrote nonsense), "overran" (a test's report did not come
+    within its limit + KILL_MARGIN_S), "deadline" (``end`` passed).
+    """
     verdicts: list[bool] = []
     buffer = b""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
+    line_due = time.monotonic() + STARTUP_SLACK_S + 2 * per_test_s + KILL_MARGIN_S  # start-up, the program's top level, test 0
     while True:
-        remaining = deadline - time.monotonic()
+        due = min(line_due, end)
+        remaining = due - time.monotonic()
         if remaining <= 0 or not poller.poll(remaining * 1000):
-            return verdicts, False
+            return verdicts, "deadline" if due == end else "overran"
         chunk = os.read(fd, 4096)
         buffer += chunk
         if not chunk or len(buffer) > 64 + 16 * count:
-            return verdicts, False
+            return verdicts, "broken"
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
             if line in (b"done", b"stop"):
-                return verdicts, line == b"stop" or len(verdicts) == count
+                return verdicts, "done" if line == b"done" and len(verdicts) == count else ("stop" if line == b"stop" else "broken")
             index, _, word = line.partition(b" ")
             if len(verdicts) == count or index != b"%d" % len(verdicts) or word not in (b"pass", b"fail"):
-                return verdicts, False
+                return verdicts, "broken"
             verdicts.append(word == b"pass")
+            line_due = time.monotonic() + per_test_s + KILL_MARGIN_S
 
 
 def _pipe(opened: list[int]) -> tuple[int, int]:
