@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -37,6 +39,13 @@ def test_a_worker_is_killed_at_its_deadline_and_replaced():
         assert after.value != before.value  # a new process
         (raised,) = pool.run(int, [("x",)], 10.0)
         assert raised.error == "ValueError: invalid literal for int() with base 10: 'x'"
+
+        def in_the_main_script():
+            return 1
+
+        in_the_main_script.__module__ = "__main__"
+        with pytest.raises(ValueError, match="in_the_main_script is defined in the main script"):
+            pool.run(in_the_main_script, [()], 10.0)
     finally:
         pool.close()
 
@@ -81,3 +90,24 @@ def test_hard_deadline_runs_the_reward_in_another_process_and_keeps_what_it_offe
 def test_hard_deadline_spec_errors(spec, message):
     with pytest.raises(ValueError, match=message):
         build_reward(spec)
+
+
+UNGUARDED = """\
+print("the script ran")  # at the top, with no `if __name__ == "__main__":` guard
+from cohort.rewards.math import MathAnswerReward
+print(MathAnswerReward(workers=2)(prompts=["", ""], completions=["7", "8"], answer=["7", "7"]))
+"""
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_workers_never_re_run_the_main_script(how, tmp_path):
+    """multiprocessing re-runs the main script in every spawn/forkserver child; ours must not (an
+    unguarded training script would train again in every worker; a script read from stdin has no
+    file to re-run). Real processes: the script runs once, and scores."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    command = [sys.executable, str(script)] if how == "file" else [sys.executable, "-"]
+    done = subprocess.run(command, input=None if how == "file" else UNGUARDED, capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.stdout.splitlines() == ["the script ran", "[1.0, 0.0]"], done.stderr
+    assert "Traceback" not in done.stderr

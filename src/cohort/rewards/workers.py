@@ -8,41 +8,77 @@ with its process, and the process is replaced.
 
 The pool is pebble's ``ProcessPool``: a well-kept library that does exactly this (a task's timeout
 counts from when a worker takes it, the worker is then stopped and replaced, a worker that dies fails
-only its own task), where ``concurrent.futures`` can only break the whole pool. Two settings of ours:
+only its own task), where ``concurrent.futures`` can only break the whole pool. Settings of ours:
 
 * Workers start through the ``forkserver`` method (``spawn`` where there is none): forking the
   trainer itself, a process with torch's thread pools and CUDA state, is unsafe. The fork server is a
   clean single-threaded process, started once per process that uses a pool, that imports the
-  ``preload`` modules (and those of the main script, :func:`_main_modules`) once; a new worker is
-  then a fork of it (~20 ms to its first task here), not a fresh interpreter (~0.3 s, and seconds
-  when the main script imports torch). The fork server is shared by the whole process: if something
-  else started it first, a new worker imports the modules itself (as under ``spawn``), slower but
-  the same.
+  ``preload`` modules once; a new worker is then a fork of it (~20 ms to its first task here), not a
+  fresh interpreter (~0.3 s). The fork server is shared by the whole process: if something else
+  started it first, a new worker imports the modules itself (as under ``spawn``), slower but the same.
+* A worker does not re-run the main script. multiprocessing has every ``spawn``/``forkserver`` child
+  do that, so that functions defined there can be sent to it, which is why scripts need an
+  ``if __name__ == "__main__":`` guard; a worker here only runs functions of importable modules, and
+  re-running a training script without the guard would train again inside every worker. So the
+  preparation data of processes named ``cohort-reward-worker`` leaves the main script out
+  (:func:`_preparation_data`, wrapping multiprocessing's ``spawn.get_preparation_data``); other
+  processes are untouched.
 * SIGTERM keeps its default action in a worker (pebble would run a Python handler, which cannot run
   during a C call and would leave the kill to its SIGKILL three seconds later).
 
-A pool's threads and processes end with the interpreter (pebble stops its workers at exit).
+Pools are stopped when the interpreter exits (an ``atexit`` hook of this module).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import signal
-import sys
 import threading
-import types
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
+from multiprocessing import spawn
 from typing import Any
 
 from pebble import ProcessExpired, ProcessPool
 
 logger = logging.getLogger(__name__)
 
+WORKER_NAME = "cohort-reward-worker"
 _PRELOAD: set[str] = {"cohort.rewards.workers"}
 _LOCK = threading.Lock()
+_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+_STDLIB_PREPARATION_DATA = spawn.get_preparation_data
+
+
+def _preparation_data(name: str) -> dict[str, Any]:
+    """multiprocessing's preparation data for a new process, without the main script for ours
+    (see the module docstring): a worker keeps the fork server's ``__main__`` and runs no user code."""
+    data = _STDLIB_PREPARATION_DATA(name)
+    if name == WORKER_NAME:
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+    return data
+
+
+spawn.get_preparation_data = _preparation_data
+
+
+class _NamingContext:
+    """A multiprocessing context whose processes are named WORKER_NAME (pebble names its own)."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 (multiprocessing's name)
+        kwargs["name"] = WORKER_NAME
+        return self.base.Process(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
 
 
 @dataclass(frozen=True)
@@ -83,33 +119,17 @@ def _worker_start(initializer: Callable[..., Any] | None, initargs: tuple) -> No
             pass
 
 
-def _main_modules() -> set[str]:
-    """The modules the main script took names from (``from cohort.cli import main``: ``cohort.cli``).
-
-    Every worker re-runs the main script before its first task: asked to preload ``__main__``, the
-    fork server never did before CPython 3.13.8 / 3.14.1 (gh-126631). Preloading what the script
-    imports makes that re-run cheap: for ``cohort train`` it is ``cohort.cli``, with torch and
-    transformers behind it, which each new worker would otherwise import again (1.5 s here).
-    """
-    main = sys.modules.get("__main__")
-    names = set()
-    for value in vars(main).values() if main is not None else ():
-        module = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
-        if isinstance(module, str) and module not in ("__main__", "__mp_main__", "builtins"):
-            names.add(module)
-    return names
-
-
 def _context(preload: Sequence[str]) -> Any:
-    """The multiprocessing context the workers start from (see the module docstring)."""
+    """The multiprocessing context the workers start from (see the module docstring). The fork
+    server preloads our modules only: not ``__main__``, Python's default, which would run the main
+    script in the fork server once CPython imports it there (3.13.8, 3.14.1; gh-126631)."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
+        return _NamingContext(multiprocessing.get_context("spawn"))
     context = multiprocessing.get_context("forkserver")
     with _LOCK:
         _PRELOAD.update(preload)
-        _PRELOAD.update(_main_modules())
-        context.set_forkserver_preload(["__main__", *sorted(_PRELOAD)])  # __main__: Python's own default
-    return context
+        context.set_forkserver_preload(sorted(_PRELOAD))
+    return _NamingContext(context)
 
 
 class WorkerPool:
@@ -128,6 +148,7 @@ class WorkerPool:
         self._initializer = (initializer, tuple(initargs))
         self._pool: ProcessPool | None = None
         self._lock = threading.Lock()
+        _POOLS.add(self)
 
     def _running(self) -> ProcessPool:
         """The pebble pool, made (again, if a broken one stopped) when needed."""
@@ -143,8 +164,12 @@ class WorkerPool:
     def run(self, function: Callable[..., Any], calls: Sequence[tuple], timeout_s: float) -> list[Outcome]:
         """``function(*args)`` for each ``args`` in ``calls``, spread over the workers; each call is
         killed (with its worker) once it has run ``timeout_s``. ``function`` must be importable by
-        name (a module-level function). An exception while waiting (the scorer's deadline, Ctrl-C)
-        cancels what has not finished, killing the workers still busy with it."""
+        name: a module-level function of a module other than the main script, which workers do not
+        run. An exception while waiting (the scorer's deadline, Ctrl-C) cancels what has not finished,
+        killing the workers still busy with it."""
+        if getattr(function, "__module__", None) in ("__main__", "__mp_main__"):
+            raise ValueError(f"{function.__qualname__} is defined in the main script, which reward workers do not "
+                             "run: move it to a module")
         pool = self._running()
         futures = [pool.schedule(_guarded, args=(function, *args), timeout=timeout_s) for args in calls]
         try:
@@ -189,3 +214,11 @@ def shared_pool(name: str, workers: int, preload: Sequence[str] = ()) -> WorkerP
         if key not in _SHARED:
             _SHARED[key] = WorkerPool(workers, preload=preload)
         return _SHARED[key]
+
+
+@atexit.register
+def _stop_pools() -> None:
+    """At exit, stop every pool: multiprocessing would otherwise wait for the workers forever (they
+    wait for tasks), and pebble's own exit hook stops only the workers it named."""
+    for pool in list(_POOLS):
+        pool.close()
