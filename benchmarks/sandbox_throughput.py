@@ -5,7 +5,9 @@
 Prints the isolation in use, then programs/s for a trivial program, for a typical small
 stdin/stdout solution, and for an unsandboxed ``python -I`` baseline run the same way, which shows
 what the sandbox itself costs; then an MBPP-style problem (a function and three asserts) scored
-through ``CodeExecutionReward``: completions/s and the sandboxes/s that took.
+through ``CodeExecutionReward``: completions/s and the sandboxes/s that took; then the same batch
+with one completion in eight hanging in every call, against the reward's bound for that batch
+(``worst_case_s``: ceil(N / workers) x (budget_s + teardown)).
 """
 
 from __future__ import annotations
@@ -91,6 +93,19 @@ def assertion_throughput(sandbox: Sandbox, runs: int) -> tuple[float, float]:
     return runs / elapsed, sandboxes / elapsed
 
 
+def hanging_batch(sandbox: Sandbox, runs: int) -> tuple[float, float]:
+    """(seconds, the reward's bound) scoring ``runs`` MBPP completions of which one in eight hangs in every call."""
+    reward = CodeExecutionReward(sandbox=sandbox)
+    hang = "import time\ndef similar_elements(a, b):\n    time.sleep(600)\n"
+    completions = [f"```python\n# attempt {i}\n{hang if i % 8 == 7 else MBPP_SOLUTION}```" for i in range(runs)]
+    start = time.perf_counter()
+    scores = reward(None, completions, tests=[MBPP_TESTS] * runs)
+    elapsed = time.perf_counter() - start
+    if scores != [0.0 if i % 8 == 7 else 1.0 for i in range(runs)]:
+        raise SystemExit(f"the hanging batch did not score as expected: {scores}")
+    return elapsed, reward.worst_case_s(runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=64, help="programs per measurement")
@@ -110,6 +125,8 @@ def main() -> None:
     print(f"same, plain subprocess, no sandbox: {plain:6.1f} programs/s")
     completions, sandboxes = assertion_throughput(sandbox, args.runs)
     print(f"MBPP-style, 3 asserts, via reward: {completions:6.1f} completions/s ({sandboxes:.1f} sandboxes/s)")
+    elapsed, bound = hanging_batch(sandbox, args.runs)
+    print(f"same, 1 in 8 hanging (0 each):    {args.runs / elapsed:6.1f} completions/s ({elapsed:.1f} s; bound {bound:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ first sandbox of each in a process logs one warning. The bwrap binary is ``bwrap
 file named by the environment variable ``COHORT_BWRAP``.
 
 Every layer adds resource limits set inside the sandbox just before the program starts
-(RLIMIT_CPU, RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE), a wall-clock limit
-enforced from outside, output capped by RLIMIT_FSIZE on the stdout/stderr files (the host never
-reads more than the cap; the files are the host's, mode 0600), and an environment built from scratch.
+(RLIMIT_CPU, RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE), a seccomp filter
+that closes the kernel's channels between sandboxes (:mod:`cohort.rewards.sandbox.seccomp`; without
+libseccomp no layer starts), a wall-clock limit enforced from outside, output capped by
+RLIMIT_FSIZE on the stdout/stderr files (the host never reads more than the cap; the files are the
+host's, mode 0600), and an environment built from scratch.
 """
 
 from __future__ import annotations
