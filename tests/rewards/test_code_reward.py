@@ -291,14 +291,14 @@ def test_a_completion_past_its_budget_scores_zero_not_its_fraction(sandbox, form
 @requires_bubblewrap
 def test_a_batch_of_hanging_programs_ends_within_its_bound(sandbox):
     """6 programs that hang in every test and 2 honest ones on 2 workers: at most 4 rounds of one budget each."""
-    reward = CodeExecutionReward(sandbox=sandbox, budget_s=1.0)
+    reward = CodeExecutionReward(sandbox=sandbox)  # the default budget, 1.5 s
     hang = _fenced("import time\ndef f(x):\n    time.sleep(60)")
     completions = [_fenced("def f(x):\n    return x * x")] + [hang] * 6 + [_fenced("def f(x):\n    return x * x  # another")]
     start = time.monotonic()
     scores = reward(None, completions, tests=[SQUARE_TESTS] * 8)
     elapsed = time.monotonic() - start
     assert scores == [1.0] + [0.0] * 6 + [1.0]
-    assert reward.worst_case_s(8) == pytest.approx(4 * 1.25)
+    assert reward.worst_case_s(8) == pytest.approx(4 * 1.75)
     assert elapsed < reward.worst_case_s(8) + 5.0, elapsed  # without a budget: 6 x 3 tests x 3 s / 2 workers = 27 s
 
 

@@ -198,7 +198,7 @@ try:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(b"\\0" + {tag}.encode())
     server.listen(1)
-    server.settimeout(4)
+    server.settimeout(3)
     print("BOUND", flush=True)
     connection, _ = server.accept()
     connection.sendall({secret})
@@ -208,7 +208,7 @@ except OSError as error:
 """
 SOCKET_CLIENT = """
 import socket, time
-deadline = time.monotonic() + 3
+deadline = time.monotonic() + 2
 while time.monotonic() < deadline:
     try:
         client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
