@@ -9,6 +9,7 @@ recomputed from the scorers' outputs equal the training report's.
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -24,6 +25,8 @@ from transformers import (
 from cohort.cli import main
 from cohort.reward_training import (
     REPORT_FILE,
+    grouped_metrics,
+    within_group_auc,
     DataError,
     OutcomeExample,
     ProcessExample,
@@ -131,8 +134,8 @@ def test_process_model_learns_step_labels(trained_prm):
 
 
 def test_process_reward_model_scores_what_training_optimised(trained_prm, char_tokenizer):
-    """ProcessRewardModel on the written directory scores each step at its separator with the
-    training-time logit (completions split at the marker as at scoring time)."""
+    """ProcessRewardModel on the written directory scores each step at its separator with the sigmoid
+    of the training-time logit (completions split at the marker as at scoring time)."""
     out, report, held_out = trained_prm
     prm = ProcessRewardModel(str(out), char_tokenizer, step_marker="\n", separator="\n", batch_size=5, device="cpu")
     completions = ["\n".join(e.steps) + "\n" for e in held_out]
@@ -143,8 +146,8 @@ def test_process_reward_model_scores_what_training_optimised(trained_prm, char_t
     for example, step_scores in zip(held_out, scored):
         with torch.no_grad():
             expected = unit_logits(model, [encode_process(prm.tokenizer, example, separator, None)], 0, torch.device("cpu"))
-        assert step_scores.rewards == pytest.approx(expected.tolist(), abs=1e-5)
-    flat = [r for s in scored for r in s.rewards]
+        assert step_scores.rewards == pytest.approx(expected.sigmoid().tolist(), abs=1e-6)  # probabilities, not logits
+    flat = [math.log(r / (1 - r)) for s in scored for r in s.rewards]  # back to logits
     recomputed = held_out_metrics(flat, [label for e in held_out for label in e.labels])
     assert recomputed.accuracy == report.held_out.accuracy
     assert recomputed.auc == pytest.approx(report.held_out.auc, abs=1e-12)
@@ -220,6 +223,65 @@ def test_auc_equals_the_pair_count(pairs):
     assert roc_auc(scores, positive) == wins / (len(pos) * len(neg))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([-1.0, 0.0, 0.5, 2.0]), st.booleans(), st.integers(0, 3)), min_size=1, max_size=30))
+def test_within_group_auc_counts_only_pairs_of_one_group(rows):
+    """Within-group AUC against the brute-force count over (positive, negative) pairs that share a group."""
+    scores, positive, groups = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+    pairs = [(a, b) for a in rows for b in rows if a[1] and not b[1] and a[2] == b[2]]
+    auc, count = within_group_auc(scores, positive, groups)
+    assert count == len(pairs)
+    if not pairs:
+        assert auc is None
+        return
+    assert auc == pytest.approx(sum(1.0 if a[0] > b[0] else 0.5 if a[0] == b[0] else 0.0 for a, b in pairs) / len(pairs), abs=1e-12)
+
+
+def test_within_group_auc_is_not_the_pooled_auc():
+    """A score that only knows how hard a prompt is: an easy prompt (7 right, 1 wrong) scores high, a
+    hard one (1 right, 7 wrong) low, and within each prompt the wrong sample scores a little higher.
+    Pooled, it looks good (AUC 49/64); within groups it ranks every pair backwards (0.0)."""
+    scores = [0.9] * 7 + [0.95] + [0.1] + [0.15] * 7
+    positive = [True] * 7 + [False] + [True] + [False] * 7
+    groups = ["easy"] * 8 + ["hard"] * 8
+    assert roc_auc(scores, positive) == 49 / 64
+    assert within_group_auc(scores, positive, groups) == (0.0, 14)
+
+
+def test_grouped_metrics_score_a_sample_by_its_weakest_step():
+    logits = [[2.0, -1.0], [0.5, 0.4], [1.0], [-2.0, 3.0, 1.0]]
+    labels = [(1.0, 0.0), (1.0, 1.0), (1.0,), (0.0, 0.0, 0.0)]
+    groups = ["p", "p", "q", "q"]
+    m = grouped_metrics(logits, labels, groups, process=True)
+    # weakest steps: p: -1.0 (label 0) vs 0.4 (label 1) -> right; q: 1.0 (label 1) vs -2.0 (label 0) -> right
+    assert (m.within_group_auc, m.within_group_pairs) == (1.0, 2)
+    # step 1: p: 0.5 (1) vs 2.0 (1): no pair; q: 1.0 (1) vs -2.0 (0): right; step 2: p: 0.4 (1) vs -1.0 (0): right
+    assert m.per_step_within_group_auc == [1.0, 1.0, None]
+    assert m.units == 8 and m.majority_accuracy == 0.5
+    outcome = grouped_metrics([[2.0], [1.0], [0.0], [3.0]], [(1.0,), (0.0,), (1.0,), (0.0,)], groups, process=False)
+    assert (outcome.within_group_auc, outcome.per_step_within_group_auc) == (0.5, [])
+
+
+def test_the_held_out_split_keeps_every_prompt_whole(tiny_llama_dir, tmp_path):
+    data = [OutcomeExample(f"q{i // 6}:", _tail(random.Random(i), i % 2 == 0), float(i % 2 == 0)) for i in range(60)]
+    report = train_outcome_model(data, str(tiny_llama_dir), tmp_path / "rm", held_out_fraction=0.2, **FAST)
+    assert report.held_out_examples == 12 and report.train_examples == 48  # two whole prompts of six samples
+    assert report.held_out.within_group_pairs == 2 * 3 * 3  # each held-out prompt: 3 good x 3 bad samples
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny_llama_dir, tmp_path):
+    data, held = outcome_data(64, seed=8), outcome_data(40, seed=9)
+    report = train_outcome_model(data, str(tiny_llama_dir), tmp_path / "rm", held_out=held, lr=3e-3, epochs=6, batch_size=16,
+                                 device="cpu", patience=1)
+    scores = [e["within_group_auc"] if e["within_group_auc"] is not None else e["auc"] for e in report.epoch_held_out]
+    assert 1 <= report.best_epoch <= len(scores) <= 6
+    assert scores[report.best_epoch - 1] == max(scores)
+    assert len(scores) == 6 or scores[-1] <= max(scores)  # stopped one epoch after no improvement
+    assert report.held_out.to_dict() == report.epoch_held_out[report.best_epoch - 1]
+    saved = build_reward({"name": "reward_model", "path": str(tmp_path / "rm")}).fn([e.prompt for e in held], [e.completion for e in held])
+    assert held_out_metrics(saved, [e.label for e in held]).accuracy == report.held_out.accuracy  # the best epoch's weights
+
+
 def test_held_out_metrics_threshold_and_loss():
     metrics = held_out_metrics([2.0, -1.0, 0.0, -3.0], [1.0, 0.0, 0.25, 0.75])  # 0.25 is negative, 0.75 positive
     assert metrics.positives == 2 and metrics.negatives == 2
@@ -281,14 +343,14 @@ def test_cli_trains_both_kinds_end_to_end(tiny_llama_dir, tmp_path, capsys):
     code = main(["train-rm", "outcome", str(data), "--base", str(tiny_llama_dir), "--out", str(tmp_path / "orm"),
                  "--held-out", "0.2", "--epochs", "2", "--lr", "3e-3", "--batch-size", "16", "--device", "cpu"])
     printed = capsys.readouterr().out
-    assert code == 0 and "held-out: accuracy" in printed and "AUC" in printed
-    assert json.loads((tmp_path / "orm" / REPORT_FILE).read_text())["held_out_examples"] == 24
+    assert code == 0 and "held-out: within-group AUC" in printed and "majority class" in printed
+    assert json.loads((tmp_path / "orm" / REPORT_FILE).read_text())["held_out_examples"] == 25  # 0.2 x 120, whole prompts
     rows = [{"prompt": e.prompt, "completion": ";".join(e.steps), "labels": list(e.labels)} for e in process_data(60, seed=2)]
     (tmp_path / "prm.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     held = write_examples(tmp_path / "held.jsonl", process_data(10, seed=3))
     code = main(["train-rm", "process", str(tmp_path / "prm.jsonl"), "--base", str(tiny_llama_dir), "--out",
                  str(tmp_path / "prm"), "--held-out", str(held), "--step-marker", ";", "--lr", "3e-3", "--device", "cpu"])
-    assert code == 0 and "held-out: accuracy" in capsys.readouterr().out
+    assert code == 0 and "held-out: within-group AUC" in capsys.readouterr().out
     report = json.loads((tmp_path / "prm" / REPORT_FILE).read_text())
     assert report["held_out_examples"] == 10 and report["train_units"] == sum(len(r["labels"]) for r in rows)
     code = main(["train-rm", "outcome", str(data), "--init", str(tmp_path / "orm"), "--out", str(tmp_path / "orm2"),

@@ -13,6 +13,7 @@ does. Batches are right-padded, as in both scorers.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,23 +29,31 @@ class Encoded:
     """One example as model input: token ids, where it is scored, and the label of each scored unit.
 
     ``positions`` is None for an outcome example (the classification head pools the last non-pad
-    token) and the 0-based position of each step's score for a process example.
+    token) and the 0-based position of each step's score for a process example. ``group`` names the
+    example's prompt: samples of one prompt are compared with each other (within-group AUC).
     """
 
     ids: list[int]
     positions: tuple[int, ...] | None
     labels: tuple[float, ...]
     truncated: bool = False
+    group: str = ""
+
+
+def group_key(prompt: Any) -> str:
+    """A hashable name for a prompt (a string as is, chat messages as canonical JSON)."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
 
 
 def encode_outcome(tokenizer, example: OutcomeExample, max_length: int | None) -> Encoded:
     """The outcome RM's input for one example (what RewardModelReward scores)."""
     text = conversation_text(tokenizer, example.prompt, example.completion)
     full = tokenizer(text)["input_ids"]
+    group = group_key(example.prompt)
     if max_length is None or len(full) <= max_length:
-        return Encoded(list(full), None, (example.label,))
+        return Encoded(list(full), None, (example.label,), group=group)
     ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
-    return Encoded(list(ids), None, (example.label,), truncated=True)
+    return Encoded(list(ids), None, (example.label,), truncated=True, group=group)
 
 
 def prm_prompt_text(tokenizer, prompt: Any) -> str:
@@ -72,12 +81,13 @@ def encode_process(tokenizer, example: ProcessExample, separator: Sequence[int],
     for step in example.steps:
         ids += tokenizer(step, add_special_tokens=False)["input_ids"] + list(separator)
         positions.append(len(ids) - 1)
+    group = group_key(example.prompt)
     if max_length is None or len(ids) <= max_length:
-        return Encoded(ids, tuple(positions), example.labels)
+        return Encoded(ids, tuple(positions), example.labels, group=group)
     kept = [p for p in positions if p < max_length]
     if not kept:
         return None
-    return Encoded(ids[:max_length], tuple(kept), example.labels[: len(kept)], truncated=True)
+    return Encoded(ids[:max_length], tuple(kept), example.labels[: len(kept)], truncated=True, group=group)
 
 
 def collate(items: Sequence[Encoded], pad_token_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +46,13 @@ from cohort.reward_training.encoding import (
     Encoded,
     encode_outcome,
     encode_process,
+    group_key,
     separator_ids,
     unit_labels,
     unit_logits,
 )
 from cohort.reward_training.examples import Example, OutcomeExample, ProcessExample
-from cohort.reward_training.metrics import HeldOutMetrics, held_out_metrics
+from cohort.reward_training.metrics import HeldOutMetrics, grouped_metrics
 
 OUTCOME, PROCESS = "outcome", "process"
 REPORT_FILE = "training.json"
@@ -77,6 +79,8 @@ class RewardTrainingOptions:
     threads: int | None = None  # torch CPU threads while training (None: leave as is)
     separator: str = "\n"  # PRM only: what follows each step (ProcessRewardModel's separator)
     eval_before: bool = True  # also measure the held-out metrics of the starting model
+    patience: int | None = None  # early stopping: stop after this many epochs without a better held-out
+    # within-group AUC and keep the best epoch's weights (None: run every epoch, keep the last)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -90,6 +94,8 @@ class RewardTrainingOptions:
             raise ValueError(f"reward training: max_length must be None or >= 2, got {self.max_length}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"reward training: threads must be None or >= 1, got {self.threads}")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise ValueError(f"reward training: patience must be None or an integer >= 1, got {self.patience!r}")
 
 
 @dataclass
@@ -97,7 +103,9 @@ class RewardTrainingReport:
     """What a reward-model training run did and how well the result separates good from bad.
 
     Units are what gets a score: examples for the outcome RM, steps for the PRM. ``held_out`` is
-    measured after training, ``held_out_before`` on the starting model (None without a held-out set).
+    measured on the weights that were saved, ``held_out_before`` on the starting model (None without
+    a held-out set); ``epoch_held_out`` after every epoch, and ``best_epoch`` is the epoch whose
+    weights were saved (the best held-out within-group AUC under early stopping, else the last).
     """
 
     kind: str
@@ -117,6 +125,8 @@ class RewardTrainingReport:
     seconds: float
     options: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)  # earlier runs on this model (continued training)
+    epoch_held_out: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -125,21 +135,35 @@ class RewardTrainingReport:
         return data
 
     def summary(self) -> str:
-        """A few lines for a console: sizes, held-out accuracy and AUC (before -> after)."""
-
-        def metrics(m: HeldOutMetrics | None) -> str:
-            auc = "n/a" if m is None or m.auc is None else f"{m.auc:.4f}"
-            return "n/a" if m is None else f"accuracy {m.accuracy:.4f}, AUC {auc}"
-
+        """A few lines for a console: sizes, then the held-out within-group AUC (the headline; per step
+        index for a PRM), pooled accuracy and AUC and the majority-class baseline, before -> after."""
         units = "steps" if self.kind == PROCESS else "examples"
         held = self.held_out.units if self.held_out else 0
         lines = [
             f"{self.kind} reward model ({self.init_mode.replace('_', ' ')} from {self.init}): {self.train_units} train / "
-            f"{held} held-out {units}, {self.optimizer_steps} optimizer steps in {self.seconds:.1f} s",
-            f"held-out: {metrics(self.held_out)}" + (f" (before: {metrics(self.held_out_before)})" if self.held_out_before else ""),
-            f"wrote {self.out_dir}",
+            f"{held} held-out {units}, {self.optimizer_steps} optimizer steps in {len(self.epoch_losses)} epoch(s) "
+            f"(saved: epoch {self.best_epoch}) in {self.seconds:.1f} s",
+            f"held-out: {describe_metrics(self.held_out)}",
         ]
+        if self.held_out_before:
+            lines.append(f"before:   {describe_metrics(self.held_out_before)}")
+        lines.append(f"wrote {self.out_dir}")
         return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def describe_metrics(m: HeldOutMetrics | None) -> str:
+    """One line: within-group AUC (and per step index), pooled accuracy / AUC, majority baseline."""
+    if m is None:
+        return "n/a (no held-out set)"
+    per_step = ""
+    if m.per_step_within_group_auc:
+        per_step = " (per step: " + ", ".join(_number(v) for v in m.per_step_within_group_auc) + ")"
+    return (f"within-group AUC {_number(m.within_group_auc)} over {m.within_group_pairs} pairs{per_step}; pooled "
+            f"accuracy {m.accuracy:.4f} (majority class {m.majority_accuracy:.4f}), AUC {_number(m.auc)}")
 
 
 def train_outcome_model(examples: Sequence[OutcomeExample], init: str, out_dir: str | Path, *,
@@ -211,15 +235,19 @@ def _train(kind: str, examples: Sequence[Example], init: str, out_dir: str | Pat
         if not train_items:
             raise ValueError(f"{kind} reward training: no training example fits within {_max_length(model, options)} tokens")
         pad = tokenizer.pad_token_id
-        before = _evaluate(model, held_items, options.batch_size, pad, device) if options.eval_before else None
-        curve, epoch_losses = _fit(model, train_items, options, pad, device, generator)
-        after = _evaluate(model, held_items, options.batch_size, pad, device)
+
+        def measure() -> HeldOutMetrics | None:
+            return _evaluate(model, held_items, options.batch_size, pad, device, kind)
+
+        before = measure() if options.eval_before else None
+        fit = _fit(model, train_items, options, pad, device, generator, measure)
     report = RewardTrainingReport(
         kind=kind, init=str(init), init_mode=mode, out_dir=str(out_dir), train_examples=len(train_examples),
         held_out_examples=len(held_examples), train_units=sum(len(i.labels) for i in train_items),
-        truncated=sum(i.truncated for i in train_items + held_items), dropped=dropped, optimizer_steps=len(curve),
-        loss_curve=curve, epoch_losses=epoch_losses, held_out=after, held_out_before=before,
-        seconds=time.perf_counter() - start, options=dataclasses.asdict(options), history=history)
+        truncated=sum(i.truncated for i in train_items + held_items), dropped=dropped, optimizer_steps=len(fit.curve),
+        loss_curve=fit.curve, epoch_losses=fit.epoch_losses, held_out=fit.held_out, held_out_before=before,
+        seconds=time.perf_counter() - start, options=dataclasses.asdict(options), history=history,
+        epoch_held_out=[m.to_dict() if m else {} for m in fit.epoch_held_out], best_epoch=fit.best_epoch)
     _save(model, tokenizer, Path(out_dir), report)
     return report
 
@@ -273,51 +301,108 @@ def _encoder(kind: str, tokenizer, options: RewardTrainingOptions, model) -> Cal
 
 
 def _split(examples: Sequence[Example], fraction: float, generator: torch.Generator) -> tuple[list[Example], list[Example]]:
-    """A seeded held-out share (at least one example when the fraction is > 0 and there are two)."""
-    count = len(examples)
-    held = 0 if fraction == 0 or count < 2 else min(max(1, round(fraction * count)), count - 1)
-    order = torch.randperm(count, generator=generator).tolist()
-    held_index = set(order[:held])
-    return ([e for i, e in enumerate(examples) if i not in held_index],
-            [e for i, e in enumerate(examples) if i in held_index])
+    """A seeded held-out share of whole prompts (every sample of a held-out prompt is held out, so
+    within-group AUC has groups to compare): prompts in a seeded order until ``fraction`` of the
+    examples; at least one prompt when the fraction is > 0 and there are two."""
+    keys = [group_key(e.prompt) for e in examples]
+    distinct = list(dict.fromkeys(keys))
+    if fraction == 0 or len(distinct) < 2:
+        return list(examples), []
+    wanted, held_groups, taken = max(1, round(fraction * len(examples))), set(), 0
+    count = Counter(keys)
+    for index in torch.randperm(len(distinct), generator=generator).tolist()[: len(distinct) - 1]:
+        if taken >= wanted:
+            break
+        held_groups.add(distinct[index])
+        taken += count[distinct[index]]
+    return ([e for e, k in zip(examples, keys) if k not in held_groups],
+            [e for e, k in zip(examples, keys) if k in held_groups])
+
+
+@dataclass
+class _Fit:
+    """What fitting did: the loss curve, per-epoch losses and held-out metrics, the epoch kept."""
+
+    curve: list[float]
+    epoch_losses: list[float]
+    epoch_held_out: list[HeldOutMetrics | None]
+    held_out: HeldOutMetrics | None
+    best_epoch: int
+
+
+def _selection_score(metrics: HeldOutMetrics | None) -> float:
+    """What early stopping maximises: the within-group AUC, else the pooled AUC, else -loss."""
+    if metrics is None:
+        return 0.0
+    for value in (metrics.within_group_auc, metrics.auc):
+        if value is not None:
+            return value
+    return -metrics.loss
 
 
 def _fit(model, items: list[Encoded], options: RewardTrainingOptions, pad: int, device: torch.device,
-         generator: torch.Generator) -> tuple[list[float], list[float]]:
-    """Epochs of shuffled mini-batches; the loss is the mean BCE over the batch's scored units."""
+         generator: torch.Generator, measure: Callable[[], HeldOutMetrics | None]) -> _Fit:
+    """Epochs of shuffled mini-batches (the loss is the mean BCE over the batch's scored units), the
+    held-out set measured after each; with ``patience``, stop once that many epochs bring no better
+    within-group AUC and restore the best epoch's weights."""
     batches_per_epoch = -(-len(items) // options.batch_size)
     optimizer, scheduler = build_optimizer(
         model.parameters(), lr=options.lr, betas=(0.9, 0.999), weight_decay=options.weight_decay, eps=1e-8,
         schedule=options.schedule, total_steps=options.epochs * batches_per_epoch, warmup_steps=options.warmup_steps,
         min_ratio=0.0)
-    curve, epoch_losses = [], []
-    for _ in range(options.epochs):
-        order = torch.randperm(len(items), generator=generator).tolist()
-        losses = []
-        for start in range(0, len(items), options.batch_size):
-            batch = [items[i] for i in order[start : start + options.batch_size]]
-            logits = unit_logits(model, batch, pad, device)  # [units]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, unit_labels(batch, device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if options.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-        curve.extend(losses)
-        epoch_losses.append(sum(losses) / len(losses))
-    return curve, epoch_losses
+    fit = _Fit([], [], [], None, 0)
+    best_state, best_score = None, float("-inf")
+    for epoch in range(1, options.epochs + 1):
+        losses = _epoch(model, items, options, pad, device, generator, optimizer, scheduler)
+        fit.curve.extend(losses)
+        fit.epoch_losses.append(sum(losses) / len(losses))
+        metrics = measure()
+        fit.epoch_held_out.append(metrics)
+        if options.patience is None:
+            fit.held_out, fit.best_epoch = metrics, epoch
+            continue
+        if _selection_score(metrics) > best_score:
+            best_score, fit.held_out, fit.best_epoch = _selection_score(metrics), metrics, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - fit.best_epoch >= options.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return fit
+
+
+def _epoch(model, items: list[Encoded], options: RewardTrainingOptions, pad: int, device: torch.device,
+           generator: torch.Generator, optimizer, scheduler) -> list[float]:
+    """One shuffled pass; returns the loss of every optimizer step."""
+    order = torch.randperm(len(items), generator=generator).tolist()
+    losses = []
+    for start in range(0, len(items), options.batch_size):
+        batch = [items[i] for i in order[start : start + options.batch_size]]
+        logits = unit_logits(model, batch, pad, device)  # [units]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, unit_labels(batch, device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if options.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+    return losses
 
 
 @torch.no_grad()
-def _evaluate(model, items: list[Encoded], batch_size: int, pad: int, device: torch.device) -> HeldOutMetrics | None:
+def _evaluate(model, items: list[Encoded], batch_size: int, pad: int, device: torch.device, kind: str) -> HeldOutMetrics | None:
+    """Every held-out metric of the model as it is now (None without a held-out set)."""
     if not items:
         return None
     logits: list[float] = []
     for start in range(0, len(items), batch_size):
         logits.extend(unit_logits(model, items[start : start + batch_size], pad, device).tolist())
-    return held_out_metrics(logits, [label for item in items for label in item.labels])
+    per_item, cursor = [], 0
+    for item in items:
+        per_item.append(logits[cursor : cursor + len(item.labels)])
+        cursor += len(item.labels)
+    return grouped_metrics(per_item, [item.labels for item in items], [item.group for item in items], kind == PROCESS)
 
 
 def _save(model, tokenizer, out_dir: Path, report: RewardTrainingReport) -> None:
