@@ -6,8 +6,11 @@ import itertools
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cohort.data.multistep import (
+    HARD_NEGATIVES,
     MAX_OPERAND,
     MAX_OPERATIONS,
     MAX_RESULT,
@@ -17,12 +20,16 @@ from cohort.data.multistep import (
     completion_steps,
     final_answer,
     first_error,
+    hard_negative,
+    is_step_line,
     iter_problems,
     make_problem,
     parse_prompt,
+    prefix_correct,
     random_problem,
     split_of,
     split_problems,
+    well_formed,
 )
 from cohort.data.tasks import load_task
 
@@ -207,3 +214,55 @@ def test_check_steps_gives_one_verdict_per_step_for_any_marker():
     assert final_answer(completion, marker=";") == "44"
     with pytest.raises(ValueError, match="marker"):
         check_steps(PROMPT, GOLD, marker="")
+
+
+# --- the format the rule enforces, prefix correctness, hard negatives -------------------------------
+
+
+def test_well_formed_is_one_operation_per_line_and_one_line_per_operation():
+    prompt = "12+7-5+30="
+    assert well_formed(prompt, "12+7=19\n19-5=14\n14+30=44")
+    assert well_formed(prompt, "12+7=19\n19-5=15\n15+30=45")  # wrong steps are still well formed
+    assert not well_formed(prompt, "12+7-5=14\n14+30=44")  # merged lines
+    assert not well_formed(prompt, "12+7=19\n19-5=14")  # a missing line
+    assert not well_formed(prompt, "12+7=19\n19-5=14\n14+30=44\n44+0=44")  # an extra line
+    assert not well_formed(prompt, "12+7=19\n19-5=14\n14+30=44=44")  # a garbled line
+    assert not well_formed(prompt, "")
+    assert well_formed("Q: 1+2?", "1+2=3") and not well_formed("Q: 1+2?", "1+2+0=3")  # no problem to count: lines only
+    assert [is_step_line(s) for s in ("0+0=0", "07+1=8", "1+2=3 ", "1*2=2")] == [True, False, False, False]
+
+
+def test_prefix_correct_is_the_running_and_of_the_step_verdicts():
+    prompt = "12+7-5+30="
+    assert prefix_correct(prompt, "12+7=19\n19-5=14\n14+30=44") == [True, True, True]
+    assert prefix_correct(prompt, "12+7=19\n19-5=15\n15+30=45") == [True, False, False]  # step 3 is right but after an error
+    assert prefix_correct(prompt, "12+7=19\n19-5=14\n14+30=44\n44+0=44") == [True, True, True, False]
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from(HARD_NEGATIVES))
+def test_hard_negatives_carry_one_mistake_of_their_kind(seed, kind):
+    rng = random.Random(seed)
+    row = random_problem(rng)
+    text = hard_negative(row["prompt"], kind, rng)
+    if text is None:
+        return
+    verdicts = check_steps(row["prompt"], text)
+    operations = row["solution"].count("\n") + 1
+    assert not all(verdicts) or len(verdicts) != operations  # never the gold solution
+    if kind in ("wrong_result", "wrong_carry"):
+        assert well_formed(row["prompt"], text) and verdicts.count(False) == 1  # one bad line; the rest carries on correctly
+        assert final_answer(text) != row["answer"]
+    elif kind == "merged_lines":
+        assert not well_formed(row["prompt"], text) and final_answer(text) == row["answer"]  # right answer, wrong format
+    else:
+        assert len(verdicts) == operations - 1
+
+
+def test_split_problems_by_number_of_operations():
+    four = split_problems("test", operations=4)
+    assert len(four) == NUM_SPLIT_PROBLEMS["test"] and all(row["solution"].count("\n") == 3 for row in four)
+    assert not {r["prompt"] for r in four} & {r["prompt"] for r in split_problems("train", operations=4)}
+    assert all(split_of(r["prompt"]) == "test" for r in four)
+    with pytest.raises(ValueError, match="operations must be in 2..4"):
+        split_problems("test", operations=5)

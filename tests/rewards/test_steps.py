@@ -44,6 +44,18 @@ def test_final_answer_reward_scores_the_last_steps_result():
         reward([PROMPT], [GOLD], solution=[GOLD])
 
 
+def test_the_rule_refuses_what_the_format_forbids():
+    """Merged, malformed, missing or extra lines score 0 whatever the last number says; strict_format=False
+    is the old rule (the last number only). A template around the problem still has its lines counted."""
+    reward = FinalAnswerReward()
+    completions = ["12+7-5=14\n14+30=44", "12+7=19\n19-5=14\n14+30=44=44", "19-5=14\n14+30=44",
+                   "12+7=19\n19-5=14\n14+30=44\n44+0=44", "12+7=19\n19-5=15\n14+30=44"]
+    assert reward([PROMPT] * 5, completions, answer=["44"] * 5) == [0.0, 0.0, 0.0, 0.0, 1.0]  # the last: right answer, wrong step
+    assert FinalAnswerReward(strict_format=False)([PROMPT] * 5, completions, answer=["44"] * 5) == [1.0] * 5
+    assert reward(["Solve: 12+7-5+30="] * 2, [GOLD, completions[0]], answer=["44", "44"]) == [1.0, 0.0]
+    assert build_reward({"name": "final_answer", "strict_format": False}).fn([PROMPT], [completions[0]], answer=["44"]) == [1.0]
+
+
 def test_final_answer_is_a_registered_correctness_reward():
     named = build_reward({"name": "final_answer", "answer_column": "target"})
     assert named.name == "final_answer" and correctness_reward([named]) is named

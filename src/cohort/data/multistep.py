@@ -12,7 +12,9 @@ each line is one step that can be checked on its own: ``check_steps`` says, line
 the line applies the problem's next operator and operand to the previous line's result and
 computes it correctly. It is the *gold* step checker, for tests and analysis (e.g. comparing a
 trained PRM or Monte-Carlo step labels against the truth), not a training signal unless asked.
-``final_answer`` extracts the number after the last ``=`` of the last line (the outcome reward).
+``final_answer`` extracts the number after the last ``=`` of the last line (the outcome reward);
+``well_formed`` is the format the outcome rule also requires: one ``a+b=c`` / ``a-b=c`` line per
+operation, so merged, malformed, missing or extra lines score 0 whatever the last number says.
 
 Operands and every running result are whole numbers 0..99 (each step is a two-digit addition or
 subtraction, the difficulty of the ``arithmetic`` task), so the character vocabulary is just
@@ -166,23 +168,28 @@ def iter_problems(split: str = "train", seed: int = 0) -> Iterator[dict[str, str
 
 
 @functools.lru_cache(maxsize=None)
-def _split_sample(split: str) -> tuple[tuple[str, str, str], ...]:
+def _split_sample(split: str, operations: int | None = None) -> tuple[tuple[str, str, str], ...]:
     seen: dict[str, tuple[str, str, str]] = {}
-    stream = iter_problems(split, seed=-1)  # seed -1: apart from the seeds runs use
+    stream = iter_problems(split, seed=-1 if operations is None else -1 - operations)  # apart from the seeds runs use
     while len(seen) < NUM_SPLIT_PROBLEMS[split]:
         problem = next(stream)
-        seen.setdefault(problem["prompt"], (problem["prompt"], problem["answer"], problem["solution"]))
+        if operations is None or problem["solution"].count(STEP_MARKER) + 1 == operations:
+            seen.setdefault(problem["prompt"], (problem["prompt"], problem["answer"], problem["solution"]))
     return tuple(seen.values())
 
 
-def split_problems(split: str) -> list[dict[str, str]]:
-    """A fixed sample of ``NUM_SPLIT_PROBLEMS[split]`` distinct problems of ``split``, in a fixed order.
+def split_problems(split: str, operations: int | None = None) -> list[dict[str, str]]:
+    """A fixed sample of ``NUM_SPLIT_PROBLEMS[split]`` distinct problems of ``split``, in a fixed order;
+    with ``operations``, only problems of that many operations (e.g. 4: the longest chains, where a
+    sampled group most often holds no right answer and the outcome signal is sparsest).
 
     Rows are ``{"prompt", "answer", "solution"}``; ``solution`` is the gold worked completion.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return [{"prompt": p, "answer": a, "solution": s} for p, a, s in _split_sample(split)]
+    if operations is not None and not MIN_OPERATIONS <= operations <= MAX_OPERATIONS:
+        raise ValueError(f"operations must be in {MIN_OPERATIONS}..{MAX_OPERATIONS} or None, got {operations!r}")
+    return [{"prompt": p, "answer": a, "solution": s} for p, a, s in _split_sample(split, operations)]
 
 
 def completion_steps(completion: str, marker: str = STEP_MARKER) -> list[str]:
@@ -253,3 +260,97 @@ def first_error(prompt: str, completion: str, marker: str = STEP_MARKER) -> int 
         return wrong
     expected = len(parse_prompt(prompt)[1])
     return None if len(verdicts) == expected else len(verdicts) + 1
+
+
+def is_step_line(step: str) -> bool:
+    """Whether one step reads ``left op right = result`` with a single operator (numbers without
+    leading zeros); a merged line such as ``12+7-5=14`` does not.
+
+    >>> is_step_line("19-5=14"), is_step_line("12+7-5=14"), is_step_line("19-5 = 14")
+    (True, False, False)
+    """
+    return _LINE.fullmatch(step) is not None
+
+
+def well_formed(prompt: str, completion: str, marker: str = STEP_MARKER) -> bool:
+    """The task's format: every step is one operation (``is_step_line``) and there is one step per
+    operation of the problem. What the steps compute is not checked here (``check_steps`` does).
+    A prompt that is not a multi-step problem (a template around it, say) only has its lines checked.
+
+    >>> well_formed("12+7-5=", "12+7=19\\n19-5=14"), well_formed("12+7-5=", "12+7-5=14")
+    (True, False)
+    """
+    steps = completion_steps(completion, marker)
+    if not steps or not all(is_step_line(step) for step in steps):
+        return False
+    try:
+        expected = len(parse_prompt(prompt)[1])
+    except ValueError:
+        return True
+    return len(steps) == expected
+
+
+def prefix_correct(prompt: str, completion: str, marker: str = STEP_MARKER) -> list[bool]:
+    """For each step k, whether steps 1..k are all right (``check_steps``): the gold counterpart of a
+    Monte-Carlo step label ("can this prefix still reach the right answer?").
+
+    >>> prefix_correct("12+7-5+30=", "12+7=19\\n19-5=15\\n15+30=45")
+    [True, False, False]
+    """
+    verdicts, running = [], True
+    for ok in check_steps(prompt, completion, marker):
+        running = running and ok
+        verdicts.append(running)
+    return verdicts
+
+
+HARD_NEGATIVES = ("wrong_result", "wrong_carry", "merged_lines", "skipped_step")
+"""The mistakes ``hard_negative`` writes into a completion: the kinds a partly trained policy makes."""
+
+
+def _carry_on(lines: list[str], operations: list[tuple[str, int]], running: int) -> list[str]:
+    """Lines that apply ``operations`` one by one from ``running``, computing each result correctly."""
+    out = []
+    for operator, operand in operations:
+        result = _apply(running, operator, operand)
+        out.append(f"{running}{operator}{operand}={result}")
+        running = result
+    return lines + out
+
+
+def hard_negative(prompt: str, kind: str, rng: random.Random, marker: str = STEP_MARKER) -> str | None:
+    """The problem's worked solution with one mistake of ``kind`` (``HARD_NEGATIVES``), later lines
+    carrying it on as a policy that continues its own text would; None when the problem has no room
+    for it (a single operation cannot skip a step, a result would leave 0..MAX_RESULT).
+
+    ``wrong_result``: a line's result off by 1..10; ``wrong_carry``: a line starts from a number other
+    than the previous result; ``merged_lines``: two operations written on one line
+    (``12+7-5=14``); ``skipped_step``: an operation left out. Every number stays in 0..MAX_RESULT.
+
+    >>> hard_negative("12+7-5=", "merged_lines", random.Random(0))
+    '12+7-5=14'
+    """
+    if kind not in HARD_NEGATIVES:
+        raise ValueError(f"kind must be one of {HARD_NEGATIVES}, got {kind!r}")
+    operands, operators = parse_prompt(prompt)
+    steps = list(zip(operators, operands[1:]))
+    k = rng.randrange(len(steps) if kind == "wrong_result" else len(steps) - 1)  # the others need a step after k
+    gold = solution_lines(operands, operators)
+    running = [operands[0]] + [int(line.rsplit("=", 1)[1]) for line in gold]  # running[i]: value before step i
+    if kind == "merged_lines":
+        (op1, n1), (op2, n2) = steps[k], steps[k + 1]
+        merged = f"{running[k]}{op1}{n1}{op2}{n2}={running[k + 2]}"
+        lines = _carry_on(gold[:k] + [merged], steps[k + 2 :], running[k + 2])
+    elif kind == "skipped_step":
+        lines = _carry_on(gold[:k], steps[k + 1 :], running[k])
+    else:
+        offset = rng.choice((-1, 1)) * rng.randint(1, 10)
+        if kind == "wrong_result":
+            head = gold[k].rsplit("=", 1)[0]
+            lines = _carry_on(gold[:k] + [f"{head}={running[k + 1] + offset}"], steps[k + 1 :], running[k + 1] + offset)
+        else:
+            lines = _carry_on(gold[: k + 1], steps[k + 1 :], running[k + 1] + offset)
+    negative = any("=-" in line or line.startswith("-") for line in lines)
+    if negative or any(int(n) > MAX_RESULT for line in lines for n in re.findall(r"[0-9]+", line)):
+        return None
+    return marker.join(lines)

@@ -1,6 +1,6 @@
 """Tasks: a training split, an optional held-out split, and the rewards that score them.
 
-``load_task`` takes a built-in task name (``arithmetic``, ``multistep``) or a path to a local file
+``load_task`` takes a built-in task name (``arithmetic``, ``multistep``, ``multistep4``) or a path to a local file
 whose rows have a prompt and an answer column; a file task's default reward is exact match of the
 answer.
 """
@@ -62,7 +62,18 @@ def _multistep(seed: int) -> Task:
     )
 
 
-BUILTIN_TASKS: dict[str, Callable[[int], Task]] = {"arithmetic": _arithmetic, "multistep": _multistep}
+def _multistep4(seed: int) -> Task:
+    """The multi-step task's 4-operation problems only (20,000 training, 1,000 held-out): the longest
+    chains, where the outcome signal is sparsest (process supervision's case)."""
+    return Task(
+        name="multistep4",
+        train=_rows(multistep.split_problems("train", operations=4)),
+        test=_rows(multistep.split_problems("test", operations=4)),
+        default_rewards=({"name": "final_answer", "weight": 1.0},),
+    )
+
+
+BUILTIN_TASKS: dict[str, Callable[[int], Task]] = {"arithmetic": _arithmetic, "multistep": _multistep, "multistep4": _multistep4}
 
 
 def _read_rows(file: str | Path, data_format: str, question_column: str | None, solution_column: str | None) -> datasets.Dataset:
