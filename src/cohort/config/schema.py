@@ -99,7 +99,10 @@ class RewardConfig:
     """backend ray: completions per remote call."""
     process_model: dict[str, Any] | None = None
     """Process reward model for ``algorithm.advantage: process``: ``{path, step_marker, separator,
-    batch_size, device, dtype, label}`` (a local HF token-classification model)."""
+    batch_size, device, dtype, label}`` (a local HF token-classification model; its step scores are
+    probabilities). ``{path: gold}``: the task's gold step checker instead (the multi-step task's)."""
+    min_within_group_auc: float | None = None
+    """Quality gate (GRPO): stop before training when a learned reward model (reward.process_model, or a reward_model reward) records a held-out within-group AUC in its training.json below this, or records none; null = no gate. cohort train-rm measures it."""
 
 
 @dataclass
@@ -162,6 +165,10 @@ class AlgorithmConfig:
     """DAPO: truncated completions keep their reward in the group statistics but get no loss."""
     overlong_buffer: float = 0.0
     """DAPO soft overlong punishment: the last fraction of max_new_tokens is penalised linearly; 0 = off."""
+    process_credit: str = "sum"
+    """advantage=process: how step rewards become token credit (docs/spec.md §4.1): sum (DeepSeekMath: the normalised rewards of the steps still to come, added up) or min (PURE: the smallest of them)."""
+    process_outcome_weight: float = 0.0
+    """advantage=process: add this weight x the reward functions' total (e.g. the task's rule) to each completion's last step reward before normalising; 0 = process reward only."""
 
 
 @dataclass
@@ -259,7 +266,9 @@ class IterativeConfig:
     rm_batch_size: int = 32
     """Examples per reward-model optimizer step."""
     rm_held_out: float = 0.1
-    """Share of each iteration's fresh data held out to measure the reward model (accuracy, AUC)."""
+    """Share of each iteration's fresh data held out to measure the reward model (within-group AUC, accuracy, AUC); whole prompts are held out."""
+    rm_patience: int | None = None
+    """Early stopping of reward-model training: stop after this many epochs without a better held-out within-group AUC and keep the best epoch; null = run rm_epochs epochs."""
 
 
 @dataclass

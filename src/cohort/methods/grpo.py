@@ -1,8 +1,10 @@
 """GRPO and its family (DeepSeekMath §4.1; Dr. GRPO, DAPO, GSPO, RLOO, DeGRPO via presets).
 
 Data: online rollouts, G per prompt. Gradient coefficient: the group-relative advantage (outcome,
-or process supervision from a PRM's step scores), clipped, plus beta x KL to the reference in the
-loss (docs/spec.md §2.2).
+or process supervision from step scores: a PRM's, or the task's gold checker's), clipped, plus
+beta x KL to the reference in the loss (docs/spec.md §2.2). Process supervision turns step rewards
+into credit by ``algorithm.process_credit`` (DeepSeekMath's sum or PURE's min, spec §4.1) and may mix
+in the outcome reward at the last step (``algorithm.process_outcome_weight``).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from cohort.methods.checks import check_clip_settings, require_correctness
 from cohort.methods.registry import register_method
 from cohort.monitoring.panels import CLIP_FRACTION, KL, Panel
 from cohort.optimisation.update import MicroBatch
-from cohort.rewards.process_model import step_tensors
+from cohort.rewards.gate import check_reward_model_gate
+from cohort.rewards.step_spans import step_tensors
 from cohort.sources import OnlineRollouts, ScoredBatch, SourcePieces, StepTimer
 
 GRPO_KEYS = frozenset({
     "preset", "advantage", "std_ddof", "adv_eps", "aggregation", "policy_loss", "eps_low", "eps_high", "dual_clip",
     "beta", "kl_estimator", "kl_clamp", "control_weight", "mu", "ref_reset_every", "dynamic_sampling",
-    "dynamic_sampling_max_rounds", "overlong_filter", "overlong_buffer",
+    "dynamic_sampling_max_rounds", "overlong_filter", "overlong_buffer", "process_credit", "process_outcome_weight",
 })
 
 
@@ -39,10 +42,12 @@ def group_advantages(config: Config, batch: ScoredBatch) -> algo.Advantages:
     """Outcome advantages [N] from the rewards, or process advantages [N, T] from the PRM's steps."""
     knobs, rollout = config.algorithm, batch.rollout
     if knobs.advantage == "process":
-        step_rewards, step_ends, step_mask, scored = step_tensors(batch.steps)
+        lengths = rollout.completion_lengths.cpu()  # [N]
+        step_rewards, step_ends, step_mask, scored = step_tensors(batch.steps, lengths)  # unalignable steps: unscored
         return algo.process_advantages(
-            step_rewards, step_ends, step_mask, rollout.completion_lengths.cpu(), rollout.completion_ids.shape[1],
-            batch.group_size, ddof=knobs.std_ddof, eps=knobs.adv_eps, strict=config.reward.strict, scored=scored,
+            step_rewards, step_ends, step_mask, lengths, rollout.completion_ids.shape[1], batch.group_size,
+            credit=knobs.process_credit, outcome_rewards=batch.scores.total.cpu(), outcome_weight=knobs.process_outcome_weight,
+            ddof=knobs.std_ddof, eps=knobs.adv_eps, strict=config.reward.strict, scored=scored,
         )
     return algo.outcome_advantages(
         batch.scores.total, batch.group_size, estimator=knobs.advantage, ddof=knobs.std_ddof,
@@ -53,13 +58,15 @@ def group_advantages(config: Config, batch: ScoredBatch) -> algo.Advantages:
 def process_metrics(batch: ScoredBatch) -> dict[str, float]:
     """What process supervision optimises: the PRM's mean step score (first and last step too) and
     the steps per completion; a policy that games the PRM shows here before its accuracy falls."""
-    step_rewards, _, step_mask, scored = step_tensors(batch.steps)  # [N, K], [N, K], [N]
+    step_rewards, _, step_mask, scored = step_tensors(batch.steps, batch.rollout.completion_lengths.cpu())  # [N, K], [N, K], [N]
     steps = step_mask.sum(dim=1)  # [N]
     has_steps = steps > 0  # [N]
+    unscored = {"process/unscored_frac": float((~scored).double().mean())}
     if not bool(has_steps.any()):
-        return {"process/steps_mean": 0.0}
+        return {"process/steps_mean": 0.0, **unscored}
     last = step_rewards.gather(1, (steps.clamp(min=1) - 1).unsqueeze(1)).squeeze(1)  # [N]
     return {
+        **unscored,
         "process/step_score_mean": float(step_rewards[step_mask].mean()),
         "process/first_step_score_mean": float(step_rewards[has_steps, 0].mean()),
         "process/last_step_score_mean": float(last[has_steps].mean()),
@@ -67,12 +74,35 @@ def process_metrics(batch: ScoredBatch) -> dict[str, float]:
     }
 
 
+def check_process_settings(config: Config) -> None:
+    """The process-credit keys (a registered credit form, a number, only with process supervision), the
+    reward-model gate and iterative RL's reward-model patience."""
+    a = config.algorithm
+    if a.process_credit not in algo.PROCESS_CREDITS:
+        raise ConfigError(f"algorithm.process_credit={a.process_credit!r} is not allowed: expected one of "
+                          f"{', '.join(algo.PROCESS_CREDITS.names())}")
+    if not isinstance(a.process_outcome_weight, (int, float)) or a.process_outcome_weight != a.process_outcome_weight:
+        raise ConfigError(f"algorithm.process_outcome_weight={a.process_outcome_weight!r} is not allowed: expected a number")
+    gate = config.reward.min_within_group_auc
+    if gate is not None and not (isinstance(gate, (int, float)) and 0.0 <= gate <= 1.0):
+        raise ConfigError(f"reward.min_within_group_auc={gate!r} is not allowed: expected a number in [0, 1], or null for no gate")
+    patience = config.iterative.rm_patience
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ConfigError(f"iterative.rm_patience={patience!r} is not allowed: expected an int >= 1, or null")
+    if a.advantage != "process":
+        for key, default in (("process_credit", "sum"), ("process_outcome_weight", 0.0)):
+            if getattr(a, key) != default:
+                raise ConfigError(f"algorithm.{key}={getattr(a, key)!r} is not allowed: it applies only with "
+                                  "algorithm.advantage=process")
+
+
 @register_method
 class GRPO(Method):
     name = "grpo"
     summary = "online samples, group-relative advantage (outcome or process), clipped, KL to the reference in the loss"
     samples = "online"
-    reads = frozenset({f"algorithm.{key}" for key in GRPO_KEYS} | {"iterative.*", "reward.process_model"})
+    reads = frozenset({f"algorithm.{key}" for key in GRPO_KEYS} | {"iterative.*", "reward.process_model",
+                                                                   "reward.min_within_group_auc"})
     panels = (
         KL,
         CLIP_FRACTION,
@@ -92,6 +122,7 @@ class GRPO(Method):
         check_clip_settings(config)
         if a.kl_clamp is not None and not a.kl_clamp > 0:
             raise ConfigError(f"algorithm.kl_clamp={a.kl_clamp!r} is not allowed: expected a float > 0, or null for no cap")
+        check_process_settings(config)
         needs_group = a.advantage == "process" or algo.OUTCOME_ESTIMATORS.get(a.advantage).needs_group
         if needs_group and config.rollout.group_size < 2:
             raise ConfigError(f"rollout.group_size={config.rollout.group_size} is not allowed: expected an int >= 2 "
@@ -101,6 +132,7 @@ class GRPO(Method):
     def check_data(cls, config: Config, task, rewards) -> None:
         if config.iterative.iterations:
             require_correctness("grpo with iterative reward-model training (labels come from the task's rule)", rewards)
+        check_reward_model_gate(config)
 
     @classmethod
     def needs_reference(cls, config: Config) -> bool:

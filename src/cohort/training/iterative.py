@@ -47,6 +47,10 @@ ITERATIONS_DIR = "iterations"
 REWARD_MODEL_NAME = "reward_model"
 
 
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
 class IterativeRL:
     """Runs Algorithm 1's outer loop around the training loop: reward-model (re)training at iteration
     boundaries. It reaches the run through a narrow seam: the source pieces (it samples with their
@@ -65,7 +69,7 @@ class IterativeRL:
         self.root = pieces.run_dir.root / ITERATIONS_DIR
         self.iteration = 1  # the iteration the next policy step belongs to
         self.reward_model: str | None = None  # the reward model the policy trains with now
-        self.records: list[dict[str, Any]] = []  # per finished reward-model training: iteration, accuracy, AUC
+        self.records: list[dict[str, Any]] = []  # per finished reward-model training: iteration, accuracy, AUCs
 
     # --- the reward model in use ----------------------------------------------------------------------
 
@@ -106,7 +110,8 @@ class IterativeRL:
             return metrics
         path = self._retrain(self.iteration, step)
         record = self.records[-1]
-        metrics.update({f"rm/{key}": record[key] for key in ("held_out_accuracy", "held_out_auc", "examples")})
+        metrics.update({f"rm/{key}": record[key] for key in ("held_out_accuracy", "held_out_auc", "held_out_within_group_auc",
+                                                             "examples")})
         self.iteration += 1
         self.install(path)
         self.reset_reference()
@@ -142,7 +147,8 @@ class IterativeRL:
             train = train_process_model if options.supervision == "process" else train_outcome_model
             init = self.reward_model or options.base_model or self.base_model
             report = train(mixture, init, out, held_out_fraction=options.rm_held_out, epochs=options.rm_epochs,
-                           lr=options.rm_lr, batch_size=options.rm_batch_size, seed=seed + iteration, device=str(self.device))
+                           lr=options.rm_lr, batch_size=options.rm_batch_size, seed=seed + iteration, device=str(self.device),
+                           patience=options.rm_patience)
             self.pieces.info(f"iteration {iteration}: " + report.summary().replace("\n", "; "))
             held = report.held_out
             self.records.append({
@@ -150,6 +156,8 @@ class IterativeRL:
                 "replayed": len(mixture) - len(fresh), "seconds": report.seconds,
                 "held_out_accuracy": held.accuracy if held else float("nan"),
                 "held_out_auc": held.auc if held and held.auc is not None else float("nan"),
+                "held_out_within_group_auc": _or_nan(held.within_group_auc if held else None),
+                "held_out_per_step_within_group_auc": [_or_nan(v) for v in held.per_step_within_group_auc] if held else [],
             })
         self.records = world.broadcast(self.records)
         world.barrier()
