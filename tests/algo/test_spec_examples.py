@@ -257,24 +257,27 @@ class TestExampleC:
 
 
 class TestExampleCCreditForms:
-    """§4.1 / §11.3: Example C under PURE's min form, and with the outcome reward mixed into the last step."""
+    """§4.1 / §11.3: Example C under PURE's min form (less the group's mean whole-completion minimum),
+    and with the outcome mixed into the last step."""
 
     def advantages(self, ddof, **kwargs):
         step_rewards = torch.tensor([[0.9, 0.3], [0.2, 0.6]], dtype=F64)
         ends, mask, lengths = torch.tensor([[2, 4], [1, 3]]), torch.ones(2, 2, dtype=torch.bool), torch.tensor([4, 4])
         return process_advantages(step_rewards, ends, mask, lengths, 4, 2, ddof=ddof, eps=0.0, **kwargs)
 
-    @pytest.mark.parametrize("ddof, a, c, b", [(1, 0.6324555320, 0.9486832981, 0.3162277660), (0, 0.7302967433, 1.0954451150, 0.3651483717)])
-    def test_min_form(self, ddof, a, c, b):
-        # o1: min(1.26, -0.63) for step 1, -0.63 for step 2; o2: min(-0.95, 0.32), then 0.32, then 0 after the last step
-        assert close(self.advantages(ddof, credit="min").values, [[-a, -a, -a, -a], [-c, b, b, 0.0]])
+    @pytest.mark.parametrize("ddof, d, e", [(1, 0.1581138830, 1.1067971811), (0, 0.1825741858, 1.2780193008)])
+    def test_min_form(self, ddof, d, e):
+        # sample std: minima o1 (-0.6325, -0.6325), o2 (-0.9487, 0.3162); baseline (-0.6325 - 0.9487) / 2 = -0.7906
+        assert close(self.advantages(ddof, credit="min").values, [[d, d, d, d], [-d, e, e, 0.0]])
 
     def test_outcome_mixed_into_the_last_step(self):
         # outcome rewards [1, 0] x 0.5 on the last steps: pool {0.9, 0.8, 0.2, 0.6}, mean 0.625, sample std 0.3095695937
         outcome = {"outcome_rewards": torch.tensor([1.0, 0.0], dtype=F64), "outcome_weight": 0.5}
         p, q, r, s = 0.8883301384, 0.5653009972, -1.3728738502, -0.0807572853
         assert close(self.advantages(1, credit="sum", **outcome).values, [[p + q, p + q, q, q], [r + s, s, s, 0.0]])
-        assert close(self.advantages(1, credit="min", **outcome).values, [[q, q, q, q], [r, s, s, 0.0]])
+        # min form: minima o1 (q, q), o2 (r, s); baseline (q + r) / 2 = -0.4037864265
+        f, g = 0.9690874237, 0.3230291412
+        assert close(self.advantages(1, credit="min", **outcome).values, [[f, f, f, f], [-f, g, g, 0.0]])
 
     def test_min_form_gradient(self):
         """At rho = 1 and beta = 0 the seq_mean_token_mean gradient is -A / (G |o|) = -A / 8."""
@@ -282,9 +285,9 @@ class TestExampleCCreditForms:
         logp = torch.full((2, 4), -1.3, dtype=F64, requires_grad=True)
         loss, _ = policy_loss(logp, logp.detach(), advantages, torch.ones(2, 4, dtype=torch.bool), beta=0.0)
         loss.backward()
-        a, c, b = 0.6324555320, 0.9486832981, 0.3162277660
-        assert close(loss.detach(), -((-4 * a) / 4 + (-c + 2 * b) / 4) / 2)
-        assert close(logp.grad, [[a / 8] * 4, [c / 8, -b / 8, -b / 8, 0.0]])
+        d, e = 0.1581138830, 1.1067971811
+        assert close(loss.detach(), -((4 * d) / 4 + (-d + 2 * e) / 4) / 2)
+        assert close(logp.grad, [[-d / 8] * 4, [d / 8, -e / 8, -e / 8, 0.0]])
 
 
 # --- Example D: the float trap of zero-variance groups --------------------------------------------

@@ -9,7 +9,11 @@ live in ``PROCESS_CREDITS``:
 * ``sum`` (DeepSeekMath): a step's value is the sum of the normalised rewards of it and every later
   step, a reward-to-go without discount;
 * ``min`` (PURE, Cheng et al. 2025, arXiv:2504.15275): the smallest of them, so no run of steps the
-  reward model over-rates can add up, and the value is bounded by one step reward.
+  reward model over-rates can add up, and the value is bounded by one step reward. Minima of
+  normalised rewards lean negative (the weakest of several steps is usually below the pool's mean),
+  so the min form subtracts a group baseline, the mean over the group's scored completions of their
+  whole-completion value (their weakest step), as PURE's RLOO baseline does: a group's credit is
+  then centred, as the sum form's is by construction (its first-token values add up to 0).
 
 Optionally a verifiable outcome reward (e.g. the task's rule), times a weight, is added to the last
 step's reward before pooling: process supervision mixed with outcome supervision.
@@ -17,6 +21,7 @@ step's reward before pooling: process supervision mixed with outcome supervision
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -34,10 +39,28 @@ from cohort.algo.registry import Registry
 CreditFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(normalised step rewards [N, K], kept steps [N, K] bool) -> value of each step [N, K], 0 where not kept."""
 
-PROCESS_CREDITS: Registry[CreditFn] = Registry("process credit form")
+
+@dataclass(frozen=True)
+class CreditForm:
+    """A credit form and whether its values need a group baseline (``centred=False``: subtract the
+    group mean of the completions' first-step values) to be centred within a group."""
+
+    fn: CreditFn
+    centred: bool
 
 
-@PROCESS_CREDITS.register("sum")
+PROCESS_CREDITS: Registry[CreditForm] = Registry("process credit form")
+
+
+def _credit(name: str, *, centred: bool) -> Callable[[CreditFn], CreditFn]:
+    def register(fn: CreditFn) -> CreditFn:
+        PROCESS_CREDITS.register(name)(CreditForm(fn, centred))
+        return fn
+
+    return register
+
+
+@_credit("sum", centred=True)
 def sum_credit(rewards: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """DeepSeekMath's reward-to-go: value of step j = sum of the rewards of steps j, j+1, ... K.
 
@@ -48,7 +71,7 @@ def sum_credit(rewards: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return kept.flip(1).cumsum(1).flip(1)  # [N, K]
 
 
-@PROCESS_CREDITS.register("min")
+@_credit("min", centred=False)
 def min_credit(rewards: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """PURE's min form: value of step j = the smallest reward among steps j, j+1, ... K.
 
@@ -59,6 +82,18 @@ def min_credit(rewards: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     kept = torch.where(keep, rewards, inf)  # [N, K]: steps left out never win the minimum
     suffix_min = kept.flip(1).cummin(1).values.flip(1)  # [N, K]
     return torch.where(keep, suffix_min, torch.zeros_like(suffix_min))  # [N, K]
+
+
+def group_baseline(step_values: torch.Tensor, keep: torch.Tensor, index: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Subtract from every kept step the mean, over its group's completions with kept steps, of their
+    first step's value (a completion's whole value). step_values, keep: [N, K]; index: [N] -> [N, K]"""
+    scored = keep[:, 0]  # [N]: kept steps come first
+    zero = torch.zeros((), dtype=step_values.dtype, device=step_values.device)
+    first = torch.where(scored, step_values[:, 0], zero)  # [N]
+    totals = torch.zeros(num_groups, dtype=step_values.dtype, device=step_values.device).index_add(0, index, first)  # [G]
+    counts = torch.zeros(num_groups, dtype=step_values.dtype, device=step_values.device).index_add(0, index, scored.to(step_values.dtype))
+    baseline = (totals / counts.clamp(min=1))[index]  # [N]
+    return torch.where(keep, step_values - baseline.unsqueeze(1), zero)  # [N, K]
 
 
 def token_values(step_values: torch.Tensor, step_ends: torch.Tensor, step_mask: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -171,8 +206,8 @@ def process_advantages(
 
     Step rewards of a whole group are pooled, normalised ``(r - mean(R)) / (std(R) + eps)``, turned
     into per-step values by the credit form ``credit`` (``PROCESS_CREDITS``: ``sum`` = DeepSeekMath's
-    reward-to-go, ``min`` = PURE's minimum of the rewards still to come), and every token gets the
-    value of the step it belongs to. With ``outcome_rewards`` and ``outcome_weight`` w != 0, w x the
+    reward-to-go, ``min`` = PURE's minimum of the rewards still to come, less the group's mean
+    whole-completion minimum), and every token gets the value of the step it belongs to. With ``outcome_rewards`` and ``outcome_weight`` w != 0, w x the
     outcome reward is added to each completion's last step before pooling.
 
     step_rewards: [N, K] (NaN = could not score: the sample contributes nothing, valid=False)
@@ -184,7 +219,7 @@ def process_advantages(
     -> Advantages(values [N, T], valid [N])
     """
     _check_process_inputs(step_rewards, step_ends, step_mask, completion_lengths, num_tokens, ddof, eps)
-    credit_fn = PROCESS_CREDITS.get(credit)
+    form = PROCESS_CREDITS.get(credit)
     num_samples, max_steps = step_rewards.shape
     index, num_groups = group_index(num_samples, group_size, group_ids, step_rewards.device)
     zero = torch.zeros((), dtype=step_rewards.dtype, device=step_rewards.device)
@@ -204,5 +239,7 @@ def process_advantages(
     degenerate = ((count < 2) | (spread == 0))[index]  # [N]
     normalised = (values - mean[index].unsqueeze(1)) / (std[index].unsqueeze(1) + eps)  # [N, K]
     keep = counted & ~degenerate.unsqueeze(1)  # [N, K]
-    step_values = credit_fn(normalised, keep)  # [N, K]
+    step_values = form.fn(normalised, keep)  # [N, K]
+    if not form.centred:
+        step_values = group_baseline(step_values, keep, index, num_groups)  # [N, K]
     return Advantages(token_values(step_values, step_ends, keep, num_tokens), valid)
