@@ -110,14 +110,23 @@ def test_zero_outcome_weight_or_no_outcome_changes_nothing(batch, weight):
     assert torch.equal(process_advantages(*batch, credit="min", outcome_rewards=None, outcome_weight=weight).values, plain)
 
 
-def test_the_outcome_is_added_to_the_last_real_step_only():
-    rewards = torch.tensor([[0.2, 0.4, 0.0], [0.3, 0.0, 0.0]], dtype=F64)
-    ends, mask = torch.tensor([[1, 2, 1], [1, 1, 1]]), torch.tensor([[True, True, False], [True, False, False]])
-    outcome = torch.tensor([1.0, 0.0], dtype=F64)
-    mixed = process_advantages(rewards, ends, mask, torch.tensor([3, 3]), 3, 2, outcome_rewards=outcome, outcome_weight=2.0, ddof=0, eps=0.0)
-    by_hand = process_advantages(torch.tensor([[0.2, 2.4, 0.0], [0.3, 0.0, 0.0]], dtype=F64), ends, mask, torch.tensor([3, 3]), 3, 2,
-                                 ddof=0, eps=0.0)
-    assert torch.equal(mixed.values, by_hand.values)
+@settings(max_examples=100, deadline=None)
+@given(batch=process_batch(), weight=st.floats(0.1, 3, allow_nan=False), credit=st.sampled_from(["sum", "min"]),
+       outcome=st.lists(st.sampled_from([0.0, 1.0]), min_size=12, max_size=12))
+def test_the_outcome_advantage_is_added_to_every_completion_token(batch, weight, credit, outcome):
+    """Mixed in, the outcome moves every token of a completion by weight x its group-normalised outcome
+    advantage (GRPO's outcome supervision), whatever the credit form; padding stays 0."""
+    from cohort.algo import outcome_advantages
+
+    rewards, ends, mask, lengths, num_tokens, group_size = batch
+    outcomes = torch.tensor(outcome[: rewards.shape[0]], dtype=F64)
+    plain = process_advantages(*batch, credit=credit).values
+    mixed = process_advantages(*batch, credit=credit, outcome_rewards=outcomes, outcome_weight=weight).values
+    expected = weight * outcome_advantages(outcomes, group_size).values  # [N]
+    for i in range(rewards.shape[0]):
+        length = int(lengths[i])
+        assert torch.allclose(mixed[i, :length] - plain[i, :length], torch.full((length,), float(expected[i]), dtype=F64), atol=1e-9)
+        assert (mixed[i, length:] == 0).all()
 
 
 def test_a_nan_outcome_voids_the_sample_only_when_mixed_in():

@@ -270,14 +270,14 @@ class TestExampleCCreditForms:
         # sample std: minima o1 (-0.6325, -0.6325), o2 (-0.9487, 0.3162); baseline (-0.6325 - 0.9487) / 2 = -0.7906
         assert close(self.advantages(ddof, credit="min").values, [[d, d, d, d], [-d, e, e, 0.0]])
 
-    def test_outcome_mixed_into_the_last_step(self):
-        # outcome rewards [1, 0] x 0.5 on the last steps: pool {0.9, 0.8, 0.2, 0.6}, mean 0.625, sample std 0.3095695937
+    def test_outcome_mixed_in(self):
+        # outcome rewards [1, 0] x 0.5: GRPO's outcome advantage (sample std 0.7071) +-0.7071 x 0.5 = +-0.3535533906,
+        # added to every token of the completion (o2's token 4 too, after its last step)
         outcome = {"outcome_rewards": torch.tensor([1.0, 0.0], dtype=F64), "outcome_weight": 0.5}
-        p, q, r, s = 0.8883301384, 0.5653009972, -1.3728738502, -0.0807572853
-        assert close(self.advantages(1, credit="sum", **outcome).values, [[p + q, p + q, q, q], [r + s, s, s, 0.0]])
-        # min form: minima o1 (q, q), o2 (r, s); baseline (q + r) / 2 = -0.4037864265
-        f, g = 0.9690874237, 0.3230291412
-        assert close(self.advantages(1, credit="min", **outcome).values, [[f, f, f, f], [-f, g, g, 0.0]])
+        a, b, c, d, e, o = 0.6324555320, 0.3162277660, 0.9486832981, 0.1581138830, 1.1067971811, 0.3535533906
+        assert close(self.advantages(1, credit="sum", **outcome).values, [[a + o, a + o, -a + o, -a + o], [-a - o, b - o, b - o, -o]])
+        assert close(self.advantages(1, credit="min", **outcome).values, [[d + o] * 4, [-d - o, e - o, e - o, -o]])
+        assert c > 0  # (o2's first-step minimum, used in the baseline above)
 
     def test_min_form_gradient(self):
         """At rho = 1 and beta = 0 the seq_mean_token_mean gradient is -A / (G |o|) = -A / 8."""

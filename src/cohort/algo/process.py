@@ -15,8 +15,10 @@ live in ``PROCESS_CREDITS``:
   whole-completion value (their weakest step), as PURE's RLOO baseline does: a group's credit is
   then centred, as the sum form's is by construction (its first-token values add up to 0).
 
-Optionally a verifiable outcome reward (e.g. the task's rule), times a weight, is added to the last
-step's reward before pooling: process supervision mixed with outcome supervision.
+Optionally a verifiable outcome reward (e.g. the task's rule) is mixed in: its group-normalised
+outcome advantage, times a weight, is added to every token of the completion. That is a reward at the
+last step carried back to every earlier token, as the sum form's reward-to-go carries it, and added
+outside the minimum under the min form, as PURE adds its verifiable rewards.
 """
 
 from __future__ import annotations
@@ -170,19 +172,21 @@ def step_problems(step_ends: torch.Tensor, step_mask: torch.Tensor, completion_l
     return out_of_bounds.any(dim=1) | not_increasing.any(dim=1)  # [N]
 
 
-def _with_outcome(values: torch.Tensor, step_mask: torch.Tensor, valid: torch.Tensor, outcome_rewards: torch.Tensor | None,
-                  outcome_weight: float, strict: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Add ``outcome_weight * outcome`` to each completion's last step; a NaN outcome voids the sample.
-    values, step_mask: [N, K]; valid: [N] -> (values [N, K], valid [N])"""
-    if outcome_rewards is None or outcome_weight == 0:
-        return values, valid
-    if tuple(outcome_rewards.shape) != (values.shape[0],):
-        raise ValueError(f"outcome_rewards must have shape [{values.shape[0]}], got {tuple(outcome_rewards.shape)}")
-    known = _check_finite(outcome_rewards, "outcome_rewards", strict)  # [N]
-    outcome = torch.where(known, outcome_rewards.to(values.dtype), torch.zeros((), dtype=values.dtype, device=values.device))
-    count = step_mask.sum(dim=1)  # [N]
-    is_last = step_mask & (torch.arange(values.shape[1], device=values.device) == (count - 1).unsqueeze(1))  # [N, K]
-    return values + torch.where(is_last, outcome_weight * outcome.unsqueeze(1), torch.zeros_like(values)), valid & known
+def _outcome_term(outcome_rewards: torch.Tensor | None, weight: float, valid: torch.Tensor, index: torch.Tensor, num_groups: int,
+                  ddof: int, eps: float, strict: bool, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``weight`` x GRPO's outcome advantage of ``outcome_rewards`` within each group (0 for a group with
+    fewer than two scored outcomes or all equal); a NaN outcome voids its sample. -> (term [N], valid [N])"""
+    zero = torch.zeros(valid.shape[0], dtype=dtype, device=valid.device)
+    if outcome_rewards is None or weight == 0:
+        return zero, valid
+    if tuple(outcome_rewards.shape) != (valid.shape[0],):
+        raise ValueError(f"outcome_rewards must have shape [{valid.shape[0]}], got {tuple(outcome_rewards.shape)}")
+    known = _check_finite(outcome_rewards, "outcome_rewards", strict) & valid  # [N]
+    rewards = torch.where(known, outcome_rewards.to(dtype), zero)  # [N]
+    count, mean, std, spread = _grouped_stats(rewards, known, index, num_groups, ddof)  # each [G]
+    usable = known & ~((count < 2) | (spread == 0))[index]  # [N]
+    term = torch.where(usable, weight * (rewards - mean[index]) / (std[index] + eps), zero)  # [N]
+    return term, known
 
 
 def process_advantages(
@@ -230,7 +234,7 @@ def process_advantages(
             raise ValueError(f"scored must be a bool tensor of shape [{num_samples}], got {scored.dtype} {tuple(scored.shape)}")
         valid = valid & scored.to(valid.device)
     values = torch.where(finite, step_rewards, zero).to(_stat_dtype(step_rewards))  # [N, K]
-    values, valid = _with_outcome(values, step_mask, valid, outcome_rewards, outcome_weight, strict)
+    term, valid = _outcome_term(outcome_rewards, outcome_weight, valid, index, num_groups, ddof, eps, strict, values.dtype)  # [N]
     counted = step_mask & valid.unsqueeze(1)  # [N, K]
     step_group = index.unsqueeze(1).expand(num_samples, max_steps)  # [N, K]
     count, mean, std, spread = _grouped_stats(
@@ -242,4 +246,6 @@ def process_advantages(
     step_values = form.fn(normalised, keep)  # [N, K]
     if not form.centred:
         step_values = group_baseline(step_values, keep, index, num_groups)  # [N, K]
-    return Advantages(token_values(step_values, step_ends, keep, num_tokens), valid)
+    credit = token_values(step_values, step_ends, keep, num_tokens)  # [N, T]
+    in_completion = torch.arange(num_tokens, device=credit.device) < completion_lengths.to(credit.device).unsqueeze(1)  # [N, T]
+    return Advantages(credit + torch.where(in_completion, term.unsqueeze(1), torch.zeros_like(credit)), valid)

@@ -168,7 +168,7 @@ class AlgorithmConfig:
     process_credit: str = "sum"
     """advantage=process: how step rewards become token credit (docs/spec.md §4.1): sum (DeepSeekMath: the normalised rewards of the steps still to come, added up) or min (PURE: the smallest of them)."""
     process_outcome_weight: float = 0.0
-    """advantage=process: add this weight x the reward functions' total (e.g. the task's rule) to each completion's last step reward before normalising; 0 = process reward only."""
+    """advantage=process: mix in outcome supervision: add this weight x the group-normalised outcome advantage of the reward functions' total (e.g. the task's rule) to every token (docs/spec.md §4.2); 0 = process reward only."""
 
 
 @dataclass

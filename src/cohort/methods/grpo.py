@@ -4,7 +4,7 @@ Data: online rollouts, G per prompt. Gradient coefficient: the group-relative ad
 or process supervision from step scores: a PRM's, or the task's gold checker's), clipped, plus
 beta x KL to the reference in the loss (docs/spec.md §2.2). Process supervision turns step rewards
 into credit by ``algorithm.process_credit`` (DeepSeekMath's sum or PURE's min, spec §4.1) and may mix
-in the outcome reward at the last step (``algorithm.process_outcome_weight``).
+in outcome supervision (``algorithm.process_outcome_weight``: the outcome advantage on every token).
 """
 
 from __future__ import annotations
