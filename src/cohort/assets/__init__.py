@@ -1,4 +1,5 @@
-"""Files that ship with cohort: the demo and multi-step models and the demo run configuration."""
+"""Files that ship with cohort: the demo and multi-step models, the multi-step task's reward models
+(a PRM and an ORM, built by scripts/build_reward_models.py) and the demo run configuration."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ from pathlib import Path
 
 ASSETS_DIR = Path(__file__).parent
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS = {"demo": ASSETS_DIR / "demo_model", "multistep": ASSETS_DIR / "multistep_model"}
+BUILTIN_MODELS = {
+    "demo": ASSETS_DIR / "demo_model",
+    "multistep": ASSETS_DIR / "multistep_model",
+    "multistep_prm": ASSETS_DIR / "multistep_prm",
+    "multistep_orm": ASSETS_DIR / "multistep_orm",
+}
 DEMO_CONFIG = ASSETS_DIR / "demo.yaml"
 BUILTIN_CONFIGS = {"demo": DEMO_CONFIG}
 """Run configurations that ship with cohort: ``cohort train builtin:demo`` (or ``demo``) names the demo's."""
