@@ -104,7 +104,8 @@ def _train_rm(args: argparse.Namespace) -> int:
     train = train_outcome_model if args.kind == "outcome" else train_process_model
     report = train(read(args.data), init, args.out, held_out=held_out, held_out_fraction=fraction, lr=args.lr,
                    epochs=args.epochs, batch_size=args.batch_size, weight_decay=args.weight_decay, seed=args.seed,
-                   max_length=args.max_length, device=args.device, threads=args.threads, separator=unescape(args.separator))
+                   max_length=args.max_length, device=args.device, threads=args.threads, separator=unescape(args.separator),
+                   patience=args.patience)
     print(report.summary())
     return 0
 
@@ -160,8 +161,12 @@ def _reproduce(args: argparse.Namespace) -> int:
     from cohort.reproduce import reproduce
 
     console = Console(stderr=True)
-    results = reproduce(Path(args.out), quick=args.quick, seeds=args.seeds, workers=args.workers,
+    results = reproduce(Path(args.out), quick=args.quick, seeds=args.seeds, workers=args.workers, arms=args.arms,
+                        steps=args.steps, rm_gate=args.rm_gate,
                         progress=lambda message: console.print(f"reproduce: {message}", highlight=False))
+    for name, arm in results["arms"].items():
+        print(f"{name:18s} pass@1 {arm['final_pass1']['mean']:.3f} [{arm['final_pass1']['low']:.3f}, "
+              f"{arm['final_pass1']['high']:.3f}] over {arm['seeds']} seeds (initial {arm['initial_pass1']:.3f})")
     for claim in results["claims"]:
         print(f"{claim['verdict']:27s} {claim['text']}: {claim['ours']}")
     return 0
@@ -198,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_rm.add_argument("--init", metavar="RM_DIR", help="reward model to continue training (instead of --base)")
     train_rm.add_argument("--out", required=True, metavar="DIR", help="where to write the HF model, tokenizer and training.json")
     train_rm.add_argument("--held-out", default="0.1", help="fraction of DATA to hold out, or a JSONL file of held-out rows (default 0.1)")
-    train_rm.add_argument("--epochs", type=int, default=1, help="passes over the training rows (default 1)")
+    train_rm.add_argument("--epochs", type=int, default=1, help="passes over the training rows (default 1; at most, with --patience)")
+    train_rm.add_argument("--patience", type=int, help="early stopping: epochs without a better held-out within-group AUC")
     train_rm.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default 1e-5)")
     train_rm.add_argument("--batch-size", type=int, default=8, help="examples per optimizer step (default 8)")
     train_rm.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
@@ -223,8 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     repro = commands.add_parser("reproduce", help="DeepSeekMath's comparisons in miniature (results.json, report.html)")
     repro.add_argument("--quick", action="store_true", help="fewer steps and seeds, the same code path (a few minutes)")
     repro.add_argument("--out", default="runs/reproduce", help="output directory (an interrupted run continues there)")
-    repro.add_argument("--seeds", type=int, help="seeds per arm (default: 3, quick: 2)")
+    repro.add_argument("--seeds", type=int, help="seeds of the process-supervision arms (default: 5, quick: 2; others at most 3)")
     repro.add_argument("--workers", type=int, help="runs at a time (default: one per CPU core, at most 4)")
+    repro.add_argument("--arms", help="comma-separated arms to run (default: all), e.g. grpo_os,grpo_ps,grpo_ps_min,grpo_ps_gold")
+    repro.add_argument("--steps", type=int, help="training steps per run (default: 60, quick: 6)")
+    repro.add_argument("--rm-gate", type=float, help="minimum held-out within-group AUC of the shipped PRM (default 0.55; 0: off)")
     repro.set_defaults(run=_reproduce)
     export = commands.add_parser("export", help="merge a LoRA run's adapters into a plain HF model (RUN_DIR/final/merged)")
     export.add_argument("source", metavar="RUN_DIR|ADAPTER_DIR")

@@ -48,14 +48,14 @@ def curves(identifier: str, title: str, arms: dict[str, Any], names: list[str], 
 def pass_and_maj(figure7: dict[str, Any]) -> Plot:
     """Figure 7: pass@K and maj@K against K, before RL and after (mean over seeds)."""
     figure, axes = new_axes()
-    ks = sorted(int(k) for k in figure7["before"]["pass_at_k"])
+    befores = [v for label, v in figure7.items() if label.startswith("before")]
     afters = [v for label, v in figure7.items() if label.startswith("after")]
+    ks = sorted(int(k) for k in befores[0]["pass_at_k"])
     for index, (metric, name) in enumerate((("pass_at_k", "pass@K"), ("maj_at_k", "maj@K"))):
         color = COLORS[index]
-        axes.plot(ks, [figure7["before"][metric][str(k)] for k in ks], color=color, linestyle="--", marker="o",
-                  markersize=3, label=f"{name} before RL")
-        axes.plot(ks, [statistics.fmean(a[metric][str(k)] for a in afters) for k in ks], color=color, marker="o",
-                  markersize=3, label=f"{name} after GRPO")
+        for runs, style, when in ((befores, "--", "before RL"), (afters, "-", "after GRPO")):
+            axes.plot(ks, [statistics.fmean(r[metric][str(k)] for r in runs) for k in ks], color=color, linestyle=style,
+                      marker="o", markersize=3, label=f"{name} {when}")
     axes.set_xscale("log", base=2)
     axes.set_xticks(ks, [str(k) for k in ks])
     axes.set_xlabel("K (samples per problem)")
@@ -68,7 +68,7 @@ def lengths(arms: dict[str, Any], names: list[str]) -> Plot:
     """Mean length of wrong (solid) and correct (dotted) samples over training, per arm (mean over seeds)."""
     figure, axes = new_axes()
     for index, name in enumerate(names):
-        runs = arms[name]["runs"]
+        runs = list(arms[name]["runs"].values())
         steps = [m["step"] for m in runs[0]["metrics"]]
         for key, style in (("completion_len/wrong_mean", "-"), ("completion_len/correct_mean", ":")):
             series = []

@@ -1,5 +1,7 @@
-"""The two pieces of a reproduction outside the arms' runs: the shared reward models (trained once on
-labelled samples of the initial policy) and the Figure 7 evaluations (K samples per problem)."""
+"""The pieces of a reproduction outside the arms' runs: the shipped reward models' held-out numbers
+and the quality gate that stops a run before any training when the learned PRM cannot rank the
+samples of one prompt; and the initial policy's held-out evaluation, once per seed (every arm of a
+seed starts from it, so the runs themselves skip theirs)."""
 
 from __future__ import annotations
 
@@ -7,93 +9,64 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from cohort.records import dumps
-from cohort.reproduce.plan import Scale, common_overrides
-from cohort.reproduce.runner import ProgressFn, run_directory
+from cohort.reproduce.plan import ORM, PRM, Arm, Scale, common_overrides
+from cohort.reproduce.runner import ProgressFn
 
 
-def _policy_and_samples(scale: Scale):
-    """The initial policy, its tokenizer, and scale.rm_samples of its completions on training prompts."""
+def initial_directory(out: Path, seed: int) -> Path:
+    """Where the initial policy's evaluation for seed ``seed`` lives (eval_before.json and .jsonl)."""
+    return out / "initial" / f"seed-{seed}"
+
+
+def initial_evaluations(scale: Scale, out: Path, seeds: list[int], progress: ProgressFn) -> None:
+    """The initial policy on the held-out problems, as the runs of seed s would evaluate it (skipped when done)."""
     from cohort.assets import resolve_builtin
-    from cohort.data.tasks import load_task, rows_at
-    from cohort.models.loading import load_policy, load_tokenizer
-    from cohort.models.prompts import encode_prompts
-    from cohort.rollout import SamplingParams, generate_rollout
-
-    path = resolve_builtin("builtin:multistep")
-    policy, tokenizer = load_policy(path), load_tokenizer(path)
-    task = load_task("multistep")
-    prompts_count = max(1, scale.rm_samples // scale.group)
-    order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(12_345)).tolist()
-    rows = rows_at(task.train, order[:prompts_count])
-    params = SamplingParams(max_new_tokens=scale.max_new_tokens, temperature=1.0, eos_token_ids=(tokenizer.eos_token_id,))
-    rollout = generate_rollout(policy, encode_prompts(tokenizer, [r["prompt"] for r in rows]), scale.group, params,
-                               pad_token_id=tokenizer.pad_token_id, generator=torch.Generator().manual_seed(54_321), tokenizer=tokenizer)
-    prompts = [r["prompt"] for r in rows for _ in range(scale.group)]
-    answers = [r["answer"] for r in rows for _ in range(scale.group)]
-    return path, policy, tokenizer, params, prompts, answers, rollout.decode_completions(tokenizer)
-
-
-def train_reward_models(scale: Scale, out: Path, progress: ProgressFn) -> dict[str, Any]:
-    """The ORM (rule labels) and the PRM (Math-Shepherd Monte-Carlo step labels) the GRPO arms use."""
-    from cohort.reward_training import (
-        OutcomeExample,
-        train_outcome_model,
-        train_process_model,
-    )
-    from cohort.reward_training.labels import monte_carlo_step_labels
-    from cohort.rewards.multistep import FinalAnswerReward
-
-    directory = out / "reward_models"
-    summary_path = directory / "summary.json"
-    if summary_path.is_file():
-        progress("reward models already trained: skipped")
-        return json.loads(summary_path.read_text())
-    progress(f"reward models: labelling {scale.rm_samples} samples of the initial policy")
-    path, policy, tokenizer, params, prompts, answers, completions = _policy_and_samples(scale)
-    rule = FinalAnswerReward()
-    correct = rule(prompts, completions, answer=answers)
-    outcome = [OutcomeExample(p, c, float(ok)) for p, c, ok in zip(prompts, completions, correct)]
-    labelling = monte_carlo_step_labels(policy, tokenizer, prompts, completions, answers, rule, rollouts=scale.mc_rollouts,
-                                        params=params, generator=torch.Generator().manual_seed(777), columns={"answer": answers})
-    options = {"epochs": 3, "lr": 1e-3, "batch_size": 32, "held_out_fraction": 0.15, "seed": 0}
-    orm = train_outcome_model(outcome, path, directory / "orm", **options)
-    prm = train_process_model(labelling.process_examples(prompts), path, directory / "prm", **options)
-    summary = {
-        "samples": len(completions), "correct_fraction": sum(correct) / len(correct),
-        "orm": orm.held_out.to_dict() if orm.held_out else None, "prm": prm.held_out.to_dict() if prm.held_out else None,
-        "labelling_cost": labelling.cost.to_dict(),
-    }
-    summary_path.write_text(dumps(summary, indent=1))
-    return summary
-
-
-def figure7(scale: Scale, out: Path, seeds: list[int], progress: ProgressFn) -> dict[str, Any]:
-    """pass@K and maj@K, K = 1, 2, 4, .. fig7_samples, of the initial model and of GRPO+OS's final models."""
     from cohort.config import load_config
     from cohort.data.tasks import task_from_settings
-    from cohort.evaluation.held_out import evaluate_held_out
+    from cohort.evaluation.held_out import evaluate_held_out, write_eval
     from cohort.models.loading import load_policy, load_tokenizer
     from cohort.rewards.configured import run_rewards
 
-    directory = out / "figure7"
-    directory.mkdir(parents=True, exist_ok=True)
-    ks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= scale.fig7_samples]
-    models = {"before": "builtin:multistep", **{f"after-seed-{s}": str(run_directory(out, "grpo_os", s) / "final") for s in seeds}}
-    results = {}
-    for label, model in models.items():
-        path = directory / f"{label}.json"
-        if not path.is_file():
-            progress(f"figure 7: {scale.fig7_samples} samples per problem for {label}")
-            config = load_config(None, common_overrides(scale, 0, out / "scratch") + [f"data.eval_limit={scale.fig7_problems}"])
-            task = task_from_settings(config.data, config.train.seed)
-            from cohort.assets import resolve_builtin
+    for seed in seeds:
+        directory = initial_directory(out, seed)
+        if (directory / "eval_before.json").is_file():
+            continue
+        progress(f"evaluating the initial policy for seed {seed}")
+        directory.mkdir(parents=True, exist_ok=True)
+        config = load_config(None, common_overrides(scale, seed, out / "scratch"))
+        task = task_from_settings(config.data, config.train.seed)
+        path = resolve_builtin("builtin:multistep")
+        summary, problems = evaluate_held_out(config, task, load_policy(path), load_tokenizer(path), run_rewards(config, task),
+                                              num_samples=config.train.eval_samples)
+        write_eval(summary, problems, directory / "eval_before.json.tmp", directory / "eval_before.jsonl")
+        (directory / "eval_before.json.tmp").rename(directory / "eval_before.json")  # the done marker, written last
 
-            location = resolve_builtin(model)
-            summary, _ = evaluate_held_out(config, task, load_policy(location), load_tokenizer(location), run_rewards(config, task),
-                                           num_samples=scale.fig7_samples, ks=ks, seed=2024)
-            path.write_text(dumps(summary.to_dict(), indent=1))
-        results[label] = json.loads(path.read_text())
-    return results
+
+def _shipped(name: str) -> dict[str, Any]:
+    """What a shipped reward model's training.json says (held-out metrics, labels, the seeds' spread)."""
+    from cohort.assets import resolve_builtin
+
+    report = json.loads((Path(resolve_builtin(name)) / "training.json").read_text())
+    return {key: report.get(key) for key in ("held_out", "held_out_before", "held_out_by_operations", "labels", "seed_spread",
+                                             "train_examples", "held_out_examples", "best_epoch", "epoch_losses")}
+
+
+def reward_models(scale: Scale, out: Path, arms: tuple[Arm, ...], progress: ProgressFn, gate: float | None) -> dict[str, Any]:
+    """The shipped ORM's and PRM's numbers (written to reward_models/summary.json) after the gate:
+    a ValueError (one line) when an arm trains against the PRM and its held-out within-group AUC is
+    below ``gate``."""
+    summary = {"prm": _shipped(PRM), "orm": _shipped(ORM), "gate": gate}
+    auc = (summary["prm"]["held_out"] or {}).get("within_group_auc")
+    users = [arm.name for arm in arms if arm.reward_model == PRM]
+    if gate is not None and users and (auc is None or auc < gate):
+        raise ValueError(f"the quality gate stops this reproduction: the shipped PRM ({PRM}) ranks the samples of one prompt "
+                         f"with held-out within-group AUC {auc if auc is None else round(auc, 3)}, below --rm-gate {gate}, "
+                         f"and {', '.join(users)} train against it (pass --rm-gate 0 to run them anyway)")
+    if users:
+        verdict = f"passes the gate {gate}" if gate is not None else "(the gate is off)"
+        progress(f"reward models: the shipped PRM's held-out within-group AUC {auc:.3f} {verdict}")
+    directory = out / "reward_models"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "summary.json").write_text(dumps(summary, indent=1))
+    return summary

@@ -1,10 +1,11 @@
-"""Running a reproduction: the shared reward models, every (arm, seed) run in a pool of processes,
-the pass@K / maj@K evaluations of Figure 7; everything resumable.
+"""Running a reproduction: every (arm, seed) run in a pool of processes, the pass@K / maj@K
+evaluations of Figure 7, the per-run measures; everything resumable.
 
 Layout of the output directory::
 
-    reward_models/orm, reward_models/prm   trained once on labelled samples of the initial policy
-    runs/<arm>/seed-<s>/                    one cohort run directory each (done: summary.json)
+    reward_models/summary.json              the shipped reward models' held-out numbers (and the gate)
+    runs/<arm>/seed-<s>/                    one cohort run directory each (done: summary.json;
+                                            measures.json: what its completions and reward model show)
     figure7/<label>.json                    evaluations with K samples per problem
     results.json, report.html               what came out (see cohort.reproduce.analysis)
 
@@ -52,7 +53,7 @@ def arm_config(arm: Arm, scale: Scale, seed: int, out: Path):
     directory = run_directory(out, arm.name, seed)
     resume = RunDirectory(directory).latest_checkpoint() is not None
     extra = ["train.resume=true"] if resume else ["train.overwrite=true"]
-    return load_config(None, common_overrides(scale, seed, directory) + arm.overrides(scale, out / "reward_models") + extra)
+    return load_config(None, common_overrides(scale, seed, directory) + arm.overrides(scale) + extra)
 
 
 def _train_job(arm_name: str, seed: int, scale: Scale, out: str) -> dict[str, Any]:
@@ -100,6 +101,13 @@ def run_jobs(jobs: list[Job], scale: Scale, out: Path, workers: int, progress: P
                 if queue:
                     nxt = queue.pop(0)
                     running[pool.submit(_train_job, nxt.arm, nxt.seed, scale, str(out))] = nxt
+
+
+def jobs_for(arms: tuple[Arm, ...], scale: Scale, out: Path) -> list[Job]:
+    """Every (arm, seed) run of a reproduction, seed by seed (so the first seeds of every arm finish first)."""
+    most = max(arm.seed_count(scale) for arm in arms)
+    return [Job(arm.name, seed, run_directory(out, arm.name, seed)) for seed in range(most) for arm in arms
+            if seed < arm.seed_count(scale)]
 
 
 def default_workers() -> int:
