@@ -117,7 +117,7 @@ ARMS: tuple[Arm, ...] = (
     Arm("grpo_ps_min", "GRPO + PS, min credit (PURE), shipped PRM", "figure5", lambda s: _process(PRM, "min"), comparison=True,
         reward_model=PRM),
     Arm("grpo_ps_gold", "GRPO + PS, sum credit, gold step checker", "figure5", lambda s: _process("gold"), comparison=True),
-    Arm("grpo_ps_vr", "GRPO + PS, min credit, shipped PRM + rule at the last step", "figure5",
+    Arm("grpo_ps_vr", "GRPO + PS, min credit, shipped PRM + the rule's outcome advantage", "figure5",
         lambda s: _process(PRM, "min", VR_WEIGHT), comparison=True, reward_model=PRM),
     Arm("grpo_ps_iterative", "GRPO + PS (sum), PRM retrained each iteration", "figure6", _iterative, reward_model=PRM),
     Arm("dr_grpo", "Dr. GRPO (no length or std normalisation)", "length",
