@@ -68,3 +68,18 @@ def dies_on_marker(prompts, completions, **_):
     if any("DIE" in completion for completion in completions):
         os._exit(1)
     return has_digit(prompts, completions)
+
+
+def always_raises(prompts, completions, **_):
+    """A reward with a bug that fires on every call: no sample can ever be scored."""
+    raise KeyError("answer_text")
+
+
+def always_none(prompts, completions, **_):
+    """A reward that scores nothing and says nothing (returns None for every sample)."""
+    return [None for _ in completions]
+
+
+def correct_when_digit(prompts, completions, **_):
+    """has_digit without the is_correctness attribute: the config's ``correctness: true`` marks it."""
+    return [1.0 if any(ch.isdigit() for ch in completion) else 0.0 for completion in completions]

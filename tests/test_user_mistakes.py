@@ -33,6 +33,9 @@ def files(tmp_path_factory, tiny_llama_dir):
     (root / "task.csv").write_text("prompt,answer\n1+1=,2\n")
     (root / "bad.yaml").write_text("rollout:\n  group_size: [4\n")
     (root / "a_file").write_text("")
+    (root / "reward_with_syntax_error.py").write_text("def score(prompts, completions\n")
+    (root / "reward_raising_at_import.py").write_text("import os\nTOKEN = os.environ['NO_SUCH_VARIABLE_FOR_COHORT']\n")
+    (root / "my_local_reward.py").write_text("def score(prompts, completions, **_):\n    return [1.0] * len(completions)\n")
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     classifier = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(tiny_llama_dir, num_labels=1))
@@ -80,6 +83,13 @@ CASES = [
     ("unknown reward", "train+ 'reward.functions=[{name: exact_matches}]'", 2, r"unknown reward 'exact_matches'; built-in rewards:"),
     ("reward module that does not exist", "train+ 'reward.functions=[{name: no_such_module:fn}]'", 2,
      r"cannot import module 'no_such_module'"),
+    ("reward module with a syntax error", "train+ 'reward.functions=[{name: reward_with_syntax_error:score}]'", 2,
+     r"module 'reward_with_syntax_error' has a syntax error at .*reward_with_syntax_error.py:1: '\(' was never closed"),
+    ("reward module that raises on import", "train+ 'reward.functions=[{name: reward_raising_at_import:score}]'", 2,
+     r"importing module 'reward_raising_at_import' raised KeyError: 'NO_SUCH_VARIABLE_FOR_COHORT' \(at .*:2\)"),
+    ("correctness that is not a bool", "train+ 'reward.functions=[{name: exact_match, correctness: yes please}]'", 2,
+     r"reward 'exact_match': correctness must be true or false, got 'yes please'"),
+    ("no reward can ever score", "config+ reward.max_failed_steps=-1", 2, r"reward.max_failed_steps=-1 is not allowed: expected an int >= 0"),
     ("wrong reward option", "train+ 'reward.functions=[{name: format, patern: x}]'", 2, r"reward 'format' does not take options \['patern'\]"),
     ("SFT without targets", "train+ algorithm.method=sft sft.target_column=solution", 2,
      r"sft.target_column='solution': the training rows have no such column"),
@@ -108,8 +118,9 @@ def _argv(command: str, files: Path, model: Path, out: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
-def test_a_mistake_gets_one_line_that_names_it(case, files, tiny_llama_dir, tmp_path, capsys):
+def test_a_mistake_gets_one_line_that_names_it(case, files, tiny_llama_dir, tmp_path, capsys, monkeypatch):
     _, command, code, pattern = case
+    monkeypatch.chdir(files)  # the reward modules of the cases live in the current directory, as a user's would
     out = tmp_path / "run"
     assert main(_argv(command, files, tiny_llama_dir, out)) == code
     captured = capsys.readouterr()
@@ -155,3 +166,33 @@ def test_nested_options_take_dotted_overrides(files, tiny_llama_dir, tmp_path, c
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["model"]["lora"] == {"r": 4, "alpha": 8}
     assert config["reward"]["functions"] == [{"name": "exact_match"}, {"name": "format", "weight": 0.5}]
+
+
+def test_a_reward_module_in_the_current_directory_is_found(files, tiny_llama_dir, tmp_path, capsys, monkeypatch):
+    """As ``python -m`` finds it; the ``cohort`` command's own sys.path does not hold the current directory."""
+    monkeypatch.chdir(files)
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(files))])
+    assert main(["config", *base_args(files, tiny_llama_dir, tmp_path / "run"),
+                 "reward.functions=[{name: my_local_reward:score}]"]) == 0
+
+
+def test_correctness_true_turns_held_out_evaluation_on_for_a_custom_reward(files, tiny_llama_dir, tmp_path, capsys):
+    """Without the key the run says once why it does not evaluate and how to turn it on; with it, it evaluates."""
+    spec = "{name: 'reward_fixtures:correct_when_digit'"
+    common = [*base_args(files, tiny_llama_dir, tmp_path / "off"), "train.eval_after=true", "log.console=plain"]
+    assert main(["train", *common, f"reward.functions=[{spec}}}]"]) == 0
+    said = capsys.readouterr()
+    assert "held-out evaluation is off: no reward says which samples are correct (rewards: correct_when_digit); " \
+           "add correctness: true" in said.out + said.err
+    assert not (tmp_path / "off" / "eval_after.json").exists()
+    on = [*base_args(files, tiny_llama_dir, tmp_path / "on"), "train.eval_after=true"]
+    assert main(["train", *on, f"reward.functions=[{spec}, correctness: true}}]"]) == 0
+    assert json.loads((tmp_path / "on" / "eval_after.json").read_text())["num_problems"] == 5
+
+
+def test_correctness_false_takes_a_rule_out_of_the_accuracy():
+    from cohort.rewards import correctness_reward
+    from cohort.rewards.registry import build_reward
+
+    rule, marked_off = build_reward({"name": "exact_match"}), build_reward({"name": "exact_match", "correctness": False})
+    assert correctness_reward([rule]) is rule and correctness_reward([marked_off]) is None

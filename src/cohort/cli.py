@@ -60,8 +60,10 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(config, console, checked)
     try:
         summary = trainer.train()
-    finally:
-        stop_world(trainer.world)  # under torchrun: leave the process group cleanly
+    except BaseException:
+        stop_world(trainer.world, finished=False)
+        raise
+    stop_world(trainer.world)  # under torchrun: every rank leaves the process group together
     return 128 + summary["stopped_by"] if "stopped_by" in summary else 0  # the shell's convention for a signal
 
 

@@ -112,10 +112,17 @@ def start_world(strategy: str = "ddp", backend: str = "auto", timeout_s: float =
     return World(rank=rank, size=size, local_rank=local_rank, strategy=strategy)
 
 
-def stop_world(world: World) -> None:
-    """Destroy the process group :func:`start_world` made (a no-op in one process)."""
-    if world.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+def stop_world(world: World, finished: bool = True) -> None:
+    """Destroy the process group :func:`start_world` made (a no-op in one process).
+
+    After a finished run every rank first waits for the others: a rank that tore its group down
+    while another still used the store could abort that rank at exit (gloo's threads see the store
+    vanish). After an error there is no barrier, since a failed rank's peers may never arrive."""
+    if not (world.distributed and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 # --- wrapping models --------------------------------------------------------------------------------

@@ -89,6 +89,8 @@ class RewardConfig:
     """A reward call that runs longer gives None for its samples (never kills the run)."""
     strict: bool = False
     """Raise instead of scoring None when a reward function fails."""
+    max_failed_steps: int = 3
+    """Stop the run (one line naming each reward and its first error) after this many consecutive steps in which no sample could be scored: such steps train nothing. 0 = never stop."""
     backend: Literal["local", "ray"] = "local"
     """Where reward.functions run: in this process (local) or on Ray actors (ray), each function built once per worker."""
     ray_address: str | None = None

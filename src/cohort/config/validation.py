@@ -99,6 +99,7 @@ def _validate_data_and_rewards(config: Config) -> None:
                "null unless data.format is gsm8k or math")
     check(w.timeout_s > 0, "reward.timeout_s", w.timeout_s, "a float > 0")
     check(w.ray_workers >= 1, "reward.ray_workers", w.ray_workers, "an int >= 1")
+    check(w.max_failed_steps >= 0, "reward.max_failed_steps", w.max_failed_steps, "an int >= 0 (0 = never stop)")
     check(w.ray_chunk_size >= 1, "reward.ray_chunk_size", w.ray_chunk_size, "an int >= 1")
     iterative_process = config.iterative.iterations > 0 and config.iterative.supervision == "process"
     if config.algorithm.advantage == "process" and not iterative_process:

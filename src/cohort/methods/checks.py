@@ -30,4 +30,5 @@ def require_correctness(method: str, rewards: list[NamedReward]) -> None:
     if correctness_reward(rewards) is None:
         names = ", ".join(r.name for r in rewards)
         raise MethodDataError(f"method {method} keeps correct samples, but no reward function measures correctness "
-                              f"(rewards: {names}; add exact_match, math or code to reward.functions)")
+                              f"(rewards: {names}; add exact_match, math or code to reward.functions, or mark your own rule "
+                              "with correctness: true)")

@@ -53,6 +53,13 @@ class NamedReward:
     name: str
     fn: RewardFn
     weight: float = 1.0
+    correctness: bool | None = None
+    """Whether a score of 1 means a right answer (reported as ``accuracy``, used by held-out
+    evaluation, RFT's filter and pass@k). None: the function says so itself (``fn.is_correctness``)."""
+
+    @property
+    def decides_correctness(self) -> bool:
+        return bool(getattr(self.fn, "is_correctness", False)) if self.correctness is None else self.correctness
 
 
 @dataclass
@@ -62,6 +69,7 @@ class RewardScores:
     total: torch.Tensor  # [N] float64: sum of weight x score; NaN if a weighted function gave None
     per_function: dict[str, torch.Tensor]  # name -> [N] float64
     failures: dict[str, int] = field(default_factory=dict)  # name -> samples lost to errors/timeouts
+    first_errors: dict[str, str] = field(default_factory=dict)  # name -> its first error in the batch, if any
 
 
 @contextmanager
@@ -153,6 +161,15 @@ class _Failures:
     budget_spent: int = 0  # samples never retried: the retry budget was spent
     infinite: int = 0
     first: str | None = None  # the first per-sample failure, "sample i: ..."
+
+    @property
+    def first_error(self) -> str | None:
+        """What went wrong first: a malformed whole-batch answer, a sample's error, or the batch call's."""
+        if self.malformed:
+            return self.malformed
+        if self.infinite and not self.first:
+            return "returned ±inf"
+        return self.first or self.batch_error
 
     @property
     def count(self) -> int:
@@ -269,7 +286,7 @@ class RewardScorer:
         n = len(completions)
         if len(prompts) != n or any(len(values) != n for values in columns.values()):
             raise ValueError(f"prompts and every column must hold {n} entries, one per completion")
-        per_function, failures = {}, {}
+        per_function, failures, first_errors = {}, {}, {}
         total = torch.zeros(n, dtype=torch.float64)
         for reward in self.rewards:
             values, failed = self._score_one_function(reward, prompts, completions, columns)
@@ -285,6 +302,8 @@ class RewardScorer:
                 logger.warning(message)
             per_function[reward.name] = scores
             failures[reward.name] = failed.count
+            if failed.first_error:
+                first_errors[reward.name] = failed.first_error
             if reward.weight != 0:
                 total = total + reward.weight * scores  # NaN propagates: a sample one function can't score is unscored
-        return RewardScores(total=total, per_function=per_function, failures=failures)
+        return RewardScores(total=total, per_function=per_function, failures=failures, first_errors=first_errors)

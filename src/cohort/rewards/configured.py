@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cohort.rewards.base import NamedReward
-from cohort.rewards.registry import build_reward, reward_label
+from cohort.rewards.registry import build_reward, reward_label, spec_correctness
 
 
 def build_rewards(
@@ -25,7 +25,8 @@ def build_rewards(
 
         connect(backend.ray_address)
         rewards = [NamedReward(reward_label(spec), RayReward(spec, workers=backend.ray_workers, chunk_size=backend.ray_chunk_size,
-                                                             timeout_s=backend.timeout_s), float(spec.get("weight", 1.0)))
+                                                             timeout_s=backend.timeout_s), float(spec.get("weight", 1.0)),
+                               spec_correctness(str(spec.get("name")), spec.get("correctness")))
                    for spec in specs]
     else:
         rewards = [build_reward(spec, timeout_s=settings.timeout_s) for spec in specs]

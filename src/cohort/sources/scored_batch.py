@@ -61,6 +61,7 @@ class ScoredBatch:
                 total=self.scores.total[index],
                 per_function={name: values[index] for name, values in self.scores.per_function.items()},
                 failures=dict(self.scores.failures),
+                first_errors=dict(self.scores.first_errors),
             ),
             sampled_groups=self.sampled_groups,
             zero_std_groups=self.zero_std_groups,
@@ -81,6 +82,7 @@ class ScoredBatch:
                 total=torch.cat([p.scores.total for p in parts]),
                 per_function={name: torch.cat([p.scores.per_function[name] for p in parts]) for name in names},
                 failures={name: sum(p.scores.failures.get(name, 0) for p in parts) for name in names},
+                first_errors=merged_first_errors([p.scores.first_errors for p in parts]),
             ),
             sampled_groups=sum(p.sampled_groups for p in parts),
             zero_std_groups=sum(p.zero_std_groups for p in parts),
@@ -88,6 +90,15 @@ class ScoredBatch:
             correct=None if parts[0].correct is None else torch.cat([p.correct for p in parts]),
             extras=dict(parts[0].extras),
         )
+
+
+def merged_first_errors(parts: list[dict[str, str]]) -> dict[str, str]:
+    """Each function's first error over several batches, in order."""
+    merged: dict[str, str] = {}
+    for part in parts:
+        for name, error in part.items():
+            merged.setdefault(name, error)
+    return merged
 
 
 def per_sample_columns(columns: dict[str, list[Any]], rollout: Rollout) -> dict[str, list[Any]]:

@@ -8,14 +8,13 @@ rank and are averaged (every rank holds the same number of examples).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from cohort.distributed import World
-from cohort.sources.scored_batch import ScoredBatch
+from cohort.sources.scored_batch import ScoredBatch, merged_first_errors
 
 
 @dataclass
@@ -29,13 +28,14 @@ class BatchFacts:
     lengths: torch.Tensor  # [N] long
     truncated: torch.Tensor  # [N] bool
     trainable: torch.Tensor  # [N] bool
+    first_errors: dict[str, str] = field(default_factory=dict)  # name -> its first error in the batch
 
     @classmethod
     def of(cls, batch: ScoredBatch, trainable: torch.Tensor) -> "BatchFacts":
         return cls(
             batch.scores.total.cpu(), {k: v.cpu() for k, v in batch.scores.per_function.items()}, dict(batch.scores.failures),
             None if batch.correct is None else batch.correct.cpu(), batch.rollout.completion_lengths.cpu(),
-            batch.rollout.truncated.cpu(), trainable.cpu(),
+            batch.rollout.truncated.cpu(), trainable.cpu(), dict(batch.scores.first_errors),
         )
 
     @classmethod
@@ -53,6 +53,7 @@ class BatchFacts:
             torch.cat([p.lengths for p in parts]),
             torch.cat([p.truncated for p in parts]),
             torch.cat([p.trainable for p in parts]),
+            merged_first_errors([p.first_errors for p in parts]),
         )
 
 
@@ -106,12 +107,11 @@ def mean_over_ranks(world: World, metrics: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def step_metrics(world: World, step: int, batch: ScoredBatch, trainable: torch.Tensor, method_metrics: dict[str, Any],
+def step_metrics(world: World, step: int, facts: BatchFacts, method_metrics: dict[str, Any],
                  stats: dict[str, float], times: dict[str, float], lr: float) -> dict[str, Any]:
     """One step's record for metrics.jsonl: the shared metrics of the global batch, the method's own
     (averaged over ranks), the update's, and the time of each phase (``times``: rollout, reward,
-    logprob, train, step seconds)."""
-    facts = BatchFacts.gather(world, BatchFacts.of(batch, trainable))
+    logprob, train, step seconds). ``facts`` are the global batch's (:meth:`BatchFacts.gather`)."""
     metrics: dict[str, Any] = {"step": step, **reward_metrics(facts)}
     metrics.update(mean_over_ranks(world, method_metrics))
     metrics.update({
@@ -145,24 +145,3 @@ def completion_records(step: int, batch: ScoredBatch, per_sample: torch.Tensor |
         }
         for row in range(min(limit, len(batch.completions)))
     ]
-
-
-class TruncationWatch:
-    """Warns once when most completions of a run's first steps hit the generation budget: their
-    answers are cut off, so the rewards mostly measure the budget, not the policy."""
-
-    STEPS = 3
-    SHARE = 0.5
-
-    def __init__(self, warn: Callable[[str], None], budget: int) -> None:
-        self.warn, self.budget = warn, budget
-        self.seen: list[float] = []
-
-    def observe(self, step: int, truncated_frac: float) -> None:
-        if len(self.seen) >= self.STEPS:
-            return
-        self.seen.append(truncated_frac)
-        share = sum(self.seen) / len(self.seen)
-        if len(self.seen) == self.STEPS and share > self.SHARE:
-            self.warn(f"{share:.0%} of the completions of steps {step - self.STEPS + 1}-{step} hit "
-                      f"rollout.max_new_tokens={self.budget} and were cut off: raise rollout.max_new_tokens")

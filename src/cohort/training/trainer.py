@@ -75,10 +75,11 @@ from cohort.training.checkpoint import (
 )
 from cohort.training.evaluation import HeldOutEvaluations, weights_fingerprint
 from cohort.training.iterative import IterativeRL
-from cohort.training.metrics import TruncationWatch, completion_records, step_metrics
+from cohort.training.metrics import BatchFacts, completion_records, step_metrics
 from cohort.training.preflight import Preflight, check_settings, preflight
 from cohort.training.resume import check_resume, record_segment
 from cohort.training.stopping import StopRequests
+from cohort.training.watches import RewardFailureWatch, TruncationWatch
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class Trainer:
         self.writer = MetricsWriter(self.run_dir, config, start_step=self.step) if main else None
         self.step_times: list[float] = []
         self.truncation = TruncationWatch(logger.warning, config.rollout.max_new_tokens)
+        self.reward_failures = RewardFailureWatch(config.reward.max_failed_steps)
 
     def _prepare_run_directory(self) -> None:
         """Rank 0 checks and prepares the run directory; every rank learns the checkpoint to resume from."""
@@ -270,8 +272,10 @@ class Trainer:
         self.step_times.append(step_time)
         times = {"rollout": timer.rollout, "reward": timer.reward, "logprob": timer.logprob, "train": timer.train, "step": step_time}
         method_metrics = {**signal.metrics, **self.method.metrics(batch, signal, stats)}
-        metrics = step_metrics(self.world, self.step, batch, signal.trainable, method_metrics, stats, times, lr)
+        facts = BatchFacts.gather(self.world, BatchFacts.of(batch, signal.trainable))
+        metrics = step_metrics(self.world, self.step, facts, method_metrics, stats, times, lr)
         self.truncation.observe(self.step, metrics["truncated_frac"])
+        self.reward_failures.observe(self.step, facts)
         return metrics
 
     # --- checkpoints --------------------------------------------------------------------------------
@@ -354,6 +358,7 @@ class Trainer:
                 if self.writer is not None:
                     self.writer.write_step(metrics)
                 self.console.step(metrics)
+                self.reward_failures.check()  # every rank raises at the same step: the facts are global
                 if config.train.eval_every and self.step % config.train.eval_every == 0:
                     self.evaluations.curve_point(self.step)
                 due = config.train.save_every and self.step % config.train.save_every == 0
