@@ -28,6 +28,7 @@ import marshal
 import os
 import select
 import sys
+import threading
 import tempfile
 import time
 from collections.abc import Sequence
@@ -62,11 +63,22 @@ class AssertionTest:
     entry_point: str | None = None
 
 
+_AST_LOCK = threading.Lock()
+"""Held around every parse here: a batch judges programs on several threads, and CPython 3.11's
+parser is not safe to enter from two threads at once ("SystemError: AST constructor recursion depth
+mismatch")."""
+
+
+def parse(source: str) -> ast.Module:
+    with _AST_LOCK:
+        return ast.parse(source)
+
+
 @functools.cache
 def harness_source() -> str:
     """The one script both sandboxes of a pair run: the codec's source, then the harness' without its import of the codec."""
     lines = Path(harness.__file__).read_text(encoding="utf-8").splitlines(keepends=True)
-    for node in ast.parse("".join(lines)).body:
+    for node in parse("".join(lines)).body:
         if isinstance(node, ast.ImportFrom) and node.module == codec.__name__:
             lines[node.lineno - 1 : node.end_lineno] = ["\n"] * (node.end_lineno - node.lineno + 1)
     return Path(codec.__file__).read_text(encoding="utf-8") + "\n\n" + "".join(lines)
@@ -81,13 +93,15 @@ def harness_file(python: str) -> tuple[str, str | bytes]:
     """
     if os.path.realpath(python) != os.path.realpath(sys.executable):
         return "harness.py", harness_source()
-    return "harness.code", marshal.dumps(compile(harness_source(), "/sandbox/harness.py", "exec", dont_inherit=True))
+    source = harness_source()
+    with _AST_LOCK:
+        return "harness.code", marshal.dumps(compile(source, "/sandbox/harness.py", "exec", dont_inherit=True))
 
 
 def referenced_names(code: str) -> list[str]:
     """The names ``code`` reads but does not bind itself, in order of first use ([] if it does not parse)."""
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return []
     bound = set()
