@@ -49,6 +49,7 @@ def test_spec_table_values():
     assert get_preset("r1_zero").settings["algorithm.ref_reset_every"] == 400
     assert get_preset("gspo").settings["algorithm.policy_loss"] == "sequence_clip"
     assert get_preset("trl_parity").settings["algorithm.adv_eps"] == 1e-4
+    assert get_preset("trl_parity").settings["algorithm.kl_clamp"] is None  # TRL caps no KL term
 
 
 def test_unknown_preset_lists_the_allowed():

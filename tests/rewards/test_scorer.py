@@ -275,3 +275,21 @@ def test_build_reward_from_specs():
 def test_bad_reward_specs(spec, message):
     with pytest.raises(ValueError, match=message):
         build_reward(spec)
+
+
+def test_several_failing_functions_make_one_line_per_call(caplog):
+    """Two functions that fail in the same call: one warning line naming both, with each one's first error."""
+    import logging
+
+    def broken(prompts, completions, **_):
+        raise ValueError("no answer column")
+
+    def short(prompts, completions, **_):
+        return [1.0]
+
+    scorer = RewardScorer([NamedReward("broken", broken), NamedReward("short", short)], timeout_s=5)
+    with caplog.at_level(logging.WARNING, logger="cohort.rewards.base"):
+        scores = scorer.score(["p", "q"], ["a", "b"])
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "reward 'broken'" in lines[0] and "reward 'short' returned 1 scores for 2" in lines[0]
+    assert scores.first_errors == {"broken": "sample 0: ValueError: no answer column", "short": "returned 1 scores for 2 completions"}

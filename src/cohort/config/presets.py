@@ -45,8 +45,9 @@ _PRESETS = [
     Preset("degrpo", "DeGRPO (Thinkless): centred advantages, control token weighted apart (alpha=0.001), k3 KL 0.001",
            {"algorithm.advantage": "group_center", "algorithm.aggregation": "decoupled",
             "algorithm.control_weight": 0.001, "algorithm.beta": 0.001}),
-    Preset("trl_parity", "TRL GRPOTrainer defaults (sample std + 1e-4, token-mean loss, beta 0) for side-by-side comparisons",
-           {"algorithm.aggregation": "token_mean", "algorithm.beta": 0.0, "algorithm.std_ddof": 1, "algorithm.adv_eps": 1e-4}),
+    Preset("trl_parity", "TRL GRPOTrainer defaults (sample std + 1e-4, token-mean loss, beta 0, no KL cap) for side-by-side comparisons",
+           {"algorithm.aggregation": "token_mean", "algorithm.beta": 0.0, "algorithm.std_ddof": 1, "algorithm.adv_eps": 1e-4,
+            "algorithm.kl_clamp": None}),  # TRL caps no KL term
 ]
 
 PRESETS: Mapping[str, Preset] = MappingProxyType({preset.name: preset for preset in _PRESETS})

@@ -206,7 +206,8 @@ class RewardScorer:
     limited to an equal share of what is left, so one hanging sample costs its share and never its
     neighbours'; what an overrunning call leaves unspent budget for is scored None, counted and named.
     Malformed output (wrong count, type or value) is the function's error for the whole call: every
-    sample None, no retry. Each function logs at most one summary warning per call; ``strict`` raises.
+    sample None, no retry. A call logs at most one summary warning (every failing function's summary,
+    joined by " | "); ``strict`` raises.
     """
 
     def __init__(self, rewards: Sequence[NamedReward], timeout_s: float = 60.0, strict: bool = False) -> None:
@@ -286,7 +287,7 @@ class RewardScorer:
         n = len(completions)
         if len(prompts) != n or any(len(values) != n for values in columns.values()):
             raise ValueError(f"prompts and every column must hold {n} entries, one per completion")
-        per_function, failures, first_errors = {}, {}, {}
+        per_function, failures, first_errors, messages = {}, {}, {}, []
         total = torch.zeros(n, dtype=torch.float64)
         for reward in self.rewards:
             values, failed = self._score_one_function(reward, prompts, completions, columns)
@@ -299,11 +300,13 @@ class RewardScorer:
                 scores = torch.where(infinite, torch.full_like(scores, math.nan), scores)
             message = failed.message()
             if message:
-                logger.warning(message)
+                messages.append(message)
             per_function[reward.name] = scores
             failures[reward.name] = failed.count
             if failed.first_error:
                 first_errors[reward.name] = failed.first_error
             if reward.weight != 0:
                 total = total + reward.weight * scores  # NaN propagates: a sample one function can't score is unscored
+        if messages:  # one line per scoring call, whichever functions failed
+            logger.warning(" | ".join(messages))
         return RewardScores(total=total, per_function=per_function, failures=failures, first_errors=first_errors)
