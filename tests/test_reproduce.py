@@ -8,8 +8,10 @@ resuming that skips what is done, --arms / --steps, and the quality gate.
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
+from built_once import built_once
 from system_deps import requires_chromium
 from test_report import browser, screenshot, show_whole_page  # noqa: F401  (the browser fixture)
 
@@ -23,11 +25,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("reproduce")
-    messages: list[str] = []
-    results = reproduce(out, quick=True, workers=2, rm_gate=0.0, progress=messages.append)
-    return out, results, messages
+def quick_run(tmp_path_factory, worker_id):
+    """One quick reproduction per session (read-only; a test that reruns it works on a copy)."""
+    def run(out):
+        messages: list[str] = []
+        results = reproduce(out, quick=True, workers=2, rm_gate=0.0, progress=messages.append)
+        return {"results": results, "messages": messages}
+
+    out, value = built_once(tmp_path_factory, worker_id, "reproduce-quick", run)
+    return out, value["results"], value["messages"]
 
 
 def test_every_arm_and_claim_comes_out(quick_run):
@@ -62,13 +68,16 @@ def test_the_iterative_arm_is_evaluated_at_every_iteration_boundary(tmp_path, sc
     assert config.train.steps == per * config.iterative.iterations and per % config.train.eval_every == 0
 
 
-def test_a_second_invocation_skips_what_is_done_and_redoes_what_is_missing(quick_run):
-    out, results, _ = quick_run
+def test_a_second_invocation_skips_what_is_done_and_redoes_what_is_missing(quick_run, tmp_path):
+    shared, results, _ = quick_run
+    out = tmp_path / "reproduce"
+    shutil.copytree(shared, out)
     (out / "runs" / "dpo" / "seed-1" / "summary.json").unlink()
     messages: list[str] = []
     again = reproduce(out, quick=True, workers=2, rm_gate=0.0, progress=messages.append)
     assert "25 of 26 runs already finished: skipped" in messages
     assert any(m.startswith("done dpo seed 1") for m in messages) and not any(m.startswith("done sft") for m in messages)
+    again = json.loads(json.dumps(again))  # as the shared run's results were recorded
     assert again["arms"]["grpo_os"]["final_pass1"] == results["arms"]["grpo_os"]["final_pass1"]
     assert again["arms"]["dpo"]["final_pass1"] == results["arms"]["dpo"]["final_pass1"]  # the rerun is deterministic
 

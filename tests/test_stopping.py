@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from built_once import built_once
 from safetensors.torch import load_file
 
 from cohort.config import load_config
@@ -55,11 +56,16 @@ def comparable(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory, tiny_llama_dir, task_file) -> Path:
-    """An uninterrupted run of the same config (read-only; shared by the signal tests)."""
-    out = tmp_path_factory.mktemp("straight") / "run"
-    assert run_cli(tiny_llama_dir, task_file, out).returncode == 0
-    return out
+def straight(tmp_path_factory, worker_id, tiny_llama_dir, task_file) -> Path:
+    """An uninterrupted run of the same config (read-only; shared by the signal tests of every worker:
+    the tiny model and the task are built alike on each)."""
+    def run(directory: Path) -> int:
+        result = run_cli(tiny_llama_dir, task_file, directory / "run")
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.returncode
+
+    directory, _ = built_once(tmp_path_factory, worker_id, "stopping-straight", run)
+    return directory / "run"
 
 
 @pytest.mark.slow
