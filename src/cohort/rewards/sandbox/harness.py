@@ -28,6 +28,11 @@ interpreter), so it uses the standard library only and must not import cohort ex
 
     harness.py candidate PROGRAM REQUEST_FD RESPONSE_FD
     harness.py judge TESTS_FD VERDICT_FD REQUEST_FD RESPONSE_FD PER_TEST_S
+    harness.py server CONTROL_FD FILTER_FD
+
+A *server* (see :mod:`cohort.rewards.sandbox.judges`) forks one judge per program from its pristine
+state, with the four descriptors the host sends it over CONTROL_FD; each forked judge installs the
+seccomp filter read from FILTER_FD (the layer's whole filter) before it runs.
 
 Wire format: one JSON line per message. Candidate -> judge: ``["ready", [[name, kind, ...], ...]]``
 once the program's top level has run (kind "fn" with the callable's claimed [module, qualname],
@@ -386,12 +391,97 @@ def judge_main(tests_fd: int, verdict_fd: int, request_fd: int, response_fd: int
     return 0
 
 
+# ---------------------------------------------------------------- the judge server
+
+
+def _seccomp_installer(program: bytes):
+    """A function that stacks the BPF ``program`` on the calling process (ctypes loaded now, once)."""
+    import ctypes
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    code = ctypes.create_string_buffer(program, len(program))
+    prog = Prog(len(program) // 8, ctypes.addressof(code))
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def install() -> None:
+        # PR_SET_NO_NEW_PRIVS, then PR_SET_SECCOMP with SECCOMP_MODE_FILTER (code is kept alive by this closure)
+        if code is None or libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(prog), 0, 0):
+            raise OSError(ctypes.get_errno(), "cannot install the seccomp filter")
+
+    return install
+
+
+def _forked_judge(install, message: bytes, fds: list) -> int:
+    """In a judge the server forked: lower the CPU limit to the pair's, stack the layer's filter, judge.
+
+    The message is [per_test_s, cpu_s], or [] for the server's probe (exit status 2 once the filter is on).
+    """
+    try:
+        import resource
+
+        job = json.loads(message)
+        if job:  # [] is the server's probe: the filter alone
+            hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+            cpu = int(job[1]) if hard == resource.RLIM_INFINITY else min(int(job[1]), hard - 1)
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        install()
+        if not job or len(fds) != 4:
+            return 2 if not job else 1
+        return judge_main(fds[0], fds[1], fds[2], fds[3], float(job[0]))
+    except BaseException:
+        return 1
+
+
+def _fork(run, parent_closes=()) -> int:
+    """Fork a child that exits with ``run()``; the parent closes ``parent_closes`` and returns the child's status."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            status = run()
+        finally:
+            os._exit(status)  # never back into the server's loop
+    for fd in parent_closes:
+        os.close(fd)  # the judge's ends are its own: when it dies, the host reads EOF at once
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def server_main(control_fd: int, filter_fd: int) -> int:
+    """Fork a fresh judge for each pair the host sends, one at a time; "exited" after each.
+
+    The server itself runs no test and reads no answer. Before it says "ready" it checks that a
+    forked child can install the filter (else "failed": the host reports a sandbox error).
+    """
+    import socket
+
+    program = b""
+    while chunk := os.read(filter_fd, 1 << 16):
+        program += chunk
+    os.close(filter_fd)
+    control = socket.socket(fileno=control_fd)
+    install = _seccomp_installer(program)
+    control.send(b"ready" if _fork(lambda: _forked_judge(install, b"[]", [])) == 2 else b"failed")
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 256, 4)
+        except OSError:
+            return 0
+        if not message:
+            return 0
+        _fork(lambda: control.close() or _forked_judge(install, message, fds), fds)
+        control.send(b"exited")
+
+
 def main(argv: list[str]) -> int:
     role, *args = argv
     if role == "candidate":
         return candidate_main(args[0], int(args[1]), int(args[2]))
     if role == "judge":
         return judge_main(int(args[0]), int(args[1]), int(args[2]), int(args[3]), float(args[4]))
+    if role == "server":
+        return server_main(int(args[0]), int(args[1]))
     raise SystemExit(f"unknown role {role!r}")
 
 

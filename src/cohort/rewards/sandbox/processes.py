@@ -38,7 +38,8 @@ class SandboxProcess:
     ``files`` (name -> text or bytes) are what the script's directory holds; ``script`` is the one run as
     ``__main__`` with ``args``; ``pass_fds`` stay open in it under the same numbers (the caller
     closes its copies). ``role="judge"``: the directory is read-only to it and, under unshare and
-    setuid, it runs as another uid than programs do.
+    setuid, it runs as another uid than programs do. ``seccomp`` replaces the layer's filter (the
+    judge server's, which may fork; each judge it forks installs the layer's own on top).
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class SandboxProcess:
         pass_fds: Sequence[int] = (),
         stdin: str | None = None,
         role: str = "program",
+        seccomp: bytes | None = None,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
@@ -65,6 +67,7 @@ class SandboxProcess:
         self.started = False  # whether the launcher came up (known after stop())
         self._proc: subprocess.Popen | None = None
         self._fds: list[int] = []  # ours to close: the started pipe, the inner pidfd
+        self._seccomp = seccomp
         self.host_dir, self.workdir = _prepare_dir(layer, root, files, stdin, role)
         try:
             self._launch(python, script, list(args), list(pass_fds), role)
@@ -75,7 +78,7 @@ class SandboxProcess:
     def _launch(self, python: str, script: str, args: list[str], pass_fds: list[int], role: str) -> None:
         layer = self.layer
         try:
-            seccomp_filter = layer.seccomp_filter
+            seccomp_filter = layer.seccomp_filter if self._seccomp is None else self._seccomp
         except OSError as err:
             raise SandboxError(f"cannot build the seccomp filter: {err}") from err
         started_read, started_write = os.pipe()  # the launcher's "started" signal
@@ -132,6 +135,10 @@ class SandboxProcess:
     def output(self, name: str, cap: int) -> tuple[str, bool]:
         """The first ``cap`` bytes of the sandbox's "stdout" or "stderr" as text, and whether there was more."""
         return _read_capped(self.host_dir / name, cap)
+
+    def remove_dir(self) -> None:
+        """Remove the directory while the sandbox runs on (a server that has read its files: nothing stays on disk)."""
+        _remove_dir(self.host_dir)
 
     def close(self) -> None:
         """Stop the sandbox, close its descriptors and remove its directory."""

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from cohort.rewards.sandbox.commands import SANDBOX_DIR
+from cohort.rewards.sandbox.judges import close_pool
 from cohort.rewards.sandbox.layers import (
     ISOLATIONS,
     NOBODY,
@@ -157,6 +158,14 @@ class Sandbox:
     def sandboxes_started(self) -> int:
         """How many sandboxes this object has started (for throughput measurements)."""
         return self._started_total
+
+    def close(self) -> None:
+        """Kill the idle judge servers of assertion tests (see :mod:`cohort.rewards.sandbox.judges`).
+
+        Optional: they are killed when this object is collected or the process ends, and a later
+        assertion test starts new ones.
+        """
+        close_pool(self)
 
     def run(self, source: str, stdin: str | None = None, *, wall_time_s: float | None = None) -> ExecutionResult:
         """Run one program and return what it did; raises SandboxError only if the sandbox failed.

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cohort.rewards.sandbox import codec, harness
+from cohort.rewards.sandbox.judges import JudgePool, JudgeServer, pool_for
 from cohort.rewards.sandbox.runner import (
     BudgetExceeded,
     Sandbox,
@@ -172,35 +173,44 @@ def run_assertion_tests(
 
 
 def _run_pair(sandbox: Sandbox, program: str, payloads: list[dict], end: float) -> tuple[list[bool], str]:
-    """Run the tests on one candidate/judge pair: (the verdicts reported, how it ended: see :func:`_read_verdicts`)."""
+    """Run the tests on one candidate sandbox and a judge forked by a judge server: (the verdicts reported,
+    how it ended: see :func:`_read_verdicts`)."""
     data = json.dumps({"tests": payloads}).encode()
     wall = max(0.05, min(sandbox.limits.wall_time_s, end - time.monotonic()))  # bounds the wait for bwrap to come up
-    limits = dataclasses.replace(sandbox.limits, wall_time_s=wall, cpu_time_s=sandbox.limits.cpu_time_s * (len(payloads) + 1))
+    cpu_s = sandbox.limits.cpu_time_s * (len(payloads) + 1)
+    limits = dataclasses.replace(sandbox.limits, wall_time_s=wall, cpu_time_s=cpu_s)
     harness_name, script = harness_file(sandbox.python)
     opened: list[int] = []
-    processes: list[SandboxProcess] = []
+    candidate: SandboxProcess | None = None
+    server: JudgeServer | None = None
+    ending = "broken"
     try:
         request_r, request_w = _pipe(opened)
         response_r, response_w = _pipe(opened)
         verdict_r, verdict_w = _pipe(opened)
         tests_fd = _readable_copy(data, opened)
-        judge_fds = [tests_fd, verdict_w, request_w, response_r]
-        judge_args = ["judge", *map(str, judge_fds), repr(sandbox.limits.wall_time_s)]
-        processes.append(sandbox.start({harness_name: script}, harness_name, judge_args, pass_fds=judge_fds, limits=limits, role="judge"))
+        server = judge_pool(sandbox).dispatch([tests_fd, verdict_w, request_w, response_r], sandbox.limits.wall_time_s, cpu_s)
         candidate_args = ["candidate", PROGRAM_NAME, str(request_r), str(response_w)]
         files = {harness_name: script, PROGRAM_NAME: program}
-        processes.append(sandbox.start(files, harness_name, candidate_args, pass_fds=[request_r, response_w], limits=limits))
+        candidate = sandbox.start(files, harness_name, candidate_args, pass_fds=[request_r, response_w], limits=limits)
         for fd in (request_r, request_w, response_r, response_w, verdict_w, tests_fd):
             _close(fd, opened)  # the sandboxes hold their ends now; the host keeps only the verdict
         verdicts, ending = _read_verdicts(verdict_r, len(payloads), sandbox.limits.wall_time_s, end)
     finally:
-        for process in reversed(processes):
-            process.close()
+        if candidate is not None:
+            candidate.close()
         for fd in list(opened):
             _close(fd, opened)
-    if ending != "deadline" and not all(process.started for process in processes):
-        raise SandboxError("the sandbox did not start the assertion-test judge or the program")
+        if server is not None:
+            judge_pool(sandbox).release(server, clean=ending in ("done", "stop"))
+    if ending != "deadline" and not candidate.started:
+        raise SandboxError("the sandbox did not start the assertion-test program")
     return verdicts, ending
+
+
+def judge_pool(sandbox: Sandbox) -> JudgePool:
+    """The judge servers of ``sandbox`` (made on first use; killed by ``sandbox.close()``, or when it is collected)."""
+    return pool_for(sandbox, lambda: JudgePool(sandbox._layer, sandbox.python, sandbox.limits, sandbox.tmp_root, harness_file(sandbox.python)))
 
 
 def _read_verdicts(fd: int, count: int, per_test_s: float, end: float) -> tuple[list[bool], str]:
