@@ -1,12 +1,13 @@
 """Real benchmark problems through the code reward: every reference solution scores 1, wrong ones 0.
 
-The problems are vendored, unchanged, in tests/rewards/data (28 HumanEval problems, MIT; 15 MBPP
-problems, CC BY 4.0; see data/README.md). Each dataset is scored in one batch, so the judge
+The problems are vendored, unchanged, in tests/rewards/data (28 HumanEval problems and all 164 of
+them, MIT; 15 MBPP problems, CC BY 4.0; see data/README.md). Each dataset is scored in one batch, so the judge
 sandboxes run in parallel.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -82,3 +83,36 @@ def test_mbpp_reference_solutions_score_one_and_wrong_ones_zero(reward):
 def test_mbpp_row_form_parses_its_imports_into_the_judges_setup():
     tests = parse_tests({"test_list": ["assert math.isclose(f(1), 1.0)"], "test_imports": ["import math"], "task_id": 1})
     assert tests == [AssertionTest("assert math.isclose(f(1), 1.0)", setup="import math")]
+
+
+# The canonical solution, then its entry point wrapped: all the same work, and every answer wrong.
+CORRUPTION = """
+
+_reference = {name}
+
+
+def {name}(*args, **kwargs):
+    value = _reference(*args, **kwargs)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "?"
+    if isinstance(value, (list, tuple)):
+        return type(value)([*value, -1])
+    return "wrong"
+"""
+
+
+def test_all_of_humaneval_canonical_scores_one_and_corrupted_zero(reward):
+    """benchmarks/code_reward_throughput.py's workload: 164 canonical solutions score 1, the 164 corrupted 0."""
+    with gzip.open(DATA / "humaneval.jsonl.gz", "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    assert len(rows) == 164
+    specs = [{"test": r["test"], "entry_point": r["entry_point"], "prompt": r["prompt"]} for r in rows]
+    canonical = [r["prompt"] + r["canonical_solution"] for r in rows]
+    corrupted = [program + CORRUPTION.format(name=r["entry_point"]) for program, r in zip(canonical, rows)]
+    scores = reward(None, [_fenced(p) for p in canonical + corrupted], tests=specs + specs)
+    assert [r["task_id"] for r, score in zip(rows, scores) if score != 1.0] == []
+    assert [r["task_id"] for r, score in zip(rows, scores[len(rows) :]) if score != 0.0] == []
