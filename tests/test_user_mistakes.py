@@ -21,10 +21,9 @@ from cohort.cli import main
 ROWS = [{"prompt": f"{a}+{b}=", "answer": str(a + b)} for a in range(5) for b in range(5)]
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory, tiny_llama_dir):
-    """The inputs the cases name: good and broken data files, configs, a reward module, a non-causal model."""
-    root = tmp_path_factory.mktemp("mistakes")
+def make_mistake_files(root: Path, model_dir: Path) -> Path:
+    """The inputs the cases name, in ``root``: good and broken data files, configs, reward modules, a
+    non-causal model (scripts/mistakes_table.py builds them too)."""
     (root / "task.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     (root / "empty.jsonl").write_text("\n")
     (root / "broken.jsonl").write_text(json.dumps(ROWS[0]) + "\n" + '{"prompt": "1+1=", "answer": \n')
@@ -38,9 +37,14 @@ def files(tmp_path_factory, tiny_llama_dir):
     (root / "my_local_reward.py").write_text("def score(prompts, completions, **_):\n    return [1.0] * len(completions)\n")
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    classifier = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(tiny_llama_dir, num_labels=1))
+    classifier = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(model_dir, num_labels=1))
     classifier.save_pretrained(root / "classifier")
     return root
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_llama_dir):
+    return make_mistake_files(tmp_path_factory.mktemp("mistakes"), tiny_llama_dir)
 
 
 def base_args(files, tiny_llama_dir, out):
@@ -108,7 +112,7 @@ CASES = [
 ]
 
 
-def _argv(command: str, files: Path, model: Path, out: Path) -> list[str]:
+def argv_of(command: str, files: Path, model: Path, out: Path) -> list[str]:
     fill = {"{files}": str(files), "{model}": str(model), "{out}": str(out)}
     words = [re.sub(r"\{files\}|\{model\}|\{out\}", lambda m: fill[m.group(0)], word) for word in shlex.split(command)]
     for verb in ("train", "config"):
@@ -122,7 +126,7 @@ def test_a_mistake_gets_one_line_that_names_it(case, files, tiny_llama_dir, tmp_
     _, command, code, pattern = case
     monkeypatch.chdir(files)  # the reward modules of the cases live in the current directory, as a user's would
     out = tmp_path / "run"
-    assert main(_argv(command, files, tiny_llama_dir, out)) == code
+    assert main(argv_of(command, files, tiny_llama_dir, out)) == code
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("cohort: error: "), captured.err
