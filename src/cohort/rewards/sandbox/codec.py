@@ -12,9 +12,14 @@ both sandboxes run (see :func:`cohort.rewards.sandbox.verdict.harness_source`), 
 standard library only and must not import cohort.
 """
 
-import json
 import os
-from collections.abc import Iterator
+from _collections_abc import Iterator  # what collections.abc exports, without importing collections
+
+try:  # json's own C scanner and string encoder, without importing json (and re): the candidate starts faster
+    from _json import encode_basestring_ascii, make_scanner
+except ImportError:  # an interpreter built without _json
+    from json.encoder import py_encode_basestring_ascii as encode_basestring_ascii
+    from json.scanner import py_make_scanner as make_scanner
 
 MAX_LINE_BYTES = 4 << 20  # one message; a longer one breaks the protocol
 MAX_DEPTH = 100  # nesting of containers in one value
@@ -132,17 +137,64 @@ def _reject_number(text: str) -> None:
     raise ProtocolError(f"bare JSON number {text[:40]!r} (floats travel as hex)")
 
 
+class _Strict:
+    """The settings json.loads(line, parse_float=..., parse_constant=...) would give the scanner."""
+
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_int = int
+    parse_float = parse_constant = staticmethod(_reject_number)
+    memo: dict = {}
+
+
+_scan = make_scanner(_Strict())
+_WHITESPACE = " \t\n\r"
+
+
 def parse_line(line: bytes) -> object:
-    """One message as JSON; strict (no bare floats, NaN or Infinity), any failure a ProtocolError."""
+    """One message as JSON; strict (no bare floats, NaN or Infinity), any failure a ProtocolError.
+
+    The same scan as ``json.loads`` (its C scanner), on UTF-8 text with JSON whitespace around it.
+    """
     try:
-        return json.loads(line, parse_float=_reject_number, parse_constant=_reject_number)
-    except (ValueError, RecursionError, MemoryError) as err:
+        text = line.decode("utf-8").strip(_WHITESPACE)
+        value, end = _scan(text, 0)
+    except (ValueError, RecursionError, MemoryError, StopIteration) as err:
         raise ProtocolError(f"unreadable message: {type(err).__name__}") from None
+    if end != len(text):
+        raise ProtocolError("unreadable message: extra data")
+    return value
 
 
 def dump_line(message: object) -> bytes:
-    """One message as a JSON line (ASCII, so lone surrogates in str survive)."""
-    return json.dumps(message, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
+    """One message as a compact JSON line (ASCII, so lone surrogates in str survive), as ``json.dumps``
+    with ``ensure_ascii=True`` writes it; a message holds only None, bools, ints, str and lists."""
+    parts: list[str] = []
+    _dump(message, parts, 0)
+    parts.append("\n")
+    return "".join(parts).encode("ascii")
+
+
+def _dump(value: object, parts: list[str], depth: int) -> None:
+    if depth > MAX_DEPTH + 10:  # encode() caps values at MAX_DEPTH; a message adds a few levels
+        raise ValueError("message nests too deeply")
+    if value is None:
+        parts.append("null")
+    elif value is True or value is False:
+        parts.append("true" if value else "false")
+    elif type(value) is int:
+        parts.append(int.__repr__(value))
+    elif type(value) is str:
+        parts.append(encode_basestring_ascii(value))
+    elif type(value) is list:
+        parts.append("[")
+        for i, item in enumerate(value):
+            if i:
+                parts.append(",")
+            _dump(item, parts, depth + 1)
+        parts.append("]")
+    else:
+        raise ValueError(f"a message cannot hold a {type(value).__name__}")
 
 
 # ---------------------------------------------------------------- lines over pipes

@@ -44,10 +44,7 @@ re-runs the remaining tests with a fresh pair).
 """
 
 import builtins
-import importlib
-import json
 import os
-import signal
 import sys
 import types
 
@@ -273,6 +270,8 @@ def _import_stdlib(module: str, attribute: str | None) -> object | None:
     top = module.partition(".")[0]
     if top not in sys.stdlib_module_names or top in _UNIMPORTABLE:
         return None
+    import importlib
+
     try:
         imported = importlib.import_module(module)
     except Exception:
@@ -321,6 +320,9 @@ class _Clock:
     """
 
     def __init__(self, seconds: float) -> None:
+        import signal  # the judge's only: the candidate starts without it
+
+        self.signal = signal
         self.seconds = seconds
         self.armed = self.expired = False
         signal.signal(signal.SIGALRM, self._expire)
@@ -332,12 +334,12 @@ class _Clock:
 
     def __enter__(self):
         self.expired, self.armed = False, True
-        signal.setitimer(signal.ITIMER_REAL, self.seconds, 0.05)
+        self.signal.setitimer(self.signal.ITIMER_REAL, self.seconds, 0.05)
         return self
 
     def __exit__(self, *exc) -> None:
         self.armed = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        self.signal.setitimer(self.signal.ITIMER_REAL, 0)
 
 
 def run_test(test: dict, program: ProgramNames, candidate: Candidate, clock: _Clock) -> bool:
@@ -362,6 +364,8 @@ def _read_tests(fd: int) -> list:
     while chunk := os.read(fd, 1 << 16):
         chunks.append(chunk)
     os.close(fd)
+    import json  # the judge's only (a forked judge finds it loaded by its server)
+
     return json.loads(b"".join(chunks))["tests"]
 
 
@@ -419,6 +423,7 @@ def _forked_judge(install, message: bytes, fds: list) -> int:
     The message is [per_test_s, cpu_s], or [] for the server's probe (exit status 2 once the filter is on).
     """
     try:
+        import json
         import resource
 
         job = json.loads(message)
@@ -454,6 +459,9 @@ def server_main(control_fd: int, filter_fd: int) -> int:
     The server itself runs no test and reads no answer. Before it says "ready" it checks that a
     forked child can install the filter (else "failed": the host reports a sandbox error).
     """
+    import importlib  # noqa: F401  (importlib, json, signal: loaded once here, for every judge forked from this server)
+    import json  # noqa: F401
+    import signal  # noqa: F401
     import socket
 
     program = b""
