@@ -59,6 +59,8 @@ from cohort.rewards.sandbox.codec import (  # joined in the sandbox
 
 MAX_MESSAGE_CHARS = 1000  # exception messages
 _UNIMPORTABLE = frozenset({"antigravity", "this", "idlelib", "turtledemo", "tkinter"})  # import-time side effects
+# What a judge server imports before it forks: what every judge uses, and what tests and prompts often import.
+_PRELOADED = ("json", "signal", "resource", "typing", "math", "re", "collections", "itertools", "functools", "string")
 _NOT_RAISED_AS_IS = frozenset({"StopIteration", "StopAsyncIteration"})  # would end the judge's loops
 
 
@@ -459,10 +461,11 @@ def server_main(control_fd: int, filter_fd: int) -> int:
     The server itself runs no test and reads no answer. Before it says "ready" it checks that a
     forked child can install the filter (else "failed": the host reports a sandbox error).
     """
-    import importlib  # noqa: F401  (importlib, json, signal: loaded once here, for every judge forked from this server)
-    import json  # noqa: F401
-    import signal  # noqa: F401
+    import importlib
     import socket
+
+    for name in _PRELOADED:  # loaded once here, for every judge forked from this server
+        importlib.import_module(name)
 
     program = b""
     while chunk := os.read(filter_fd, 1 << 16):
