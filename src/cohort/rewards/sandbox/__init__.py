@@ -7,7 +7,8 @@
 * :mod:`~cohort.rewards.sandbox.processes`: one sandboxed OS process, its directory and teardown;
 * :mod:`~cohort.rewards.sandbox.codec`: plain data between the two sandboxes of an assertion test;
 * :mod:`~cohort.rewards.sandbox.harness`: the script both sandboxes of an assertion test run (candidate and judge);
-* :mod:`~cohort.rewards.sandbox.verdict`: the host side of an assertion test: a judge sandbox calls the program's entry point.
+* :mod:`~cohort.rewards.sandbox.verdict`: the host side of an assertion test: a judge sandbox calls the program's entry point;
+* :mod:`~cohort.rewards.sandbox.judges`: judge servers: a judge sandbox started once that forks a fresh judge per program.
 """
 
 from cohort.rewards.sandbox.runner import (

@@ -1,20 +1,22 @@
 """The verdict of assertion tests: decided by a judge sandbox that calls the program in another sandbox.
 
-For one completion the host starts two sandboxes under the same layer, connected only by two pipes
-it created: the *candidate* runs the program's top level, then answers calls; the *judge* runs the
-tests (trusted dataset code) against a proxy of the program's entry point and decodes every answer
-into plain builtin data (see :mod:`cohort.rewards.sandbox.harness`, the harness both run). The tests
-reach the judge through a descriptor the host opened (never a file), and the judge reports one
-pass/fail per test over a pipe only it holds; nothing the candidate prints, returns or patches is
-read as a verdict.
+For one completion the host starts a *candidate* sandbox, which runs the program's top level, then
+answers calls, and has a *judge* forked for it in a judge sandbox (a judge server, see
+:mod:`cohort.rewards.sandbox.judges`), under the same layer, connected only by two pipes the host
+created. The judge runs the tests (trusted dataset code) against a proxy of the program's entry
+point and decodes every answer into plain builtin data (see :mod:`cohort.rewards.sandbox.harness`,
+the harness both run). The tests reach the judge through a descriptor the host opened (never a
+file), and the judge reports one pass/fail per test over a pipe only it holds; nothing the
+candidate prints, returns or patches is read as a verdict.
 
 One pair serves all of a completion's tests. The judge limits each test to the sandbox's
 ``wall_time_s`` with SIGALRM; the host also gives each test that long plus :data:`KILL_MARGIN_S`
-to report, and kills the pair when it does not (a long call into C, which no signal interrupts).
-If the candidate dies, hangs or breaks the protocol during test k, or the judge is killed, test k
-fails and the remaining tests run with a fresh pair, so one bad test cannot hide the others. An
-optional ``deadline`` (the completion's budget) bounds everything: past it, :class:`BudgetExceeded`.
-The host tears both sandboxes down after every pair.
+to report, and kills the pair (the judge's whole server) when it does not (a long call into C,
+which no signal interrupts). If the candidate dies, hangs or breaks the protocol during test k, or
+the judge is killed, test k fails and the remaining tests run with a fresh pair, so one bad test
+cannot hide the others. An optional ``deadline`` (the completion's budget) bounds everything: past
+it, :class:`BudgetExceeded`. The host tears the candidate sandbox down after every pair; a judge
+server is kept for the next program only when its pair ended cleanly and its judge exited.
 """
 
 from __future__ import annotations
