@@ -116,3 +116,27 @@ def test_close_kills_the_idle_servers(tmp_root):
     assert list(tmp_root.iterdir()) == []
     assert run_assertion_tests(sandbox, SQUARE, [AssertionTest("assert f(3) == 9")]) == [True]  # a new pool
     sandbox.close()
+
+
+@requires_bubblewrap
+def test_a_forked_host_neither_uses_nor_kills_its_parents_servers(tmp_root):
+    """A child forked from the host (a data loader, a worker) starts servers of its own; its exit leaves the parent's alive."""
+    sandbox = _sandbox(tmp_root)
+    try:
+        assert run_assertion_tests(sandbox, SQUARE, [AssertionTest("assert f(2) == 4")]) == [True]
+        parent_server = judge_pool(sandbox)._idle[0]
+        pid = os.fork()
+        if pid == 0:  # the child: its own server, then it closes everything it has
+            ok = False
+            try:
+                ok = run_assertion_tests(sandbox, SQUARE, [AssertionTest("assert f(3) == 9")]) == [True]
+                ok = ok and judge_pool(sandbox).started == 1
+                sandbox.close()
+            finally:
+                os._exit(0 if ok else 3)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        assert judge_pool(sandbox)._idle == [parent_server] and os.path.exists(f"/proc/{parent_server.process._proc.pid}")
+        assert run_assertion_tests(sandbox, SQUARE, [AssertionTest("assert f(-1) == 1")]) == [True]
+        assert judge_pool(sandbox).started == 1
+    finally:
+        sandbox.close()

@@ -59,6 +59,15 @@ def _start_thread() -> ThreadPoolExecutor:
         return _starter
 
 
+def _forget_after_fork() -> None:
+    """In a forked child of the host: the starter thread and the servers are the parent's (not to use or kill)."""
+    global _starter, _pools
+    _starter, _pools = None, weakref.WeakKeyDictionary()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def server_filter(layer: Layer) -> bytes:
     """The server's seccomp filter: the layer's without the ban on new processes (its judges add the whole one)."""
     return sandbox_filter(files=layer.kind != "bubblewrap", no_fork=False)
@@ -72,8 +81,10 @@ class JudgeServer:
         host_end, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         filter_read, filter_write = os.pipe()
         try:
-            os.write(filter_write, layer.seccomp_filter)  # a few KiB: fits the pipe buffer
-            os.close(filter_write)
+            try:
+                os.write(filter_write, layer.seccomp_filter)  # a few KiB: fits the pipe buffer
+            finally:
+                os.close(filter_write)
             fds = [server_end.fileno(), filter_read]
             server_limits = dataclasses.replace(limits, cpu_time_s=SERVER_CPU_S)
             self.process = SandboxProcess(
@@ -133,6 +144,7 @@ class JudgePool:
         self._idle: list[JudgeServer] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._pid = os.getpid()  # a forked child of the host neither uses nor kills its parent's servers
         self.started = 0  # servers started (for throughput measurements)
 
     def dispatch(self, fds: list[int], per_test_s: float, cpu_s: int) -> JudgeServer:
@@ -156,6 +168,8 @@ class JudgePool:
 
     def _take(self) -> JudgeServer | None:
         with self._lock:
+            if os.getpid() != self._pid:
+                self._idle, self._pid = [], os.getpid()
             return self._idle.pop() if self._idle else None
 
     def release(self, server: JudgeServer, clean: bool) -> None:
@@ -171,7 +185,7 @@ class JudgePool:
         """Kill every idle server (servers in use are killed when given back)."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
+            idle, self._idle = (self._idle if os.getpid() == self._pid else []), []
         for server in idle:
             server.close()
 
