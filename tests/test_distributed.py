@@ -1,8 +1,8 @@
 """torchrun for real: 2 CPU processes (gloo) against 1 process on the same global batch and seeds.
 
 Each run is a real ``python -m torch.distributed.run --nproc_per_node=2 -m cohort train ...``.
-Weights after several steps agree within 1e-5 with DDP and with FSDP2, for GRPO, DPO and PPO (its
-value model too); a run resumes under another world size and strategy; a run whose rank dies
+Weights after several steps agree within 1e-5 with DDP and with FSDP2 (sharded update: padded
+micro-batches, activation checkpointing), for GRPO, DPO and PPO (its value model too); a run resumes under another world size and strategy; a run whose rank dies
 resumes from its last checkpoint to exactly the weights of an uninterrupted run.
 """
 
@@ -89,6 +89,28 @@ def test_two_ranks_train_the_weights_one_process_trains(tmp_path, tiny_llama_dir
         assert a.get("reward/mean") == pytest.approx(b.get("reward/mean"), abs=1e-9) if "reward/mean" in a else True
     config = json.loads((out / "final" / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]
+
+
+def test_fsdp2_pads_uneven_micro_batches_and_checkpoints_activations(tmp_path, tiny_llama_dir, task_file):
+    """One row per micro-batch: the ranks run different numbers of them (GRPO skips zero-advantage
+    groups), so the sharded update pads the shorter rank with zero-weighted ones; activation
+    checkpointing recomputes each layer (gathering it again) in the backward. Same weights as one process."""
+    overrides = [*METHODS["grpo"], "optim.micro_batch_size=1", "model.gradient_checkpointing=true"]
+    one = launch(1, tiny_llama_dir, task_file, tmp_path / "one", *overrides)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = launch(2, tiny_llama_dir, task_file, tmp_path / "two", *overrides, "distributed.strategy=fsdp2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert largest_difference(tmp_path / "one", tmp_path / "two") < 1e-5
+
+
+def test_fsdp2_mixed_precision_trains_and_cpu_offload_says_it_needs_cuda(tmp_path, tiny_llama_dir, task_file):
+    bf16 = launch(2, tiny_llama_dir, task_file, tmp_path / "bf16", *METHODS["grpo"], "distributed.strategy=fsdp2",
+                  "distributed.mixed_precision=bf16", steps=2)
+    assert bf16.returncode == 0, bf16.stderr[-3000:]
+    assert all(w.dtype == torch.float32 for w in load_file(tmp_path / "bf16" / "final" / "model.safetensors").values())  # fp32 shards
+    offload = launch(2, tiny_llama_dir, task_file, tmp_path / "offload", *METHODS["grpo"], "distributed.strategy=fsdp2",
+                     "distributed.cpu_offload=true", steps=1)
+    assert offload.returncode != 0 and "distributed.cpu_offload=true needs CUDA" in offload.stderr
 
 
 def test_a_run_resumes_under_another_world_size_and_strategy(tmp_path, tiny_llama_dir, task_file):

@@ -7,14 +7,23 @@ so that N ranks compute the gradient one process would compute on the same globa
 
 * the loss normalisers (token and sequence counts) are all-reduced before any micro-batch's loss;
 * each rank's loss is scaled by the world size, because DDP and FSDP2 average gradients;
-* each rank makes exactly one gradient-synchronising backward per optimizer step (the others run
-  under ``no_sync`` / without gradient sync), so ranks with different numbers of micro-batches
-  never wait on each other; a rank with nothing to train runs one zero-weighted backward.
+* DDP: each rank makes exactly one gradient-synchronising backward per optimizer step (the others
+  run under ``no_sync``), so ranks with different numbers of micro-batches never wait on each
+  other; a rank with nothing to train runs one zero-weighted backward.
 
-FSDP2 (``torch.distributed.fsdp.fully_shard``) shards each decoder layer's parameters, gradients
-and optimizer state. For a step's rollout and update the parameters are gathered once
-(:func:`gathered`), so ranks may run different numbers of decode steps and micro-batches without
-collective calls in between; between steps only the shards are kept.
+FSDP2 (``torch.distributed.fsdp.fully_shard``) shards each decoder layer (and the rest of the model
+as the root unit) of the policy, of PPO's value model and of the reference model. The step has two
+phases with different rules:
+
+* generation (the rollout, evaluation): the policy's full parameters are gathered once
+  (:func:`gathered`), so ranks may decode different numbers of tokens with no collective inside
+  the decode loop; they are freed (resharded) before anything else runs;
+* every other forward (pi_old and reference log-probs, values, the update) runs as FSDP2 is meant
+  to: each unit's parameters are all-gathered in its forward (and again in its backward) and freed
+  after, gradients are reduce-scattered after every backward, the optimizer steps on shards. Each
+  such forward is a collective, so every rank runs the same number of them: the count of
+  micro-batches is all-reduced to the largest (:func:`even_count`) and a rank with fewer runs
+  zero-weighted (or discarded) padding micro-batches.
 """
 
 from __future__ import annotations
@@ -69,6 +78,14 @@ class World:
         if isinstance(value, torch.Tensor):
             return tensor
         return int(tensor) if isinstance(value, int) and not isinstance(value, bool) else float(tensor)
+
+    def max(self, value: int) -> int:
+        """The largest of every rank's ``value``."""
+        if not self.distributed:
+            return value
+        tensor = torch.tensor([value], dtype=torch.int64, device=self._device())
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor)
 
     def gather(self, value: Any) -> list[Any]:
         """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
@@ -142,40 +159,96 @@ def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return list(layers)
 
 
-def wrap(world: World, module: torch.nn.Module) -> torch.nn.Module:
+@dataclass(frozen=True)
+class Sharding:
+    """FSDP2's memory levers (``distributed.*``); ignored by DDP and in one process."""
+
+    mixed_precision: str = "none"  # "bf16": gathered parameters and forwards in bf16, gradients reduced in fp32
+    cpu_offload: bool = False  # shards, gradients and optimizer state in host memory (CUDA only)
+
+    def options(self, device: str) -> dict[str, Any]:
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy
+
+        options: dict[str, Any] = {}
+        if self.mixed_precision == "bf16":
+            options["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if self.cpu_offload:
+            if device != "cuda":
+                raise ValueError("distributed.cpu_offload=true needs CUDA devices: on CPU the shards are in host memory already")
+            options["offload_policy"] = CPUOffloadPolicy()
+        return options
+
+
+def wrap(world: World, module: torch.nn.Module, sharding: Sharding = Sharding()) -> torch.nn.Module:
     """The module the training forward goes through: itself (one process), DDP, or FSDP2-sharded in place."""
     if not world.distributed:
         return module
     if world.strategy == "ddp":
         device_ids = [world.local_rank] if next(module.parameters()).is_cuda else None
         return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+    return shard(world, module, sharding)
+
+
+def shard(world: World, module: torch.nn.Module, sharding: Sharding = Sharding()) -> torch.nn.Module:
+    """FSDP2 in place: one unit per decoder layer, the rest (embeddings, final norm, head) in the root unit."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     device = "cuda" if next(module.parameters()).is_cuda else "cpu"
     mesh = init_device_mesh(device, (world.size,))
+    options = sharding.options(device)
     for layer in _decoder_layers(module):
-        fully_shard(layer, mesh=mesh)
-    fully_shard(module, mesh=mesh)
+        fully_shard(layer, mesh=mesh, **options)
+    fully_shard(module, mesh=mesh, **options)
     return module
+
+
+def is_sharded(module: torch.nn.Module) -> bool:
+    return bool(fsdp_modules(module))
+
+
+def even_count(count: int, module: torch.nn.Module) -> int:
+    """The number of forwards every rank runs through ``module``: ``count`` itself unless the module is
+    FSDP2-sharded, then the largest ``count`` of any rank (each sharded forward is a collective)."""
+    if not (is_sharded(module) and dist.is_initialized()):
+        return count
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    tensor = torch.tensor([count], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor)
 
 
 @contextlib.contextmanager
 def gathered(modules: list[torch.nn.Module]) -> Iterator[None]:
-    """FSDP2: gather the full parameters once and keep them (no collectives in the forwards and
-    backwards inside); shards again on exit. A no-op for unsharded modules."""
-    units = [unit for module in modules for unit in fsdp_modules(module)]
-    for unit in units:
-        unit.set_reshard_after_forward(False)
-        unit.set_reshard_after_backward(False)
+    """FSDP2: gather the full parameters once and keep them for the enclosed forwards (generation: no
+    collective inside the decode loop); on exit they are freed and only the shards remain. A no-op
+    for unsharded modules."""
+    units = [(unit, unit is module) for module in modules for unit in fsdp_modules(module)]
+    for unit, _ in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.set_reshard_after_backward(False, recurse=False)
         unit.unshard()
     try:
         yield
     finally:
-        for unit in units:
+        for unit, root in units:
             unit.reshard()
-            unit.set_reshard_after_forward(True)
-            unit.set_reshard_after_backward(True)
+            # FSDP2's defaults again: a root unit keeps its parameters from its forward to its backward
+            # (the output head runs after the forward, cohort.models.scoring), the others reshard
+            unit.set_reshard_after_forward(not root, recurse=False)
+            unit.set_reshard_after_backward(True, recurse=False)
+
+
+@contextlib.contextmanager
+def released(modules: list[torch.nn.Module]) -> Iterator[None]:
+    """FSDP2: on exit free whatever the enclosed forwards left gathered (a root unit keeps its
+    parameters after a forward that no backward follows). A no-op for unsharded modules."""
+    try:
+        yield
+    finally:
+        for module in modules:
+            for unit in fsdp_modules(module):
+                unit.reshard()
 
 
 @contextlib.contextmanager
@@ -198,6 +271,16 @@ def _state_options(cpu_offload: bool):
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
     return StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload)
+
+
+def load_full_model_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a whole state dict (every rank has it) into ``module``, sharded or not."""
+    if not is_sharded(module):
+        module.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    set_model_state_dict(module, state, options=_state_options(cpu_offload=False))
 
 
 def full_model_state(world: World, module: torch.nn.Module, *, everywhere: bool = False) -> dict[str, torch.Tensor] | None:

@@ -281,6 +281,10 @@ class DistributedConfig:
     """torch.distributed backend: auto = NCCL with CUDA, else gloo."""
     timeout_s: float = 1800.0
     """How long a rank waits for the others at a collective before the run fails."""
+    mixed_precision: Literal["none", "bf16"] = "none"
+    """FSDP2 only. bf16: the gathered parameters (generation, forwards, backwards) are bf16 copies of the fp32 shards, gradients are reduce-scattered in fp32 and the optimizer steps on fp32 shards (MixedPrecisionPolicy). none: everything in model.dtype, the gradient equals one process's."""
+    cpu_offload: bool = False
+    """FSDP2 on CUDA only: keep the parameter shards, gradients and optimizer state in host memory and step on the CPU (CPUOffloadPolicy); each unit is copied to the GPU for its forward and backward. Not available on CPU runs (their shards are in host memory already)."""
 
 
 @dataclass

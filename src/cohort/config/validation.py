@@ -33,6 +33,9 @@ def _validate_sampling(config: Config) -> None:
     check(bool(t.out_dir), "train.out_dir", t.out_dir, "a directory path")
     check(config.log.completions_every >= 0, "log.completions_every", config.log.completions_every, "an int >= 0")
     check(config.distributed.timeout_s > 0, "distributed.timeout_s", config.distributed.timeout_s, "a float > 0")
+    d = config.distributed
+    check(d.strategy == "fsdp2" or (d.mixed_precision == "none" and not d.cpu_offload), "distributed.strategy", d.strategy,
+           "fsdp2 when distributed.mixed_precision or distributed.cpu_offload is set (they are FSDP2's levers)")
 
 
 def _validate_algorithm(config: Config) -> None:

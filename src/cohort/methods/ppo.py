@@ -22,7 +22,7 @@ from cohort.methods.checks import check_aggregation, check_clip_settings
 from cohort.methods.registry import register_method
 from cohort.models.value import completion_values, load_value_model
 from cohort.monitoring.panels import CLIP_FRACTION, KL, Panel
-from cohort.optimisation.batching import batch_inputs, rollout_micro_batches
+from cohort.optimisation.batching import batch_inputs, even_micro_batches
 from cohort.optimisation.update import MicroBatch, Trainable
 from cohort.rollout import Rollout
 from cohort.sources import OnlineRollouts, ScoredBatch, SourcePieces, StepTimer
@@ -126,10 +126,11 @@ class PPO(Method):
         """V(s_t) of every completion token of ``rows`` before the update. -> [N, T]"""
         out = torch.zeros(rollout.completion_ids.shape, dtype=torch.float32, device=rollout.completion_ids.device)
         optim = self.config.optim
-        for micro in rollout_micro_batches(rollout, rows, optim.micro_batch_size, optim.micro_batch_tokens):
+        for micro, real in even_micro_batches(self.value_model, rollout, rows, optim.micro_batch_size, optim.micro_batch_tokens):
             with self.context.autocast():
                 values = completion_values(self.value_model, *batch_inputs(rollout, micro, out.device))  # [n, T']
-            out[torch.tensor(micro, device=out.device), : values.shape[1]] = values
+            if real:  # FSDP2: a rank with fewer micro-batches runs padding forwards (cohort.optimisation.batching)
+                out[torch.tensor(micro, device=out.device), : values.shape[1]] = values
         return out
 
     def _token_rewards(self, batch: ScoredBatch, loss_mask: torch.Tensor, old: torch.Tensor, ref: torch.Tensor | None):

@@ -130,17 +130,29 @@ def prompts_shared_often_enough(distinct: int, rows: int) -> bool:
 
 
 def _prefix_sharing_pays(model: PreTrainedModel, distinct: int, rows: int) -> bool:
-    """Score shared prompts once when they are shared often enough and the model can take a KV cache."""
-    return prompts_shared_often_enough(distinct, rows) and not _recomputes_activations(model)
+    """Score shared prompts once when they are shared often enough and the model can take a KV cache.
+    Never for an FSDP2-sharded model outside generation: its forwards are collectives and must be one
+    per micro-batch on every rank (cohort.distributed)."""
+    return prompts_shared_often_enough(distinct, rows) and not _recomputes_activations(model) and not _sharded(model)
+
+
+def _sharded(model: torch.nn.Module) -> bool:
+    """Whether an FSDP2 unit of ``model`` holds sharded parameters now (not gathered for generation)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(m, FSDPModule) and not _gathered(m) for m in unwrap(model).modules())
+
+
+def _gathered(unit: torch.nn.Module) -> bool:
+    group = unit._get_fsdp_state()._fsdp_param_group
+    return group is not None and group.is_unsharded
 
 
 def _recomputes_activations(model: torch.nn.Module) -> bool:
-    """Whether gradient (activation) checkpointing is active; it turns the KV cache off in training."""
-    model = unwrap(model)
-    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # transformers >= 5.x, older
-        if hasattr(type(model), name):
-            return bool(getattr(model, name)) and model.training
-    return False
+    """Whether activation checkpointing is active: transformers checkpoints (and turns the KV cache
+    off in) a layer that has it on and is in training mode, the model's or just the layer's own
+    (cohort.training.trainer.checkpoint_layers)."""
+    return any(getattr(m, "gradient_checkpointing", False) is True and m.training for m in unwrap(model).modules())
 
 
 def _logits_with_shared_prompts(

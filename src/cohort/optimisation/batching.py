@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager
 import numpy as np
 import torch
 
+from cohort.distributed import even_count
 from cohort.models.scoring import completion_logprobs, prompts_shared_often_enough
 from cohort.rollout import Rollout
 
@@ -102,6 +103,16 @@ def _token_positions(plan: list[list[int]], completion: list[int], prompt: list[
     return total
 
 
+def even_micro_batches(model: torch.nn.Module, rollout: Rollout, rows: list[int], size: int,
+                       token_budget: int = 0) -> list[tuple[list[int], bool]]:
+    """:func:`rollout_micro_batches` for no-grad forwards through ``model``, each with whether it is
+    real: an FSDP2-sharded model's forwards are collectives, so every rank runs as many as the rank
+    with the most, the others padded with forwards of one row whose result is dropped."""
+    micros = rollout_micro_batches(rollout, rows, size, token_budget)
+    count = even_count(len(micros), model)
+    return [(micro, True) for micro in micros] + [([0], False)] * (count - len(micros))
+
+
 @torch.no_grad()
 def logprobs_without_grad(
     model: torch.nn.Module,
@@ -114,11 +125,12 @@ def logprobs_without_grad(
     """Log-probs of the completions of ``rows`` under ``model`` (pi_old or reference), micro-batched. -> [N, T]"""
     device = rollout.completion_ids.device
     out = torch.zeros(rollout.completion_ids.shape, dtype=torch.float32, device=device)  # [N, T]
-    for micro in rollout_micro_batches(rollout, rows, micro_batch_size, token_budget):
+    for micro, real in even_micro_batches(model, rollout, rows, micro_batch_size, token_budget):
         prompt_ids, prompt_mask, completion_ids, completion_mask = batch_inputs(rollout, micro, device)
         with autocast():
             logprobs = completion_logprobs(
                 model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature=rollout.logprob_temperature
             )  # [n, T']
-        out[torch.tensor(micro, device=device), : logprobs.shape[1]] = logprobs
+        if real:
+            out[torch.tensor(micro, device=device), : logprobs.shape[1]] = logprobs
     return out

@@ -10,7 +10,6 @@ and e.g. PPO's value model). Micro-batches are cut from whole units: single rows
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -20,7 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from cohort import algo
-from cohort.distributed import World, gradient_sync
+from cohort.distributed import World, gradient_sync, is_sharded
 from cohort.models.scoring import (
     completion_logprobs_and_entropy,
 )
@@ -80,8 +79,6 @@ class LoopSettings:
     autocast: Callable[[], AbstractContextManager]
     micro_batch_tokens: int = 0  # padded tokens per micro-batch at most (0: rows only)
     world: World = World()
-    gathered: Callable[[], AbstractContextManager] = contextlib.nullcontext
-    """FSDP2: holds the full parameters for one mini-batch's forwards and backwards (see cohort.distributed)."""
 
 
 class _Totals:
@@ -153,6 +150,20 @@ def _micro_step(objective: Objective, signal: Any, rollout: Rollout, loss_mask: 
     return loss, stats, micro
 
 
+def _plan(rollout: Rollout, rows: list[int], mini: list[int], unit: str, settings: LoopSettings, sharded: bool,
+          anything: bool) -> list[tuple[list[int], bool]]:
+    """This rank's micro-batches of one optimizer step, each with whether it is real (False: a
+    zero-weighted placeholder that only takes part in the collectives).
+
+    DDP: a rank with no rows runs one placeholder (its backward joins the one gradient sync).
+    FSDP2: every forward and backward is a collective, so every rank runs as many micro-batches as
+    the rank with the most; the others pad with placeholders."""
+    micros = rollout_micro_batches(rollout, rows, settings.micro_batch_size, settings.micro_batch_tokens, unit)
+    count = settings.world.max(len(micros)) if sharded else (max(1, len(micros)) if settings.world.distributed and anything else len(micros))
+    filler = mini[:1] if unit == "row" else mini[: rollout.group_size]
+    return [(m, True) for m in micros] + [(filler, False)] * (count - len(micros))
+
+
 def _mini_step(objective: Objective, signal: Any, rollout: Rollout, loss_mask: torch.Tensor, mini: list[int],
                trainable_rows: torch.Tensor, trainables: list[Trainable], settings: LoopSettings, totals: _Totals) -> None:
     """One optimizer step: the mini-batch's micro-batches, accumulated, then clip and step every trainable."""
@@ -162,20 +173,17 @@ def _mini_step(objective: Objective, signal: Any, rollout: Rollout, loss_mask: t
     anything = world.sum(len(rows)) > 0  # every rank must agree whether this mini-batch makes a step
     for trainable in trainables:
         trainable.optimizer.zero_grad(set_to_none=True)
-    unit = objective.micro_unit
-    micros = rollout_micro_batches(rollout, rows, settings.micro_batch_size, settings.micro_batch_tokens, unit)
-    placeholder = world.distributed and anything and not micros  # this rank still takes part in the gradient sync
-    if placeholder:
-        micros = rollout_micro_batches(rollout, mini[:1] if unit == "row" else mini[: rollout.group_size],
-                                       settings.micro_batch_size, settings.micro_batch_tokens, unit)
+    sharded = any(is_sharded(t.module) for t in trainables)
+    plan = _plan(rollout, rows, mini, objective.micro_unit, settings, sharded, anything)
     sums: dict[str, float] = {}
-    with settings.gathered():  # FSDP2: gathered again for each optimizer step (the step updates the shards)
-        for i, micro_rows in enumerate(micros):
-            with gradient_sync([t.caller for t in trainables], enabled=i == len(micros) - 1):
-                loss, stats, micro = _micro_step(objective, signal, rollout, loss_mask, micro_rows, trainables[0].caller,
-                                                 norm, settings, 0.0 if placeholder else float(world.size))
-            if not placeholder:
-                totals.add_micro(loss, stats, micro, sums)
+    for i, (micro_rows, real) in enumerate(plan):
+        # DDP: one gradient-synchronising backward (the last); FSDP2: every backward reduce-scatters
+        # its gradient into the sharded one (no full gradient is kept between micro-batches)
+        with gradient_sync([t.caller for t in trainables], enabled=sharded or i == len(plan) - 1):
+            loss, stats, micro = _micro_step(objective, signal, rollout, loss_mask, micro_rows, trainables[0].caller,
+                                             norm, settings, float(world.size) if real else 0.0)
+        if real:
+            totals.add_micro(loss, stats, micro, sums)
     if anything:
         _step(trainables, totals)
     totals.updates += 1

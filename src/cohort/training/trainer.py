@@ -25,11 +25,16 @@ import torch
 from cohort.assets import resolve_builtin
 from cohort.config import Config
 from cohort.distributed import (
+    Sharding,
     World,
     full_model_state,
     gathered,
+    is_sharded,
+    load_full_model_state,
     load_optimizer_state,
     optimizer_state,
+    released,
+    shard,
     start_world,
     wrap,
 )
@@ -90,6 +95,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def checkpoint_layers(policy: torch.nn.Module) -> None:
+    """Activation checkpointing (model.gradient_checkpointing): each decoder layer's activations are
+    recomputed in the backward instead of kept. transformers checkpoints a layer only in training
+    mode, and the policy stays in eval mode (no dropout), so the layers themselves, not their
+    children, are put in training mode: only the checkpointing reads it. Forwards without gradients
+    (the rollout, log-probs) run the layers as they are, KV cache included."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    policy.gradient_checkpointing_enable()
+    for module in policy.modules():
+        if isinstance(module, GradientCheckpointingLayer):
+            module.training = True
 
 
 class Trainer:
@@ -175,7 +194,7 @@ class Trainer:
         else:
             self.policy = load_policy(self.resume_from or self.model_path, **loading)  # a resumed run continues from its weights
         if model.gradient_checkpointing:
-            self.policy.gradient_checkpointing_enable()
+            checkpoint_layers(self.policy)
         self.reference = None
         if self.method_class.needs_reference(config):
             self.reference = AdapterReference(self.policy) if model.lora is not None and not model.reference_path else load_reference(
@@ -193,12 +212,16 @@ class Trainer:
 
     def _build_method(self) -> None:
         config, world = self.config, self.world
-        self.policy_forward = wrap(world, self.policy)  # FSDP2 shards the policy in place; DDP wraps it
+        d = config.distributed
+        sharding = Sharding(mixed_precision=d.mixed_precision, cpu_offload=d.cpu_offload)
+        self.policy_forward = wrap(world, self.policy, sharding)  # FSDP2 shards the policy in place; DDP wraps it
+        if world.distributed and world.strategy == "fsdp2" and self.reference is not None and not isinstance(self.reference, AdapterReference):
+            shard(world, self.reference, sharding)  # frozen, sharded like the policy: gathered per layer in its forwards
         self.optimizer, self.scheduler = self._optimizer_for(self.policy, config.optim.lr)
         context = MethodContext(
             config=config, device=self.device, policy=self.policy, reference=self.reference, tokenizer=self.tokenizer,
             autocast=self.autocast, model_path=self.model_path, build_optimizer=self._optimizer_for,
-            wrap=lambda module: wrap(world, module), resume_from=self.resume_from, world=world,
+            wrap=lambda module: wrap(world, module, sharding), resume_from=self.resume_from, world=world,
         )
         self.method = self.method_class(context)
         forward = self.policy_forward if self.policy_forward is not self.policy else None
@@ -213,12 +236,16 @@ class Trainer:
                                      base_model=self.model_path, device=self.device) if config.iterative.iterations else None
         o = config.optim
         self.loop = LoopSettings(passes=config.algorithm.mu, mini_batches=o.mini_batches, micro_batch_size=o.micro_batch_size,
-                                 autocast=self.autocast, micro_batch_tokens=o.micro_batch_tokens, world=world,
-                                 gathered=self.gathered)
+                                 autocast=self.autocast, micro_batch_tokens=o.micro_batch_tokens, world=world)
 
     def gathered(self):
-        """FSDP2: the trained models' full parameters for the enclosed forwards (a no-op otherwise)."""
-        return gathered([t.module for t in self.trainables])
+        """FSDP2: the policy's full parameters for the enclosed generation (rollout, evaluation: no
+        collective in the decode loop); freed on exit. A no-op otherwise."""
+        return gathered([self.policy])
+
+    def _sharded_models(self) -> list[torch.nn.Module]:
+        models = [t.module for t in self.trainables]
+        return models + [self.reference] if self.reference is not None and is_sharded(self.reference) else models
 
     def reset_reference(self) -> None:
         """pi_ref <- pi_theta (iterative RL): the reference becomes a copy of the current policy."""
@@ -226,7 +253,7 @@ class Trainer:
             self.reference.reset_to_policy()
             self.reference_was_reset = True
         elif self.reference is not None:
-            self.reference.load_state_dict(full_model_state(self.world, self.policy, everywhere=True))
+            load_full_model_state(self.reference, full_model_state(self.world, self.policy, everywhere=True))
             self.reference_was_reset = True
             self.console.info(f"step {self.step}: reference model reset to the current policy")
 
@@ -241,8 +268,11 @@ class Trainer:
         timer = StepTimer()
         self._reset_reference_if_due()
         lr = self.optimizer.param_groups[0]["lr"]
-        with self.gathered():
+        for trainable in self.trainables:  # the last step's gradients are not kept through the rollout
+            trainable.optimizer.zero_grad(set_to_none=True)
+        with self.gathered():  # FSDP2: full weights for the rollout only
             batch = self.source.next_batch(timer)
+        with released(self._sharded_models()):  # FSDP2: the no-grad forwards gather each unit in turn
             signal = self.method.signal(batch, timer)
         started = time.perf_counter()
         stats = optimise(self.method, signal, batch.rollout, signal.loss_mask, signal.trainable, self.trainables, self.loop)
@@ -290,6 +320,10 @@ class Trainer:
         }
         weights = None if is_adapted(self.policy) else full_model_state(world, self.policy)  # PEFT saves the adapters
         extra_models = {name: (model, full_model_state(world, model)) for name, model in self.method.models().items()}
+        reference = None
+        if self.reference is not None and self.reference_was_reset:  # a sharded reference: every rank gathers
+            reference = full_model_state(world, self.reference) if is_sharded(self.reference) else {
+                k: v.detach().cpu().clone() for k, v in self.reference.state_dict().items()}
         if world.is_main:
             state = {
                 "step": self.step,
@@ -298,8 +332,8 @@ class Trainer:
                 "rng": capture_rng_state(self.generator),
                 "reference_was_reset": self.reference_was_reset,
             }
-            if self.reference is not None and self.reference_was_reset:
-                state["reference"] = {k: v.detach().cpu().clone() for k, v in self.reference.state_dict().items()}
+            if reference is not None:
+                state["reference"] = reference
             if self.iterative is not None:
                 state["iterative"] = self.iterative.state_dict()
 
@@ -326,7 +360,7 @@ class Trainer:
         restore_rng_state(state["rng"], self.generator)
         self.reference_was_reset = state["reference_was_reset"]
         if self.reference is not None and "reference" in state:
-            self.reference.load_state_dict(state["reference"])
+            load_full_model_state(self.reference, state["reference"])
         self.step = state["step"]
         if self.iterative is not None:
             self.iterative.load_state_dict(state["iterative"])
