@@ -7,7 +7,6 @@ sandboxes run in parallel.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from pathlib import Path
@@ -85,34 +84,24 @@ def test_mbpp_row_form_parses_its_imports_into_the_judges_setup():
     assert tests == [AssertionTest("assert math.isclose(f(1), 1.0)", setup="import math")]
 
 
-# The canonical solution, then its entry point wrapped: all the same work, and every answer wrong.
-CORRUPTION = """
+def _throughput_benchmark():
+    """benchmarks/code_reward_throughput.py as a module (its workloads are what this test scores)."""
+    import importlib.util
 
-_reference = {name}
-
-
-def {name}(*args, **kwargs):
-    value = _reference(*args, **kwargs)
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, (int, float)):
-        return value + 1
-    if isinstance(value, str):
-        return value + "?"
-    if isinstance(value, (list, tuple)):
-        return type(value)([*value, -1])
-    return "wrong"
-"""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "code_reward_throughput.py"
+    spec = importlib.util.spec_from_file_location("code_reward_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_all_of_humaneval_canonical_scores_one_and_corrupted_zero(reward):
     """benchmarks/code_reward_throughput.py's workload: 164 canonical solutions score 1, the 164 corrupted 0."""
-    with gzip.open(DATA / "humaneval.jsonl.gz", "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle]
+    benchmark = _throughput_benchmark()
+    rows = benchmark.humaneval_rows()
     assert len(rows) == 164
-    specs = [{"test": r["test"], "entry_point": r["entry_point"], "prompt": r["prompt"]} for r in rows]
-    canonical = [r["prompt"] + r["canonical_solution"] for r in rows]
-    corrupted = [program + CORRUPTION.format(name=r["entry_point"]) for program, r in zip(canonical, rows)]
-    scores = reward(None, [_fenced(p) for p in canonical + corrupted], tests=specs + specs)
+    completions, specs, expected = benchmark.humaneval_workload()
+    assert expected == [1.0] * 164 + [0.0] * 164
+    scores = reward(None, completions, tests=specs)
     assert [r["task_id"] for r, score in zip(rows, scores) if score != 1.0] == []
     assert [r["task_id"] for r, score in zip(rows, scores[len(rows) :]) if score != 0.0] == []
