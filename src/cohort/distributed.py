@@ -81,11 +81,7 @@ class World:
 
     def max(self, value: int) -> int:
         """The largest of every rank's ``value``."""
-        if not self.distributed:
-            return value
-        tensor = torch.tensor([value], dtype=torch.int64, device=self._device())
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return int(tensor)
+        return _max_over_ranks(value) if self.distributed else value
 
     def gather(self, value: Any) -> list[Any]:
         """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
@@ -210,10 +206,13 @@ def is_sharded(module: torch.nn.Module) -> bool:
 def even_count(count: int, module: torch.nn.Module) -> int:
     """The number of forwards every rank runs through ``module``: ``count`` itself unless the module is
     FSDP2-sharded, then the largest ``count`` of any rank (each sharded forward is a collective)."""
-    if not (is_sharded(module) and dist.is_initialized()):
-        return count
+    return _max_over_ranks(count) if is_sharded(module) and dist.is_initialized() else count
+
+
+def _max_over_ranks(value: int) -> int:
+    """The largest of every rank's ``value`` (a collective of the default process group)."""
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    tensor = torch.tensor([count], dtype=torch.int64, device=device)
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return int(tensor)
 

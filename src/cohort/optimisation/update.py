@@ -159,7 +159,12 @@ def _plan(rollout: Rollout, rows: list[int], mini: list[int], unit: str, setting
     FSDP2: every forward and backward is a collective, so every rank runs as many micro-batches as
     the rank with the most; the others pad with placeholders."""
     micros = rollout_micro_batches(rollout, rows, settings.micro_batch_size, settings.micro_batch_tokens, unit)
-    count = settings.world.max(len(micros)) if sharded else (max(1, len(micros)) if settings.world.distributed and anything else len(micros))
+    if sharded:
+        count = settings.world.max(len(micros))
+    elif settings.world.distributed and anything:
+        count = max(1, len(micros))
+    else:
+        count = len(micros)
     filler = mini[:1] if unit == "row" else mini[: rollout.group_size]
     return [(m, True) for m in micros] + [(filler, False)] * (count - len(micros))
 
