@@ -105,7 +105,8 @@ def checkpoint_layers(policy: torch.nn.Module) -> None:
     (the rollout, log-probs) run the layers as they are, KV cache included."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    policy.gradient_checkpointing_enable()
+    enable = getattr(policy, "activation_checkpointing_enable", None) or policy.gradient_checkpointing_enable  # 5.x name, 4.x name
+    enable()
     for module in policy.modules():
         if isinstance(module, GradientCheckpointingLayer):
             module.training = True
