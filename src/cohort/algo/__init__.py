@@ -22,6 +22,7 @@ from cohort.algo.losses import (
     first_token_mask,
     kl_penalty,
     policy_loss,
+    truncated_is_weights,
 )
 from cohort.algo.metrics import explained_variance, maj_at_k, majority_answer, pass_at_k
 from cohort.algo.ops import (
@@ -65,4 +66,5 @@ __all__ = [
     "process_advantages",
     "step_problems",
     "token_logprobs",
+    "truncated_is_weights",
 ]

@@ -9,13 +9,14 @@ micro-batches and summing their losses gives the same gradient as one pass (docs
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from cohort.algo.ops import masked_mean, masked_sum
+from cohort.algo.ops import _check_mask, masked_mean, masked_sum
 from cohort.algo.registry import Registry
 
 Count = int | torch.Tensor
@@ -277,6 +278,7 @@ def policy_loss(
     max_length: int | None = None,
     control_weight: float = 1.0,
     log_ratio_limit: float = 20.0,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The GRPO-family loss: a registered clipped surrogate (``POLICY_LOSSES[loss]``) plus ``beta`` x KL, aggregated.
 
@@ -284,7 +286,9 @@ def policy_loss(
     ``rho = exp(l_theta - l_old)`` for ``loss="clip"``; ``"sequence_clip"`` uses GSPO's
     length-normalised sequence ratio for every token of a sequence; ``"dual_clip"`` bounds the loss
     of negative-advantage tokens by ``dual_clip * |A|``. ``kl_clamp`` (None: off) caps each token's KL
-    estimate at ±kl_clamp (:func:`kl_penalty`, docs/spec.md §10.13).
+    estimate at ±kl_clamp (:func:`kl_penalty`, docs/spec.md §10.13). ``token_weights`` [B, T] (no
+    gradient) multiply each token's surrogate before the KL is added: truncated importance sampling
+    for another engine's samples (:func:`truncated_is_weights`), as TRL and verl weight it.
 
     logprobs, old_logprobs, ref_logprobs: [B, T] float32; advantages: [B] or [B, T]; mask: [B, T] bool
     -> (loss [], stats): 0-d ``clip_frac_low``, ``clip_frac_high``, ``kl`` (capped, as it enters the loss),
@@ -292,7 +296,7 @@ def policy_loss(
     up to the batch's), and ``ratio_sum`` over the mask (over trained tokens: the mean).
     """
     advantages = _per_token(advantages, logprobs, mask, "advantages")  # [B, T]
-    _check_same_shape(logprobs, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs)
+    _check_same_shape(logprobs, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs, token_weights=token_weights)
     _check_policy_knobs(loss, eps_low, eps_high, dual_clip, beta, ref_logprobs is not None, kl_clamp)
     surrogate = POLICY_LOSSES.get(loss)
     norm = normalizers if normalizers is not None else LossNormalizers.from_mask(mask)
@@ -302,22 +306,52 @@ def policy_loss(
     logp = torch.where(mask, logprobs.to(dtype), zero)  # [B, T]
     old = torch.where(mask, old_logprobs.to(dtype), zero)  # [B, T]
     adv = torch.where(mask, advantages.to(dtype), zero)  # [B, T]
-    per_token, ratio = surrogate(logp - old, adv, mask, ClipRange(eps_low, eps_high, dual_clip), log_ratio_limit)  # [B, T]
+    clip = ClipRange(eps_low, eps_high, dual_clip)
+    per_token, ratio = surrogate(logp - old, adv, mask, clip, log_ratio_limit)  # [B, T]
+    if token_weights is not None:
+        per_token = per_token * torch.where(mask, token_weights.detach().to(dtype), zero)  # [B, T]
     kl, kl_capped = _kl_term(logp, ref_logprobs, mask, kl_estimator, log_ratio_limit, kl_clamp)  # [B, T] each
     if beta > 0:
         per_token = per_token + beta * kl
 
     total = aggregate(per_token, mask, aggregation, norm, max_length=max_length, control_weight=control_weight)
+    return total, _policy_stats(adv, ratio, kl, kl_capped, mask, norm, clip)
+
+
+@torch.no_grad()
+def _policy_stats(adv: torch.Tensor, ratio: torch.Tensor, kl: torch.Tensor, kl_capped: torch.Tensor, mask: torch.Tensor,
+                  norm: LossNormalizers, clip: ClipRange) -> dict[str, torch.Tensor]:
+    """policy_loss's 0-d statistics (see there); inputs [B, T]."""
+    token_count = _at_least_one(norm.num_tokens)
+    dtype = ratio.dtype
+    return {
+        "clip_frac_low": masked_sum(((adv < 0) & (ratio < 1.0 - clip.low)).to(dtype), mask) / token_count,
+        "clip_frac_high": masked_sum(((adv > 0) & (ratio > 1.0 + clip.high)).to(dtype), mask) / token_count,
+        "ratio_sum": masked_sum(ratio, mask),
+        "kl": masked_sum(kl, mask) / token_count,
+        "kl_clamp_frac": masked_sum(kl_capped.to(dtype), mask) / token_count,
+    }
+
+
+def truncated_is_weights(
+    logprobs: torch.Tensor, engine_logprobs: torch.Tensor, mask: torch.Tensor, cap: float
+) -> torch.Tensor:
+    """Truncated importance sampling (TIS) weights for samples drawn by another engine (vLLM):
+    ``min(exp(l_trainer - l_engine), cap)`` per token, 1 outside the mask. The sampler's kernels give
+    each token a slightly different probability than the trainer's forward; the weight re-targets
+    the loss at the trainer's distribution, and the cap bounds the variance (TRL's
+    ``token_truncate``, verl's TIS). No gradient.
+
+    logprobs (trainer, pi_old), engine_logprobs: [B, T] float; mask: [B, T] bool -> [B, T] (float32 or wider)
+    """
+    _check_same_shape(logprobs, engine_logprobs=engine_logprobs)
+    _check_mask(logprobs, mask)
+    if not cap > 0:
+        raise ValueError(f"cap must be > 0, got {cap!r}")
+    dtype = _at_least_float32(logprobs, engine_logprobs)
     with torch.no_grad():
-        token_count = _at_least_one(norm.num_tokens)
-        stats = {
-            "clip_frac_low": masked_sum(((adv < 0) & (ratio < 1.0 - eps_low)).to(dtype), mask) / token_count,
-            "clip_frac_high": masked_sum(((adv > 0) & (ratio > 1.0 + eps_high)).to(dtype), mask) / token_count,
-            "ratio_sum": masked_sum(ratio, mask),
-            "kl": masked_sum(kl, mask) / token_count,
-            "kl_clamp_frac": masked_sum(kl_capped.to(dtype), mask) / token_count,
-        }
-    return total, stats
+        log_ratio = (logprobs.to(dtype) - engine_logprobs.to(dtype)).clamp(max=math.log(cap))  # [B, T]
+        return torch.where(mask, log_ratio.exp(), torch.ones_like(log_ratio))  # [B, T]
 
 
 # --- the unified coefficient loss (DeepSeekMath Eq. 5; SFT, RFT, online RFT) ---------------------
