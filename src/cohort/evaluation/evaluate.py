@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 
 from cohort.algo import majority_answer, pass_at_k
 from cohort.rewards import NamedReward, RewardScorer
-from cohort.rollout import SamplingParams, generate_rollout
+from cohort.rollout import Rollout, SamplingParams
+from cohort.rollout.engines import NATIVE, RolloutEngine
 
 
 @dataclass
@@ -97,8 +99,10 @@ def evaluate(
     prompts_per_batch: int = 64,
     answer_column: str = "answer",
     on_progress: Callable[[int, int], None] | None = None,
+    engine: RolloutEngine = NATIVE,
 ) -> tuple[EvalSummary, list[ProblemResult]]:
-    """Evaluate ``model`` on problems given as prompts (for rewards) and their token ids.
+    """Evaluate ``model`` on problems given as prompts (for rewards) and their token ids; ``engine``
+    (the run's rollout engine) generates.
 
     ``correctness`` decides right/wrong (score 1 = correct) and extracts answers for voting;
     ``scorer`` gives the mean reward. ``columns`` are the problems' dataset columns.
@@ -123,8 +127,9 @@ def evaluate(
         batch = _Problems(start, list(prompts[start:stop]), list(prompt_ids[start:stop]),
                           {key: list(values[start:stop]) for key, values in columns.items()})
         common = dict(pad_token_id=tokenizer.pad_token_id, generator=generator, tokenizer=tokenizer)
-        greedy_texts, greedy_scores = _greedy(model, tokenizer, batch, greedy, scorer, correctness, common)
-        results += _sampled_results(model, tokenizer, batch, params, num_samples, scorer, correctness, common,
+        generate = partial(engine.generate, model)
+        greedy_texts, greedy_scores = _greedy(generate, tokenizer, batch, greedy, scorer, correctness, common)
+        results += _sampled_results(generate, tokenizer, batch, params, num_samples, scorer, correctness, common,
                                     greedy_texts, greedy_scores, answer_column)
         if on_progress is not None:
             on_progress(stop, total)
@@ -141,21 +146,21 @@ class _Problems:
     columns: dict[str, list[Any]]
 
 
-def _greedy(model, tokenizer, batch: _Problems, greedy: SamplingParams, scorer: RewardScorer, correctness: NamedReward,
+def _greedy(generate: Callable[..., Rollout], tokenizer, batch: _Problems, greedy: SamplingParams, scorer: RewardScorer, correctness: NamedReward,
             common: dict[str, Any]) -> tuple[list[str], list[float]]:
     """Greedy completions of the batch and their correctness scores."""
-    rollout = generate_rollout(model, batch.ids, 1, greedy, **common)
+    rollout = generate(batch.ids, 1, greedy, **common)
     texts = rollout.decode_completions(tokenizer)
     columns = {**batch.columns, "completion_ids": rollout.completion_token_lists()}
     return texts, scorer.score(batch.prompts, texts, columns).per_function[correctness.name].tolist()
 
 
-def _sampled_results(model, tokenizer, batch: _Problems, params: SamplingParams, num_samples: int, scorer: RewardScorer,
+def _sampled_results(generate: Callable[..., Rollout], tokenizer, batch: _Problems, params: SamplingParams, num_samples: int, scorer: RewardScorer,
                      correctness: NamedReward, common: dict[str, Any], greedy_texts: list[str], greedy_scores: list[float],
                      answer_column: str) -> list[ProblemResult]:
     """``num_samples`` sampled completions per problem, scored, as one ProblemResult per problem."""
     extract = getattr(correctness.fn, "extract_answer", None)
-    sampled = generate_rollout(model, batch.ids, num_samples, params, **common)
+    sampled = generate(batch.ids, num_samples, params, **common)
     texts = sampled.decode_completions(tokenizer)
     expanded = {key: [v for v in values for _ in range(num_samples)] for key, values in batch.columns.items()}
     expanded["completion_ids"] = sampled.completion_token_lists()

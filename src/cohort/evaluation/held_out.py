@@ -18,6 +18,7 @@ from cohort.models.prompts import task_renderer
 from cohort.records import dumps
 from cohort.rewards import NamedReward, RewardScorer, correctness_reward
 from cohort.rollout import SamplingParams
+from cohort.rollout.engines import NATIVE, RolloutEngine
 
 
 def held_out_rows(task: Task, limit: int | None) -> list[dict[str, Any]]:
@@ -41,8 +42,10 @@ def evaluate_held_out(
     ks: list[int] | None = None,
     seed: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    engine: RolloutEngine = NATIVE,
 ) -> tuple[EvalSummary, list[ProblemResult]]:
-    """Evaluate ``model`` on the task's held-out split exactly as training samples and scores."""
+    """Evaluate ``model`` on the task's held-out split exactly as training samples and scores
+    (with the run's rollout ``engine``)."""
     correctness = correctness_reward(rewards)
     if correctness is None:
         raise DatasetError("evaluation needs a correctness reward (exact_match, math, code, ...) among reward.functions")
@@ -68,6 +71,7 @@ def evaluate_held_out(
             ks=ks,
             answer_column=task.answer_column,
             on_progress=on_progress,
+            engine=engine,
         )
 
 

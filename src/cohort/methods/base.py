@@ -133,6 +133,32 @@ class Method:
 
     # --- helpers ----------------------------------------------------------------------------------
 
+    def old_logprobs(self, rollout: Rollout, rows: list[int]) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
+        """pi_old's log-probs [N, T] of ``rows`` (0 elsewhere), the engine-mismatch metrics, and the
+        truncated importance-sampling weights [N, T] (None when off).
+
+        At mu = 1 the native engine's sampling log-probs are the policy's own: pi_old. Otherwise one
+        no-grad forward recomputes them: mu > 1, or samples of another engine (vLLM), whose kernels
+        round differently; then ``rollout/logprob_diff_mean`` and ``_max`` measure the gap on the
+        tokens of ``rows``, and ``algorithm.tis_cap`` turns on the TIS weights."""
+        if self.config.algorithm.mu == 1 and rollout.sampled_by_policy:
+            return rollout.sampling_logprobs, {}, None
+        old = self.no_grad_logprobs(self.context.policy, rollout, rows)  # [N, T]
+        if rollout.sampled_by_policy or not rows:
+            return old, {}, None
+        mask = torch.zeros_like(rollout.completion_mask)  # [N, T]
+        mask[rows] = rollout.completion_mask[rows]
+        engine = rollout.sampling_logprobs.to(old.device)  # [N, T]
+        gap = (old - engine).abs()[mask]  # [n tokens]
+        metrics = {"rollout/logprob_diff_mean": float(gap.mean()), "rollout/logprob_diff_max": float(gap.max())}
+        cap = self.config.algorithm.tis_cap
+        if cap is None:
+            return old, metrics, None
+        weights = algo.truncated_is_weights(old, engine, mask, cap)  # [N, T]
+        metrics["rollout/tis_weight_mean"] = float(weights[mask].mean())
+        metrics["rollout/tis_capped_frac"] = float((weights[mask] >= cap).float().mean())
+        return old, metrics, weights
+
     def no_grad_logprobs(self, model: torch.nn.Module, rollout: Rollout, rows: list[int]) -> torch.Tensor:
         """[N, T] log-probs of ``rows`` under ``model`` (0 elsewhere)."""
         optim = self.config.optim

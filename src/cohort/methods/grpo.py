@@ -27,7 +27,7 @@ from cohort.sources import OnlineRollouts, ScoredBatch, SourcePieces, StepTimer
 GRPO_KEYS = frozenset({
     "preset", "advantage", "std_ddof", "adv_eps", "aggregation", "policy_loss", "eps_low", "eps_high", "dual_clip",
     "beta", "kl_estimator", "kl_clamp", "control_weight", "mu", "ref_reset_every", "dynamic_sampling",
-    "dynamic_sampling_max_rounds", "overlong_filter", "overlong_buffer", "process_credit", "process_outcome_weight",
+    "dynamic_sampling_max_rounds", "overlong_filter", "overlong_buffer", "process_credit", "process_outcome_weight", "tis_cap",
 })
 
 
@@ -156,9 +156,10 @@ class GRPO(Method):
             # forward/backward, but keep it in the normalisers (it still counts in the means)
             trainable = trainable & (advantages != 0).reshape(rollout.num_completions, -1).any(dim=1)
         started = time.perf_counter()
-        tensors = {"advantages": advantages, "old_logprobs": rollout.sampling_logprobs}  # mu = 1: pi_old is the sampler
-        if knobs.mu > 1:
-            tensors["old_logprobs"] = self.no_grad_logprobs(self.context.policy, rollout, rows_of(trainable))
+        old, engine_metrics, tis_weights = self.old_logprobs(rollout, rows_of(trainable))  # [N, T]
+        tensors = {"advantages": advantages, "old_logprobs": old}
+        if tis_weights is not None:
+            tensors["tis_weights"] = tis_weights
         if self.context.reference is not None:
             tensors["ref_logprobs"] = self.no_grad_logprobs(self.context.reference, rollout, rows_of(trainable))
         timer.logprob += time.perf_counter() - started
@@ -166,6 +167,7 @@ class GRPO(Method):
             "frac_zero_std": batch.zero_std_groups / max(1, batch.sampled_groups),
             "advantage/abs_mean": float(per_sample_advantage(advantages, rollout.completion_mask).abs().mean()),
             "groups_sampled": batch.sampled_groups,
+            **engine_metrics,
         }
         if knobs.advantage == "process":
             metrics.update(process_metrics(batch))
@@ -191,6 +193,7 @@ class GRPO(Method):
             normalizers=norm,
             max_length=self.config.rollout.max_new_tokens,
             control_weight=knobs.control_weight,
+            token_weights=take(tensors["tis_weights"], micro) if "tis_weights" in tensors else None,
         )
         return loss, stats
 

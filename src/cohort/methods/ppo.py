@@ -76,7 +76,7 @@ class PPO(Method):
     samples = "online"
     config_section = ("ppo", PPOConfig)
     reads = frozenset({f"algorithm.{key}" for key in ("aggregation", "policy_loss", "eps_low", "eps_high", "dual_clip", "beta",
-                                                      "mu", "ref_reset_every", "overlong_filter", "overlong_buffer")})
+                                                      "mu", "ref_reset_every", "overlong_filter", "overlong_buffer", "tis_cap")})
     panels = (
         KL,
         Panel("value-loss", "Value model: clipped value loss", "loss", (("value/loss", "value loss"),)),
@@ -150,7 +150,7 @@ class PPO(Method):
         loss_mask = rollout.completion_mask & keep.unsqueeze(1)  # [N, T]
         rows = rows_of(keep)
         started = time.perf_counter()
-        old = rollout.sampling_logprobs if knobs.mu == 1 else self.no_grad_logprobs(self.context.policy, rollout, rows)
+        old, engine_metrics, tis_weights = self.old_logprobs(rollout, rows)  # [N, T]
         ref = self.no_grad_logprobs(self.context.reference, rollout, rows) if self.context.reference is not None else None
         values = self._values(rollout, rows)  # [N, T]
         timer.logprob += time.perf_counter() - started
@@ -166,8 +166,11 @@ class PPO(Method):
             "value/explained_variance": float(algo.explained_variance(values, returns, loss_mask)),
             "returns/mean": float(algo.masked_mean(returns, loss_mask)),
             "advantage/mean": raw_mean,
+            **engine_metrics,
         }
         tensors = {"advantages": advantages, "old_logprobs": old, "old_values": values, "returns": returns}
+        if tis_weights is not None:
+            tensors["tis_weights"] = tis_weights
         per_sample = algo.masked_mean(advantages, loss_mask, dim=1)  # [N]
         return TrainingSignal(loss_mask, keep & loss_mask.any(dim=1), tensors, metrics, per_sample=per_sample)
 
@@ -177,6 +180,7 @@ class PPO(Method):
             micro.logprobs, take(tensors["old_logprobs"], micro), take(tensors["advantages"], micro), micro.mask,
             loss=knobs.policy_loss, eps_low=knobs.eps_low, eps_high=knobs.eps_high, dual_clip=knobs.dual_clip,
             aggregation=knobs.aggregation, normalizers=norm, max_length=self.config.rollout.max_new_tokens,
+            token_weights=take(tensors["tis_weights"], micro) if "tis_weights" in tensors else None,
         )
         with self.context.autocast():
             values = completion_values(self.value_forward, *micro.inputs)  # [n, T'] with gradient

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,27 @@ class AdapterReference(torch.nn.Module):
                     tensor.requires_grad_(False)
         policy.set_adapter("default")
         self.reset_done = True
+
+
+def merged_weights(policy) -> Iterator[tuple[str, torch.Tensor]]:
+    """The weights of ``policy`` with its active adapters merged (``W + scale * B @ A``), named as the
+    base model's checkpoint names them, for a rollout engine that serves the merged model. The
+    policy is not changed: merging in place and back would drift the base weights by rounding."""
+    from peft.tuners.lora import LoraLayer
+
+    base = policy.get_base_model()
+    deltas: dict[str, torch.Tensor] = {}
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer) and not module.merged:
+            adapters = [a for a in module.active_adapters if a in module.lora_A]
+            if adapters:
+                deltas[f"{name}.base_layer.weight"] = sum(module.get_delta_weight(a) for a in adapters)
+    with torch.no_grad():
+        for name, tensor in base.state_dict().items():
+            if ".lora_" in name:
+                continue
+            merged = tensor + deltas[name].to(tensor.dtype) if name in deltas else tensor
+            yield name.replace(".base_layer.", "."), merged.detach()
 
 
 def merged_model(policy):

@@ -6,9 +6,9 @@ k, sample N continuations with the current policy and judge each (prefix + conti
 task's correctness rule. The *hard* label is 1 when any of the N reaches the right answer, the
 *soft* label the fraction that do. The last step's prefix is the whole completion, so its label is
 the completion's own correctness: no sampling is spent on it (this saves N rollouts per
-completion). All prefixes of all completions are sampled together through
-:func:`cohort.rollout.generate_rollout`, which prefills each prefix once and shares its KV cache
-among its N samples; ``max_prefixes_per_batch`` bounds the rows decoded at once (prefixes x N).
+completion). All prefixes of all completions are sampled together through the run's rollout
+engine (the native one prefills each prefix once and shares its KV cache among its N samples; vLLM
+caches prefixes itself); ``max_prefixes_per_batch`` bounds the rows decoded at once (prefixes x N).
 
 Prefix k is the prompt's ids (``cohort.models.encode_prompts``) followed by the tokens of the
 completion text up to the end of step k, exactly as the completion has it (whatever separated the
@@ -34,7 +34,8 @@ import torch
 from cohort.models.prompts import Prompt, encode_prompts
 from cohort.reward_training.examples import OutcomeExample, ProcessExample, check_prompt
 from cohort.rewards.process_model import split_steps
-from cohort.rollout import SamplingParams, generate_rollout
+from cohort.rollout import SamplingParams
+from cohort.rollout.engines import NATIVE, RolloutEngine
 
 Correctness = Callable[..., Any]
 
@@ -156,12 +157,14 @@ def monte_carlo_step_labels(
     chat: bool = False,
     columns: Mapping[str, Sequence[Any]] | None = None,
     max_prefixes_per_batch: int = 64,
+    engine: RolloutEngine = NATIVE,
 ) -> StepLabelling:
     """Math-Shepherd step labels of each completion from ``rollouts`` (N) policy continuations per prefix.
 
     ``prompts[i]`` / ``answers[i]`` belong to ``completions[i]``; ``chat`` renders prompts with the
     chat template (as ``encode_prompts``). Deterministic for a given ``generator`` state and batch
-    size; runs the model in its current mode (call ``.eval()`` first if it has dropout).
+    size; runs the model in its current mode (call ``.eval()`` first if it has dropout). ``engine``
+    generates the continuations (the run's rollout engine).
     """
     start = time.perf_counter()
     _check_request(prompts, completions, answers, rollouts, max_prefixes_per_batch)
@@ -178,7 +181,7 @@ def monte_carlo_step_labels(
         chunk = prefixes[first : first + max_prefixes_per_batch]
         began = time.perf_counter()
         ids = [prompt_ids[i] + tokenizer(text, add_special_tokens=False)["input_ids"] for i, text in chunk]
-        rollout = generate_rollout(model, ids, rollouts, params, pad_token_id=pad, generator=generator, tokenizer=tokenizer)
+        rollout = engine.generate(model, ids, rollouts, params, pad_token_id=pad, generator=generator, tokenizer=tokenizer)
         continuations = rollout.decode_completions(tokenizer)  # [len(chunk) * N], group-contiguous
         tokens += int(rollout.completion_lengths.sum())
         judged = time.perf_counter()

@@ -46,6 +46,9 @@ class Rollout:
         logprob_temperature: the temperature of ``sampling_logprobs`` (1.0 for greedy); score
             completions with the same value.
         pad_token_id: the id in padded positions.
+        sampled_by_policy: True when ``sampling_logprobs`` come from the policy's own forward (the
+            native engine: pi_old at mu = 1); False when another engine sampled (vLLM: its kernels
+            round differently, so the trainer recomputes pi_old and measures the mismatch).
     """
 
     prompt_ids: torch.Tensor
@@ -57,6 +60,7 @@ class Rollout:
     finish_reasons: list[str]
     logprob_temperature: float
     pad_token_id: int
+    sampled_by_policy: bool = True
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
@@ -131,6 +135,7 @@ class Rollout:
             finish_reasons=[self.finish_reasons[row] for row in rows.tolist()],
             logprob_temperature=self.logprob_temperature,
             pad_token_id=self.pad_token_id,
+            sampled_by_policy=self.sampled_by_policy,
         )
 
     def to(self, device: torch.device | str) -> Rollout:
@@ -145,6 +150,7 @@ class Rollout:
             finish_reasons=list(self.finish_reasons),
             logprob_temperature=self.logprob_temperature,
             pad_token_id=self.pad_token_id,
+            sampled_by_policy=self.sampled_by_policy,
         )
 
     def completion_token_lists(self) -> list[list[int]]:
@@ -167,9 +173,9 @@ def concat_rollouts(parts: Sequence[Rollout]) -> Rollout:
         raise ValueError("concat_rollouts needs at least one rollout")
     first = parts[0]
     for part in parts[1:]:
-        same = (part.group_size, part.pad_token_id, part.logprob_temperature)
-        if same != (first.group_size, first.pad_token_id, first.logprob_temperature):
-            raise ValueError("rollouts to concatenate must share group_size, pad_token_id and logprob_temperature")
+        same = (part.group_size, part.pad_token_id, part.logprob_temperature, part.sampled_by_policy)
+        if same != (first.group_size, first.pad_token_id, first.logprob_temperature, first.sampled_by_policy):
+            raise ValueError("rollouts to concatenate must share group_size, pad_token_id, logprob_temperature and engine")
     if len(parts) == 1:
         return first
     prompt_width = max(p.prompt_ids.shape[1] for p in parts)
@@ -189,6 +195,7 @@ def concat_rollouts(parts: Sequence[Rollout]) -> Rollout:
         finish_reasons=[reason for p in parts for reason in p.finish_reasons],
         logprob_temperature=first.logprob_temperature,
         pad_token_id=first.pad_token_id,
+        sampled_by_policy=first.sampled_by_policy,
     )
 
 

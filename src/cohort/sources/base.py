@@ -26,6 +26,7 @@ from cohort.rewards import (
 )
 from cohort.rewards.process_model import StepScores
 from cohort.rollout import Rollout, SamplingParams
+from cohort.rollout.engines import NATIVE, RolloutEngine
 from cohort.run_directory import RunDirectory
 from cohort.sources.scored_batch import ScoredBatch, per_sample_columns
 
@@ -45,7 +46,7 @@ class StepTimer:
 
 @dataclass(kw_only=True)
 class PolicySampler:
-    """Draws completions of the current policy for rendered prompts (the rollout engine's caller)."""
+    """Draws completions of the current policy for rendered prompts with the run's rollout engine."""
 
     policy: torch.nn.Module
     tokenizer: Any
@@ -53,15 +54,12 @@ class PolicySampler:
     params: SamplingParams
     generator: torch.Generator
     autocast: Callable[[], AbstractContextManager]
+    engine: RolloutEngine = NATIVE
 
     def sample(self, prompts: list[Any], group_size: int, generator: torch.Generator | None = None,
                shard: tuple[int, int] | None = None) -> Rollout:
-        from cohort.rollout.engine import (
-            generate_rollout,  # the engine needs transformers: loaded with the first rollout
-        )
-
         with self.autocast():
-            return generate_rollout(
+            return self.engine.generate(
                 self.policy,
                 self.renderer.encode(prompts),
                 group_size,

@@ -22,6 +22,7 @@ from cohort.evaluation.evaluate import EvalSummary
 from cohort.evaluation.held_out import evaluate_held_out, read_eval, write_eval
 from cohort.monitoring.console import RunConsole
 from cohort.records import dumps
+from cohort.rollout.engines import NATIVE, RolloutEngine
 from cohort.run_directory import RunDirectory
 from cohort.sources import ScoringStage
 
@@ -44,9 +45,10 @@ class HeldOutEvaluations:
 
     def __init__(self, *, config: Config, task: Task, run_dir: RunDirectory, world: World, console: RunConsole,
                  policy: Any, tokenizer: Any, scoring: Callable[[], ScoringStage],
-                 gathered: Callable[[], AbstractContextManager]) -> None:
+                 gathered: Callable[[], AbstractContextManager], engine: RolloutEngine = NATIVE) -> None:
         self.config, self.task, self.run_dir, self.world, self.console = config, task, run_dir, world, console
         self.policy, self.tokenizer, self.scoring, self.gathered = policy, tokenizer, scoring, gathered
+        self.engine = engine
 
     def why_not(self) -> str | None:
         """Why held-out evaluation cannot run (None: it can)."""
@@ -73,6 +75,7 @@ class HeldOutEvaluations:
         path = self.run_dir.eval_summary(label)
         summary = None
         with self.gathered():
+            self.engine.follow(self.policy)  # every rank: under FSDP2 copying the weights gathers shards
             if self.world.is_main:
                 summary = read_eval(path) if path.exists() else None
                 if summary is None or summary.extra.get("checkpoint") != checkpoint:
@@ -85,6 +88,7 @@ class HeldOutEvaluations:
         if self.why_not() is not None:
             return
         with self.gathered():
+            self.engine.follow(self.policy)
             if self.world.is_main:
                 summary, _ = self._run(f"step {step}")
                 with self.run_dir.eval_curve.open("a", encoding="utf-8") as handle:
@@ -94,7 +98,7 @@ class HeldOutEvaluations:
     def _run(self, label: str):
         with self.console.progress(f"evaluating ({label})") as update:
             return evaluate_held_out(self.config, self.task, self.policy, self.tokenizer, self.scoring().rewards,
-                                     num_samples=self.config.train.eval_samples, on_progress=update)
+                                     num_samples=self.config.train.eval_samples, on_progress=update, engine=self.engine)
 
     def _evaluate_now(self, label: str, path: Path, checkpoint: dict[str, Any]) -> EvalSummary:
         self.console.info(f"evaluating ({label}) on the held-out problems ...")

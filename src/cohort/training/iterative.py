@@ -192,7 +192,7 @@ class IterativeRL:
         labelling = monte_carlo_step_labels(
             sampler.policy, sampler.tokenizer, prompts, batch.completions, answers, self.pieces.scoring.correctness.fn,
             rollouts=self.options.mc_rollouts, params=sampler.params, generator=generator,
-            step_marker=self._marker(), chat=sampler.renderer.chat, columns=columns,
+            step_marker=self._marker(), chat=sampler.renderer.chat, columns=columns, engine=sampler.engine,
         )
         return labelling.process_examples(prompts, soft=self.options.mc_label == "soft")
 

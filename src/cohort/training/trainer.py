@@ -66,6 +66,7 @@ from cohort.records import truncate_jsonl
 from cohort.report import write_report
 from cohort.rewards.process_model import ProcessRewardModel
 from cohort.rewards.registry import construct
+from cohort.rollout.engines import build_engine
 from cohort.rollout.sampling import SamplingParams
 from cohort.run_directory import RunDirectory
 from cohort.sources import PolicySampler, ScoringStage, SourcePieces, StepTimer
@@ -145,7 +146,7 @@ class Trainer:
             self.console.key_metrics = FIXED_DATA_KEY_METRICS
         self.evaluations = HeldOutEvaluations(
             config=config, task=self.task, run_dir=self.run_dir, world=self.world, console=self.console, policy=self.policy,
-            tokenizer=self.tokenizer, scoring=lambda: self.pieces.scoring, gathered=self.gathered,
+            tokenizer=self.tokenizer, scoring=lambda: self.pieces.scoring, gathered=self.gathered, engine=self.engine,
         )
         self.writer = MetricsWriter(self.run_dir, config, start_step=self.step) if main else None
         self.step_times: list[float] = []
@@ -228,8 +229,10 @@ class Trainer:
         forward = self.policy_forward if self.policy_forward is not self.policy else None
         policy = Trainable("policy", self.policy, self.optimizer, self.scheduler, config.optim.max_grad_norm, forward)
         self.trainables = [policy, *self.method.trainables()]
+        self.engine = build_engine(config.rollout, self.model_path, dtype=next(self.policy.parameters()).dtype, device=self.device,
+                                   trust_remote_code=config.model.trust_remote_code)
         sampler = PolicySampler(policy=self.policy, tokenizer=self.tokenizer, renderer=self.renderer, params=self.sampling,
-                                generator=self.generator, autocast=self.autocast)
+                                generator=self.generator, autocast=self.autocast, engine=self.engine)
         self.pieces = SourcePieces(config=config, task=self.task, sampler=sampler, scoring=self.scoring, run_dir=self.run_dir,
                                    info=self.console.info, world=world, progress=self.console.progress)
         self.source = self.method.source(self.pieces)
@@ -273,6 +276,7 @@ class Trainer:
             trainable.optimizer.zero_grad(set_to_none=True)
         with self.gathered():  # FSDP2: full weights for the rollout only
             batch = self.source.next_batch(timer)
+        self.engine.sleep()  # vLLM on a GPU: its memory goes to the update
         with released(self._sharded_models()):  # FSDP2: the no-grad forwards gather each unit in turn
             signal = self.method.signal(batch, timer)
         started = time.perf_counter()
