@@ -102,6 +102,11 @@ CASES = [
      r"method rft keeps correct samples, but no reward function measures correctness"),
     ("unknown tracker", "train+ log.trackers=[tensorbored]", 2, r"unknown tracker 'tensorbored'.*did you mean 'tensorboard'"),
     ("bad LoRA option", "train+ 'model.lora={rank: 4}'", 2, r"model.lora.rank is not a LoRA option; allowed: alpha"),
+    ("unknown rollout engine", "train+ rollout.engine=vlm", 2, r"rollout.engine='vlm' is not allowed: expected one of native, vllm"),
+    ("TIS with the native engine", "train+ algorithm.tis_cap=2", 2,
+     r"algorithm.tis_cap=2.0 is not allowed: expected null with rollout.engine=native"),
+    ("vLLM engine without vLLM", "train+ rollout.engine=vllm", 2,  # in .venv-vllm: the tiny model's heads are too small
+     r"rollout.engine=vllm: (vLLM is not installed in this environment: `make vllm`|.*attention heads of size 16)"),
     ("config: missing model", "config+ model.path=/nonexistent/model", 2, r"model '/nonexistent/model' not found locally"),
     ("config: missing data", "config+ data.task={files}/nope.jsonl", 2, r"dataset file '.*nope.jsonl' does not exist"),
     ("config: missing reward module", "config+ 'reward.functions=[{name: no_such_module:fn}]'", 2, r"cannot import module 'no_such_module'"),

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.vllm
 if not vllm_available():
     pytest.skip(f"{INSTALL_HINT} (make test runs these tests there)", allow_module_level=True)
 
-ENGINE_OPTIONS = dict(dtype=torch.float32, device=torch.device("cpu"), memory_fraction=0.02, sleep=True)
+ENGINE_OPTIONS = dict(dtype=torch.float32, device=torch.device("cpu"), memory_fraction=0.02, sleep=True, trust_remote_code=False)
 PROMPTS = ["12+34=", "7+8=", "99-45=", "50+50=", "3-1=", "81+9=", "64-32=", "5+77="]
 
 
@@ -213,3 +213,47 @@ def test_under_torchrun_every_ranks_engine_samples_its_share_of_one_batch(tmp_pa
     a, b = (load_file(tmp_path / run / "run" / "final" / "model.safetensors") for run in ("one", "two"))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 2e-4  # lr 1e-3: reduction order only
     assert (tmp_path / "two" / "run" / "eval_after.json").is_file()
+
+
+def test_a_model_vllms_cpu_build_cannot_run_is_named_before_anything_loads(tmp_path, capsys):
+    from cohort.cli import main
+
+    assert main(["train", "builtin:demo", "model.path=builtin:multistep", "rollout.engine=vllm", "data.task=multistep",
+                 f"train.out_dir={tmp_path}", "log.console=quiet"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "has attention heads of size 24; vLLM's CPU build supports 32" in error[0], error
+
+
+def test_cohort_eval_with_vllm_gives_the_native_greedy_accuracy(tmp_path):
+    from cohort.cli import main
+
+    summaries = {}
+    for engine in ("native", "vllm"):
+        out = tmp_path / engine
+        assert main(["eval", "builtin:demo", f"rollout.engine={engine}", "rollout.vllm_memory_fraction=0.02",
+                     "--limit", "80", "--samples", "2", "--out", str(out)]) == 0
+        summaries[engine] = json.loads((out / "summary.json").read_text())["models"][0]["summary"]
+    assert summaries["vllm"]["greedy_accuracy"] == summaries["native"]["greedy_accuracy"]  # the same greedy answers
+    assert abs(summaries["vllm"]["pass_at_k"]["1"] - summaries["native"]["pass_at_k"]["1"]) < 0.2  # other random numbers
+
+
+def test_monte_carlo_step_labels_from_vllm_equal_the_native_engines_when_greedy(tmp_path):
+    """Math-Shepherd labels from continuations of each step's prefix (a tiny random Qwen2 with
+    grouped KV heads and an untied output head): under greedy decoding both engines continue alike."""
+    from tiny_models import save_tiny_model
+
+    from cohort.reward_training.labels import monte_carlo_step_labels
+
+    directory = save_tiny_model(tmp_path / "qwen2", "qwen2", seed=3, hidden_size=128)  # heads of 32
+    model, tokenizer = load(directory)
+    prompts, completions, answers = ["q1:", "q22:", "x:"], ["ab\ncd\nef", "a1\n\n b2 \n", "s1\ns2\ns3"], [0, 1, 1]
+    params = SamplingParams(max_new_tokens=6, temperature=0.0, eos_token_ids=(tokenizer.eos_token_id,))
+
+    def parity(text, answer):
+        return (sum(map(ord, text)) + answer) % 2 == 0
+
+    engine = VllmEngine.shared(str(directory), **ENGINE_OPTIONS)
+    labels = [monte_carlo_step_labels(model, tokenizer, prompts, completions, answers, parity, rollouts=2, params=params,
+                                      generator=torch.Generator().manual_seed(0), engine=e).labels for e in (NATIVE, engine)]
+    assert [item.hard for item in labels[0]] == [item.hard for item in labels[1]]
+    assert [item.soft for item in labels[0]] == [item.soft for item in labels[1]]

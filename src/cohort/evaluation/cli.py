@@ -26,7 +26,7 @@ from cohort.evaluation.evaluate import default_ks
 from cohort.evaluation.held_out import evaluate_held_out, held_out_rows, write_eval
 from cohort.models import quiet_transformers
 from cohort.models.loading import load_policy, load_tokenizer, resolve_device
-from cohort.rollout.engines import build_engine
+from cohort.rollout.engines import build_engine, check_engine
 from cohort.monitoring.console import comparison_table
 from cohort.records import dumps
 from cohort.rewards.configured import run_rewards
@@ -95,10 +95,12 @@ def run_eval(
     task = task_from_settings(config.data, config.train.seed)
     held_out_rows(task, config.data.eval_limit)  # a task without a held-out split fails before any model loads
     rewards = run_rewards(config, task)
+    device = resolve_device(config.model.device)
+    for source in sources:
+        check_engine(config.rollout, source.path, device, config.model.trust_remote_code)
     out_dir = _output_directory(out, sources)
     quiet_transformers()
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.model.device)
     console = Console(stderr=True)
     summaries = []
     for index, source in enumerate(sources):

@@ -78,3 +78,15 @@ def build_engine(rollout: Any, model_path: str | Path, *, dtype: torch.dtype, de
 
     return VllmEngine.shared(str(model_path), dtype=dtype, device=device, memory_fraction=rollout.vllm_memory_fraction,
                              sleep=rollout.vllm_sleep, trust_remote_code=trust_remote_code)
+
+
+def check_engine(rollout: Any, model_path: str | Path, device: torch.device, trust_remote_code: bool = False) -> None:
+    """Before anything loads: ``rollout.engine=vllm`` needs vLLM installed and a model shape it runs."""
+    if rollout.engine != "vllm":
+        return
+    from cohort.config import ConfigError
+    from cohort.rollout.vllm_engine import INSTALL_HINT, check_head_size, vllm_available
+
+    if not vllm_available():
+        raise ConfigError(f"rollout.engine=vllm: {INSTALL_HINT}")
+    check_head_size(str(model_path), device, trust_remote_code)

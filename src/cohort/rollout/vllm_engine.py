@@ -228,9 +228,10 @@ class VllmEngine:
         self.follow(model)
         first_prompt = 0 if shard is None else shard[0] // group_size
         base_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))  # the run's generator decides the seeds
-        requests = [{"prompt_token_ids": [int(t) for t in prompt]} for prompt in prompt_ids]
-        sampling = [vllm_sampling_params(params, group_size, base_seed + first_prompt + index)
-                    for index in range(len(prompt_ids))]
+        copies = group_size if params.greedy else 1  # vLLM takes n > 1 only when sampling: G requests of n = 1
+        requests = [{"prompt_token_ids": [int(t) for t in prompt]} for prompt in prompt_ids for _ in range(copies)]
+        sampling = [vllm_sampling_params(params, group_size // copies, base_seed + first_prompt + index)
+                    for index in range(len(prompt_ids)) for _ in range(copies)]
         with process_state_kept():
             outputs = self.llm.generate(requests, sampling_params=sampling, use_tqdm=False)
         return outputs_to_rollout(outputs, prompt_ids, group_size, params, pad_token_id, model_device(model))

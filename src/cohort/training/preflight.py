@@ -1,7 +1,8 @@
 """Everything about a run that can be checked without loading weights, in one place: the settings
-(method rules, trackers, LoRA options), the model directory (present, a causal LM), the data (rows,
-columns, the prompt template), and the rewards (built, so a user module that does not import fails
-now). ``cohort train`` runs it before it loads anything; ``cohort config`` runs it and stops there."""
+(method rules, trackers, LoRA options), the model directory (present, a causal LM, of a shape the
+rollout engine runs), the data (rows, columns, the prompt template), and the rewards (built, so a
+user module that does not import fails now). ``cohort train`` runs it before it loads anything;
+``cohort config`` runs it and stops there."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from cohort.assets import resolve_builtin
 from cohort.config import Config
 from cohort.data.tasks import Task, format_prompt, task_from_settings
 from cohort.methods import check_config
-from cohort.models.loading import check_causal_lm, resolve_model_source
+from cohort.models.loading import check_causal_lm, resolve_device, resolve_model_source
 from cohort.models.lora import LoraError, lora_config
 from cohort.monitoring.metrics_writer import MetricsWriter
 from cohort.rewards import NamedReward
 from cohort.rewards.configured import run_rewards
+from cohort.rollout.engines import check_engine
 
 
 @dataclass
@@ -51,4 +53,5 @@ def preflight(config: Config, *, resume_from: Path | None = None, distributed: b
     if resume_from is None:  # a resumed run loads its own checkpoint
         resolve_model_source(model_path, what="model")  # a missing directory fails in seconds
         check_causal_lm(model_path, "model.path")
+    check_engine(config.rollout, model_path, resolve_device(config.model.device), config.model.trust_remote_code)
     return Preflight(method_class, model_path, task, rewards)
