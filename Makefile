@@ -36,13 +36,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) Makefile scripts/install_cpu_torch.sh
 # In parallel over the machine's cores (pytest-xdist), slow tests first (tests/conftest.py).
 PYTEST := $(PY) -m pytest -q -n auto --dist worksteal
 
-# The vLLM tests (marked vllm) skip in .venv; they run in .venv-vllm when `make vllm` made it.
+# The vLLM tests (tests/test_vllm*.py, marked vllm) skip in .venv; they run in .venv-vllm when `make vllm` made it.
 # COHORT_REQUIRE_VLLM=1 (CI) makes a missing .venv-vllm an error instead.
 test: setup
 	$(PYTEST)
 	@if [ -x $(VLLM_PY) ]; then \
 	    bash scripts/install_vllm.sh $(VLLM_VENV) && echo "vLLM tests, in $(VLLM_VENV):" && \
-	    $(VLLM_PY) -m pytest -q -n auto --dist loadfile -m vllm; \
+	    $(VLLM_PY) -m pytest -q -n auto --dist loadfile -m vllm $(wildcard tests/test_vllm*.py); \
 	elif [ "$${COHORT_REQUIRE_VLLM:-0}" != 0 ]; then \
 	    echo "COHORT_REQUIRE_VLLM=1 but $(VLLM_VENV) is missing: run make vllm first"; exit 1; \
 	else \

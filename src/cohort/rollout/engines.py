@@ -47,7 +47,9 @@ class NativeEngine:
 
     def generate(self, model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], group_size: int,
                  params: SamplingParams, **options: Any) -> Rollout:
-        from cohort.rollout.engine import generate_rollout  # needs transformers' cache classes: loaded on first use
+        from cohort.rollout.engine import (
+            generate_rollout,  # needs transformers' cache classes: loaded on first use
+        )
 
         return generate_rollout(model, prompt_ids, group_size, params, **options)
 

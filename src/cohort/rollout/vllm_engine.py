@@ -15,21 +15,20 @@ per prompt from the run's generator, so a rank's share of a batch samples as the
 from __future__ import annotations
 
 import os
-import random
-import sys
-import tempfile
-import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from cohort.models.lora import is_adapted, merged_weights
 from cohort.rollout.batch import Rollout, left_pad
 from cohort.rollout.sampling import SamplingParams
+from cohort.rollout.vllm_process import (
+    process_state_kept,
+    quiet_defaults,
+    start_up_output_held,
+)
 
 INSTALL_HINT = ("vLLM is not installed in this environment: `make vllm` builds .venv-vllm (vLLM's CPU build with "
                 "the transformers it pins), then run `.venv-vllm/bin/cohort train ... rollout.engine=vllm`")
@@ -42,14 +41,6 @@ def vllm_available() -> bool:
     from importlib.util import find_spec
 
     return find_spec("vllm") is not None
-
-
-def _quiet_defaults(device: torch.device) -> None:
-    """Environment vLLM reads at import: in-process engine, errors only, no thread pinning on CPU."""
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine lives in this process (weights by reference)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its start-up notes and warnings are not the user's
-    if device.type == "cpu":
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # the trainer's threads stay where they are
 
 
 def _text_config(model_path: str, trust_remote_code: bool):
@@ -76,6 +67,7 @@ def check_head_size(model_path: str, device: torch.device, trust_remote_code: bo
     """vLLM's CPU attention has kernels for some head sizes only: say so before a long start-up fails."""
     if device.type != "cpu":
         return
+    quiet_defaults(device)
     with start_up_output_held(), process_state_kept():  # the first import of vllm prints notes
         from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
     head = _head_size(_text_config(model_path, trust_remote_code))
@@ -83,58 +75,6 @@ def check_head_size(model_path: str, device: torch.device, trust_remote_code: bo
     if head not in supported:
         raise ValueError(f"rollout.engine=vllm: {model_path} has attention heads of size {head}; vLLM's CPU build "
                          f"supports {', '.join(map(str, supported))}; use rollout.engine=native for this model")
-
-
-@contextmanager
-def start_up_output_held() -> Iterator[None]:
-    """vLLM's start-up writes notes, progress bars and C++ warnings straight to the terminal (file
-    descriptors 1 and 2, below Python's reach): hold them in a file, shown only if the start fails."""
-    with tempfile.TemporaryFile(mode="w+b") as held, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # its dependencies' deprecation notices at import
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = [os.dup(1), os.dup(2)]
-        os.dup2(held.fileno(), 1)
-        os.dup2(held.fileno(), 2)
-        failure = None
-        try:
-            yield
-        except Exception as err:
-            failure = err
-        finally:
-            _restore_output(saved)
-        if failure is not None:
-            held.seek(0)
-            tail = held.read().decode(errors="replace")[-4000:]
-            raise RuntimeError(f"vLLM failed to start ({failure}); its output:\n{tail}") from failure
-
-
-def _restore_output(saved: list[int]) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    for target, copy in zip((1, 2), saved):
-        os.dup2(copy, target)
-        os.close(copy)
-
-
-@contextmanager
-def process_state_kept() -> Iterator[None]:
-    """Undo what starting or running vLLM changes in the whole process: it re-seeds the global
-    random generators (torch, numpy, random) and draws from torch's, replaces
-    ``torch.set_num_threads`` with a stub and sets the thread count, and sets environment variables
-    (``LD_PRELOAD`` among them) that would reach every subprocess started later (reward sandboxes)."""
-    environment, threads, set_threads = dict(os.environ), torch.get_num_threads(), torch.set_num_threads
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        try:
-            yield
-        finally:
-            torch.set_num_threads = set_threads
-            torch.set_num_threads(threads)
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
-            os.environ.clear()
-            os.environ.update(environment)
 
 
 class VllmEngine:
@@ -157,7 +97,7 @@ class VllmEngine:
                  sleep: bool = True, trust_remote_code: bool = False) -> None:
         if not vllm_available():
             raise ModuleNotFoundError(INSTALL_HINT)
-        _quiet_defaults(device)
+        quiet_defaults(device)
         check_head_size(model_path, device, trust_remote_code)
         self.device = device
         self.sleeps = sleep and device.type == "cuda"  # vLLM's CPU build cannot sleep

@@ -25,13 +25,18 @@ class WeightLoader:
     def _retie_output_head(self, model: torch.nn.Module) -> None:
         """The reload may give the embedding a new Parameter: point a tied output head at it again
         (and, on CPU, re-pack it for the GEMM kernel, as loading does)."""
-        from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+        from vllm.model_executor.layers.vocab_parallel_embedding import (
+            ParallelLMHead,
+            VocabParallelEmbedding,
+        )
 
         embedding = next(m for m in model.modules() if type(m) is VocabParallelEmbedding)
         for module in model.modules():
             if isinstance(module, ParallelLMHead):
                 module.weight = embedding.weight
                 if module.weight.device.type == "cpu":
-                    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+                    from vllm.model_executor.layers.utils import (
+                        dispatch_cpu_unquantized_gemm,
+                    )
 
                     dispatch_cpu_unquantized_gemm(module, remove_weight=False)
