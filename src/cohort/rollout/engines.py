@@ -78,7 +78,7 @@ def build_engine(rollout: Any, model_path: str | Path, *, dtype: torch.dtype, de
         raise ValueError(f"rollout.engine={rollout.engine!r} is not allowed: expected one of {', '.join(ENGINES)}")
     from cohort.rollout.vllm_engine import VllmEngine
 
-    return VllmEngine.shared(str(model_path), dtype=dtype, device=device, memory_fraction=rollout.vllm_memory_fraction,
+    return VllmEngine.shared(engine_source(model_path), dtype=dtype, device=device, memory_fraction=rollout.vllm_memory_fraction,
                              sleep=rollout.vllm_sleep, trust_remote_code=trust_remote_code)
 
 
@@ -91,4 +91,12 @@ def check_engine(rollout: Any, model_path: str | Path, device: torch.device, tru
 
     if not vllm_available():
         raise ConfigError(f"rollout.engine=vllm: {INSTALL_HINT}")
-    check_head_size(str(model_path), device, trust_remote_code)
+    check_head_size(engine_source(model_path), device, trust_remote_code)
+
+
+def engine_source(model_path: str | Path) -> str:
+    """The directory an engine starts from: a LoRA adapter directory's base model (the engine serves
+    the merged weights, copied from the policy), else the model directory itself."""
+    from cohort.models.lora import base_model_path
+
+    return str(base_model_path(model_path) or model_path) if Path(model_path).is_dir() else str(model_path)
