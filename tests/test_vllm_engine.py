@@ -33,8 +33,9 @@ def demo_dir():
     return resolve_builtin("builtin:demo")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def engine(demo_dir):
+    """The process's engine for the demo model (started once; restarted if a test started another)."""
     return VllmEngine.shared(str(demo_dir), **ENGINE_OPTIONS)
 
 
@@ -146,6 +147,16 @@ def test_sampling_logprobs_agree_with_the_trainers_forward(engine, demo_dir, tem
     rollout = sampled(engine, policy, tokenizer, seed=2, temperature=temperature)
     gap = (trainer_logprobs(policy, rollout, temperature) - rollout.sampling_logprobs).abs()[rollout.completion_mask]
     assert float(gap.mean()) < 1e-5 and float(gap.max()) < 1e-3, (float(gap.mean()), float(gap.max()))
+
+
+def test_a_request_beyond_the_models_positions_fails_as_under_the_native_engine(engine, demo_dir):
+    policy, tokenizer = load(demo_dir)
+    too_long = SamplingParams(max_new_tokens=60, temperature=1.0, eos_token_ids=(tokenizer.eos_token_id,))  # 64 positions
+    for each in (NATIVE, engine):
+        with pytest.raises(ValueError, match="exceeds the model's 64 positions"):
+            each.generate(policy, encode(tokenizer, PROMPTS), 2, too_long, pad_token_id=tokenizer.pad_token_id,
+                          generator=torch.Generator().manual_seed(0), tokenizer=tokenizer)
+
 
 
 def test_monte_carlo_step_labels_from_vllm_equal_the_native_engines_when_greedy(tmp_path):

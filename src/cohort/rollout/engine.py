@@ -37,7 +37,7 @@ def _max_positions(model: PreTrainedModel) -> int | None:
     return None
 
 
-def _check_request(
+def check_request(
     model: PreTrainedModel,
     prompt_ids: Sequence[Sequence[int]],
     group_size: int,
@@ -47,6 +47,8 @@ def _check_request(
     tokenizer,
     device: torch.device,
 ) -> None:
+    """Refuse, with a clear error, a request no engine can honour: bad settings, empty prompts, ids
+    outside the vocabulary's pad range, prompts plus the budget beyond the model's positions."""
     if not isinstance(params, SamplingParams):
         raise ValueError(f"params must be a SamplingParams, got {type(params).__name__}")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
@@ -97,7 +99,7 @@ def generate_rollout(
     with the model in its current mode (call ``.eval()`` first if it has dropout).
     """
     device = next(model.parameters()).device
-    _check_request(model, prompt_ids, group_size, params, pad_token_id, generator, tokenizer, device)
+    check_request(model, prompt_ids, group_size, params, pad_token_id, generator, tokenizer, device)
     prompts, prompt_mask = left_pad(prompt_ids, pad_token_id, device)  # [P, Lp]
     vocab_size = model.get_input_embeddings().num_embeddings
     if int(prompts.min()) < 0 or int(prompts.max()) >= vocab_size:

@@ -163,8 +163,9 @@ class VllmEngine:
                  params: SamplingParams, *, pad_token_id: int, generator: torch.Generator, tokenizer: Any = None,
                  shard: tuple[int, int] | None = None) -> Rollout:
         """``group_size`` completions of each prompt under ``model``'s current weights (see the module docstring)."""
-        if not prompt_ids or any(len(prompt) == 0 for prompt in prompt_ids):
-            raise ValueError("prompt_ids must hold at least one prompt, each of at least one token")
+        from cohort.rollout.engine import check_request  # the native engine's checks: the same request fails alike
+
+        check_request(model, prompt_ids, group_size, params, pad_token_id, generator, tokenizer, model_device(model))
         self.follow(model)
         first_prompt = 0 if shard is None else shard[0] // group_size
         base_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))  # the run's generator decides the seeds
