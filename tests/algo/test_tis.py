@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cohort.algo import policy_loss, truncated_is_weights
+from cohort.algo import engine_mismatch, policy_loss, truncated_is_weights
 
 F64 = torch.float64
 
@@ -33,6 +33,20 @@ def test_worked_numbers():
     assert capped[0, 0].item() == pytest.approx(1.1, abs=1e-12)  # min(1.2214, 1.1)
     assert weights.dtype == F64 and not weights.requires_grad
     assert truncated_is_weights(trainer.half(), engine.half(), mask, cap=2.0).dtype == torch.float32
+
+
+def test_the_mismatch_statistics_worked_numbers():
+    trainer = torch.tensor([[-1.0, -0.5, -2.0, 0.0]], dtype=F64)
+    engine = torch.tensor([[-1.2, -0.5, -1.0, -9.0]], dtype=F64)
+    mask = torch.tensor([[True, True, True, False]])
+    none, stats = engine_mismatch(trainer, engine, mask, cap=None)
+    assert none is None and set(stats) == {"logprob_diff_mean", "logprob_diff_max"}
+    assert stats["logprob_diff_mean"].item() == pytest.approx(1.2 / 3, abs=1e-12)  # |0.2| + 0 + |1.0|, the 9 is masked
+    assert stats["logprob_diff_max"].item() == pytest.approx(1.0, abs=1e-12)
+    weights, stats = engine_mismatch(trainer, engine, mask, cap=1.1)
+    assert torch.equal(weights, truncated_is_weights(trainer, engine, mask, cap=1.1))
+    assert stats["tis_weight_mean"].item() == pytest.approx((1.1 + 1.0 + math.exp(-1.0)) / 3, abs=1e-12)
+    assert stats["tis_capped_frac"].item() == pytest.approx(1 / 3, abs=1e-12)
 
 
 def test_bad_cap_and_shapes_are_refused():

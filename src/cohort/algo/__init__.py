@@ -22,8 +22,8 @@ from cohort.algo.losses import (
     first_token_mask,
     kl_penalty,
     policy_loss,
-    truncated_is_weights,
 )
+from cohort.algo.importance import engine_mismatch, truncated_is_weights
 from cohort.algo.metrics import explained_variance, maj_at_k, majority_answer, pass_at_k
 from cohort.algo.ops import (
     entropy_from_logits,
@@ -50,6 +50,7 @@ __all__ = [
     "degenerate_groups",
     "PAIR_LOSSES",
     "dpo_loss",
+    "engine_mismatch",
     "entropy_from_logits",
     "explained_variance",
     "first_token_mask",

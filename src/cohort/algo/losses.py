@@ -9,14 +9,13 @@ micro-batches and summing their losses gives the same gradient as one pass (docs
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from cohort.algo.ops import _check_mask, masked_mean, masked_sum
+from cohort.algo.ops import masked_mean, masked_sum
 from cohort.algo.registry import Registry
 
 Count = int | torch.Tensor
@@ -331,27 +330,6 @@ def _policy_stats(adv: torch.Tensor, ratio: torch.Tensor, kl: torch.Tensor, kl_c
         "kl": masked_sum(kl, mask) / token_count,
         "kl_clamp_frac": masked_sum(kl_capped.to(dtype), mask) / token_count,
     }
-
-
-def truncated_is_weights(
-    logprobs: torch.Tensor, engine_logprobs: torch.Tensor, mask: torch.Tensor, cap: float
-) -> torch.Tensor:
-    """Truncated importance sampling (TIS) weights for samples drawn by another engine (vLLM):
-    ``min(exp(l_trainer - l_engine), cap)`` per token, 1 outside the mask. The sampler's kernels give
-    each token a slightly different probability than the trainer's forward; the weight re-targets
-    the loss at the trainer's distribution, and the cap bounds the variance (TRL's
-    ``token_truncate``, verl's TIS). No gradient.
-
-    logprobs (trainer, pi_old), engine_logprobs: [B, T] float; mask: [B, T] bool -> [B, T] (float32 or wider)
-    """
-    _check_same_shape(logprobs, engine_logprobs=engine_logprobs)
-    _check_mask(logprobs, mask)
-    if not cap > 0:
-        raise ValueError(f"cap must be > 0, got {cap!r}")
-    dtype = _at_least_float32(logprobs, engine_logprobs)
-    with torch.no_grad():
-        log_ratio = (logprobs.to(dtype) - engine_logprobs.to(dtype)).clamp(max=math.log(cap))  # [B, T]
-        return torch.where(mask, log_ratio.exp(), torch.ones_like(log_ratio))  # [B, T]
 
 
 # --- the unified coefficient loss (DeepSeekMath Eq. 5; SFT, RFT, online RFT) ---------------------

@@ -149,15 +149,8 @@ class Method:
         mask = torch.zeros_like(rollout.completion_mask)  # [N, T]
         mask[rows] = rollout.completion_mask[rows]
         engine = rollout.sampling_logprobs.to(old.device)  # [N, T]
-        gap = (old - engine).abs()[mask]  # [n tokens]
-        metrics = {"rollout/logprob_diff_mean": float(gap.mean()), "rollout/logprob_diff_max": float(gap.max())}
-        cap = self.config.algorithm.tis_cap
-        if cap is None:
-            return old, metrics, None
-        weights = algo.truncated_is_weights(old, engine, mask, cap)  # [N, T]
-        metrics["rollout/tis_weight_mean"] = float(weights[mask].mean())
-        metrics["rollout/tis_capped_frac"] = float((weights[mask] >= cap).float().mean())
-        return old, metrics, weights
+        weights, stats = algo.engine_mismatch(old, engine, mask, self.config.algorithm.tis_cap)
+        return old, {f"rollout/{name}": float(value) for name, value in stats.items()}, weights
 
     def no_grad_logprobs(self, model: torch.nn.Module, rollout: Rollout, rows: list[int]) -> torch.Tensor:
         """[N, T] log-probs of ``rows`` under ``model`` (0 elsewhere)."""
@@ -178,3 +171,8 @@ def take(tensor: torch.Tensor, micro: MicroBatch) -> torch.Tensor:
     """The micro-batch's rows of a per-row tensor ([N] or [N, T], trimmed to the micro's width)."""
     rows = tensor[micro.rows]
     return rows if rows.dim() == 1 else rows[:, : width_of(micro)]
+
+
+def take_if_present(tensors: dict[str, torch.Tensor], name: str, micro: MicroBatch) -> torch.Tensor | None:
+    """``take(tensors[name], micro)``, or None when the signal has no such tensor (a knob turned off)."""
+    return take(tensors[name], micro) if name in tensors else None

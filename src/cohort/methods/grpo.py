@@ -15,7 +15,7 @@ import torch
 
 from cohort import algo
 from cohort.config import Config, ConfigError
-from cohort.methods.base import Method, TrainingSignal, rows_of, take
+from cohort.methods.base import Method, TrainingSignal, rows_of, take, take_if_present
 from cohort.methods.checks import check_clip_settings, require_correctness
 from cohort.methods.registry import register_method
 from cohort.monitoring.panels import CLIP_FRACTION, KL, Panel
@@ -181,7 +181,7 @@ class GRPO(Method):
             take(tensors["old_logprobs"], micro),
             take(tensors["advantages"], micro),
             micro.mask,
-            ref_logprobs=take(tensors["ref_logprobs"], micro) if "ref_logprobs" in tensors else None,
+            ref_logprobs=take_if_present(tensors, "ref_logprobs", micro),
             beta=knobs.beta,
             kl_estimator=knobs.kl_estimator,
             kl_clamp=knobs.kl_clamp,
@@ -193,7 +193,7 @@ class GRPO(Method):
             normalizers=norm,
             max_length=self.config.rollout.max_new_tokens,
             control_weight=knobs.control_weight,
-            token_weights=take(tensors["tis_weights"], micro) if "tis_weights" in tensors else None,
+            token_weights=take_if_present(tensors, "tis_weights", micro),
         )
         return loss, stats
 

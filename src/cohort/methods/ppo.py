@@ -17,7 +17,7 @@ import torch
 from cohort import algo
 from cohort.config import Config, ConfigError
 from cohort.distributed import World
-from cohort.methods.base import Method, MethodContext, TrainingSignal, rows_of, take
+from cohort.methods.base import Method, MethodContext, TrainingSignal, rows_of, take, take_if_present
 from cohort.methods.checks import check_aggregation, check_clip_settings
 from cohort.methods.registry import register_method
 from cohort.models.value import completion_values, load_value_model
@@ -180,7 +180,7 @@ class PPO(Method):
             micro.logprobs, take(tensors["old_logprobs"], micro), take(tensors["advantages"], micro), micro.mask,
             loss=knobs.policy_loss, eps_low=knobs.eps_low, eps_high=knobs.eps_high, dual_clip=knobs.dual_clip,
             aggregation=knobs.aggregation, normalizers=norm, max_length=self.config.rollout.max_new_tokens,
-            token_weights=take(tensors["tis_weights"], micro) if "tis_weights" in tensors else None,
+            token_weights=take_if_present(tensors, "tis_weights", micro),
         )
         with self.context.autocast():
             values = completion_values(self.value_forward, *micro.inputs)  # [n, T'] with gradient
