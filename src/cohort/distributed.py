@@ -31,8 +31,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,11 +135,20 @@ def stop_world(world: World, finished: bool = True) -> None:
         return
     if finished:
         dist.barrier()
-    engines = sys.modules.get("cohort.rollout.vllm_engine")  # loaded only if this run used vLLM
-    if engines is not None:
-        engines.VllmEngine.shutdown_all()  # vLLM joined the group: its shutdown tears the group down too
-    if dist.is_initialized():
+    while _BEFORE_STOP:
+        _BEFORE_STOP.pop()()
+    if dist.is_initialized():  # a callback may have torn the group down already
         dist.destroy_process_group()
+
+
+_BEFORE_STOP: list[Callable[[], None]] = []
+
+
+def before_stop(callback: Callable[[], None]) -> None:
+    """Have :func:`stop_world` call ``callback`` before it destroys the process group: for what
+    joined the group and must leave first (a vLLM engine, whose shutdown destroys the group)."""
+    if callback not in _BEFORE_STOP:
+        _BEFORE_STOP.append(callback)
 
 
 # --- wrapping models --------------------------------------------------------------------------------

@@ -20,8 +20,6 @@ from cohort.config.schema import ROLLOUT_ENGINES
 from cohort.rollout.batch import Rollout
 from cohort.rollout.sampling import SamplingParams
 
-ENGINES = ROLLOUT_ENGINES
-
 
 class RolloutEngine(Protocol):
     """Samples ``group_size`` completions per prompt from ``model``'s current weights."""
@@ -68,14 +66,13 @@ def build_engine(rollout: Any, model_path: str | Path, *, dtype: torch.dtype, de
                  trust_remote_code: bool = False) -> RolloutEngine:
     """The engine a run's ``rollout`` section (a :class:`cohort.config.RolloutConfig`) asks for.
 
-    vLLM starts from ``model_path`` (the architecture, tokenizer and first weights) with room for
-    prompts plus ``rollout.max_new_tokens``; one engine per model path is kept for the life of the
-    process (a second run on the same model reuses it: vLLM's start-up takes seconds to a minute).
+    vLLM starts from ``model_path`` (the architecture, tokenizer and first weights); the process keeps
+    one engine, so a second run on the same model reuses it (vLLM's start-up takes seconds).
     """
     if rollout.engine == "native":
         return NATIVE
     if rollout.engine != "vllm":
-        raise ValueError(f"rollout.engine={rollout.engine!r} is not allowed: expected one of {', '.join(ENGINES)}")
+        raise ValueError(f"rollout.engine={rollout.engine!r} is not allowed: expected one of {', '.join(ROLLOUT_ENGINES)}")
     from cohort.rollout.vllm_engine import VllmEngine
 
     return VllmEngine.shared(engine_source(model_path), dtype=dtype, device=device, memory_fraction=rollout.vllm_memory_fraction,

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from cohort.distributed import before_stop
 from cohort.models.lora import is_adapted, merged_weights
-from cohort.rollout.batch import Rollout, left_pad
+from cohort.rollout.batch import Rollout, rollout_from_tokens
 from cohort.rollout.sampling import SamplingParams
 from cohort.rollout.vllm_process import (
     process_state_kept,
@@ -63,14 +65,14 @@ def cpu_kv_cache_bytes(config, dtype: torch.dtype, memory_fraction: float) -> in
     return int(min(needed, memory_fraction * _total_ram_bytes()))
 
 
-def check_head_size(model_path: str, device: torch.device, trust_remote_code: bool = False) -> None:
+def check_head_size(model_path: str, device: torch.device, trust_remote_code: bool = False, config=None) -> None:
     """vLLM's CPU attention has kernels for some head sizes only: say so before a long start-up fails."""
     if device.type != "cpu":
         return
     quiet_defaults(device)
     with start_up_output_held(), process_state_kept():  # the first import of vllm prints notes
         from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
-    head = _head_size(_text_config(model_path, trust_remote_code))
+    head = _head_size(config or _text_config(model_path, trust_remote_code))
     supported = CPUAttentionBackend.get_supported_head_sizes()
     if head not in supported:
         raise ValueError(f"rollout.engine=vllm: {model_path} has attention heads of size {head}; vLLM's CPU build "
@@ -98,12 +100,13 @@ class VllmEngine:
         if not vllm_available():
             raise ModuleNotFoundError(INSTALL_HINT)
         quiet_defaults(device)
-        check_head_size(model_path, device, trust_remote_code)
+        config = _text_config(model_path, trust_remote_code)
+        check_head_size(model_path, device, trust_remote_code, config)
         self.device = device
         self.sleeps = sleep and device.type == "cuda"  # vLLM's CPU build cannot sleep
-        config = _text_config(model_path, trust_remote_code)
         memory = ({"gpu_memory_utilization": memory_fraction} if device.type == "cuda"
                   else {"kv_cache_memory_bytes": cpu_kv_cache_bytes(config, dtype, memory_fraction)})
+        launcher = _launcher()
         with process_state_kept(), start_up_output_held():
             from vllm import LLM
 
@@ -111,8 +114,10 @@ class VllmEngine:
                 model=model_path, tokenizer=model_path, dtype=dtype, seed=0, trust_remote_code=trust_remote_code,
                 enable_prefix_caching=True, enforce_eager=True, logprobs_mode="processed_logprobs",
                 worker_extension_cls=WORKER_EXTENSION, enable_sleep_mode=self.sleeps, max_num_seqs=MAX_SEQUENCES,
-                **memory, **_launcher(),
+                **memory, **launcher,
             )
+        if launcher:
+            before_stop(VllmEngine.shutdown_all)  # vLLM's shutdown destroys torchrun's group: it goes first
         self._copied: tuple | None = None  # the weight versions last copied into the engine
         self._asleep = False
 
@@ -163,7 +168,9 @@ class VllmEngine:
                  params: SamplingParams, *, pad_token_id: int, generator: torch.Generator, tokenizer: Any = None,
                  shard: tuple[int, int] | None = None) -> Rollout:
         """``group_size`` completions of each prompt under ``model``'s current weights (see the module docstring)."""
-        from cohort.rollout.engine import check_request  # the native engine's checks: the same request fails alike
+        from cohort.rollout.engine import (
+            check_request,  # the native engine's checks: the same request fails alike
+        )
 
         check_request(model, prompt_ids, group_size, params, pad_token_id, generator, tokenizer, model_device(model))
         self.follow(model)
@@ -255,31 +262,18 @@ def _finish_reason(completion) -> str:
 
 def outputs_to_rollout(outputs, prompt_ids: Sequence[Sequence[int]], group_size: int, params: SamplingParams,
                        pad_token_id: int, device: torch.device) -> Rollout:
-    """vLLM's RequestOutputs (one per prompt, ``group_size`` completions each) as a group-contiguous Rollout."""
+    """vLLM's RequestOutputs (one per request, in prompt order) as a group-contiguous Rollout."""
     completions = [c for output in outputs for c in sorted(output.outputs, key=lambda c: c.index)]
     if len(completions) != len(prompt_ids) * group_size:
         raise RuntimeError(f"vLLM returned {len(completions)} completions for {len(prompt_ids)} prompts x {group_size}")
-    width = max(1, max(len(c.token_ids) for c in completions))
-    ids = torch.full((len(completions), width), pad_token_id, dtype=torch.long)  # [N, T]
-    logprobs = torch.zeros((len(completions), width), dtype=torch.float32)  # [N, T]
-    for row, completion in enumerate(completions):
-        tokens = list(completion.token_ids)
-        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        logprobs[row, : len(tokens)] = torch.tensor([step[token].logprob for step, token in zip(completion.logprobs, tokens)])
-    lengths = torch.tensor([len(c.token_ids) for c in completions])  # [N]
-    prompts, prompt_mask = left_pad(prompt_ids, pad_token_id, device)  # [P, Lp]
-    return Rollout(
-        prompt_ids=prompts,
-        prompt_mask=prompt_mask,
-        group_size=group_size,
-        completion_ids=ids.to(device),
-        completion_mask=(torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).to(device),  # [N, T]
-        sampling_logprobs=logprobs.to(device),
-        finish_reasons=[_finish_reason(c) for c in completions],
-        logprob_temperature=params.logprob_temperature,
-        pad_token_id=pad_token_id,
-        sampled_by_policy=False,
-    )
+    tokens = [list(c.token_ids) for c in completions]
+    rollout = rollout_from_tokens(prompt_ids, tokens, group_size, pad_token_id,
+                                  finish_reasons=[_finish_reason(c) for c in completions], device=device)
+    logprobs = [torch.tensor([step[t].logprob for step, t in zip(c.logprobs, ids)], dtype=torch.float32)
+                for c, ids in zip(completions, tokens)]
+    padded = torch.nn.utils.rnn.pad_sequence(logprobs, batch_first=True, padding_value=0.0)  # [N, T]
+    return replace(rollout, sampling_logprobs=padded.to(device), logprob_temperature=params.logprob_temperature,
+                   sampled_by_policy=False)
 
 
 def _launcher() -> dict[str, str]:
