@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+from pathlib import Path
+
 
 def digit_count(prompts, completions, **_):
     """Number of digits in the completion: varies across samples, so groups have signal."""
@@ -83,3 +87,13 @@ def always_none(prompts, completions, **_):
 def correct_when_digit(prompts, completions, **_):
     """has_digit without the is_correctness attribute: the config's ``correctness: true`` marks it."""
     return [1.0 if any(ch.isdigit() for ch in completion) else 0.0 for completion in completions]
+
+
+def _note_exit() -> None:
+    """Leave ``exit-rank-<RANK>`` in $COHORT_TEST_EXIT_DIR when this process's atexit handlers run
+    (tests/test_distributed.py: a torchrun rank that ends with os._exit still runs them)."""
+    Path(os.environ["COHORT_TEST_EXIT_DIR"], f"exit-rank-{os.environ.get('RANK', '0')}").write_text("atexit ran\n")
+
+
+if os.environ.get("COHORT_TEST_EXIT_DIR"):
+    atexit.register(_note_exit)

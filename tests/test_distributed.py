@@ -35,8 +35,9 @@ def task_file(tmp_path_factory):
     return path
 
 
-def launch(ranks: int, model_dir, task_file, out, *overrides, steps: int = 3, reward: str | None = None):
-    """``cohort train`` in one process or under torchrun with ``ranks`` processes."""
+def launch(ranks: int, model_dir, task_file, out, *overrides, steps: int = 3, reward: str | None = None, exit_dir=None):
+    """``cohort train`` in one process or under torchrun with ``ranks`` processes (``exit_dir``: where
+    each rank notes that its atexit handlers ran, see reward_fixtures)."""
     reward = reward or "{name: 'reward_fixtures:has_digit'}, {name: 'reward_fixtures:digit_count', weight: 0.1}"
     args = [
         f"model.path={model_dir}", f"data.task={task_file}", "rollout.group_size=4", "rollout.prompts_per_step=4",
@@ -46,7 +47,8 @@ def launch(ranks: int, model_dir, task_file, out, *overrides, steps: int = 3, re
     ]
     launcher = [sys.executable, "-m", "cohort"] if ranks == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m", "cohort"]
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1",
+           **({"COHORT_TEST_EXIT_DIR": str(exit_dir)} if exit_dir else {})}
     return subprocess.run([*launcher, "train", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -76,9 +78,11 @@ def single(tiny_llama_dir, task_file, tmp_path_factory):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_two_ranks_train_the_weights_one_process_trains(tmp_path, tiny_llama_dir, task_file, single, method, strategy):
     out = tmp_path / "two"
-    result = launch(2, tiny_llama_dir, task_file, out, *METHODS[method], f"distributed.strategy={strategy}")
+    result = launch(2, tiny_llama_dir, task_file, out, *METHODS[method], f"distributed.strategy={strategy}", exit_dir=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("trained 3 steps") == 1  # only rank 0 prints
+    # each rank ended with os._exit (distributed.leave_process), after its atexit handlers ran
+    assert sorted(p.name for p in tmp_path.glob("exit-rank-*")) == ["exit-rank-0", "exit-rank-1"]
     reference = single(method)
     assert largest_difference(reference, out) < 1e-5
     if method == "ppo":

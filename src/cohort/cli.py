@@ -52,7 +52,7 @@ def _train(args: argparse.Namespace) -> int:
     resume_from = RunDirectory(Path(config.train.out_dir)).latest_checkpoint() if config.train.resume else None
     checked = preflight(config, resume_from=resume_from, distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
     quiet_transformers()
-    from cohort.distributed import stop_world
+    from cohort.distributed import leave_process, stop_world
     from cohort.monitoring.console import RunConsole
     from cohort.training.trainer import Trainer
 
@@ -64,7 +64,10 @@ def _train(args: argparse.Namespace) -> int:
         stop_world(trainer.world, finished=False)
         raise
     stop_world(trainer.world)  # under torchrun: every rank leaves the process group together
-    return 128 + summary["stopped_by"] if "stopped_by" in summary else 0  # the shell's convention for a signal
+    code = 128 + summary["stopped_by"] if "stopped_by" in summary else 0  # the shell's convention for a signal
+    if trainer.world.distributed:
+        leave_process(code)  # gloo's threads outlive the group: no interpreter finalization beside them
+    return code
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -28,12 +28,15 @@ phases with different rules:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -149,6 +152,26 @@ def before_stop(callback: Callable[[], None]) -> None:
     joined the group and must leave first (a vLLM engine, whose shutdown destroys the group)."""
     if callback not in _BEFORE_STOP:
         _BEFORE_STOP.append(callback)
+
+
+def leave_process(code: int) -> NoReturn:
+    """End a torchrun rank after :func:`stop_world`, without the interpreter's finalization.
+
+    DDP's and FSDP2's state keeps a reference to the process group from C++, so
+    ``destroy_process_group`` unregisters gloo's group but leaves its worker and TCP-loop threads
+    running (``pt_gloo_runloop``, ``gloo_tcp_loop``). The interpreter's finalization and the C++
+    static destructors then ran with those threads alive, which now and then aborted a rank at exit
+    ("terminate called without an active exception") after a finished run. So a finished rank does
+    what a normal exit does up to that point (waits for its non-daemon threads, runs the ``atexit``
+    handlers: reward pools, trackers, Ray; flushes its output) and then ends with ``os._exit``."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 # --- wrapping models --------------------------------------------------------------------------------
