@@ -63,7 +63,6 @@ from cohort.optimisation.optimizer import (
 )
 from cohort.optimisation.update import LoopSettings, Trainable, optimise
 from cohort.records import truncate_jsonl
-from cohort.report import write_report
 from cohort.rewards.process_model import ProcessRewardModel
 from cohort.rewards.registry import construct
 from cohort.rollout.engines import build_engine
@@ -477,6 +476,8 @@ class Trainer:
         """Rewrite report.html (if enabled; rank 0); a report problem is logged, never stops training."""
         if not self.config.log.report or not self.world.is_main:
             return
+        from cohort.report import write_report  # here: a run without a report skips matplotlib (~0.3 s)
+
         try:
             write_report(self.run_dir.root)
         except Exception as err:  # the report is a view; training must not die for it
