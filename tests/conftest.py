@@ -16,6 +16,7 @@ import pytest
 # COHORT_REQUIRE_SYSTEM_DEPS=1, fails) when the package is missing, and the terminal summary says
 # which packages were missing and how to install them.
 import system_deps
+import xdist_order
 from system_deps import pytest_runtest_setup, pytest_terminal_summary  # noqa: F401
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip what needs a missing system package (see system_deps), and start the slow tests first:
-    under pytest-xdist the workers then finish together instead of one waiting on a late long test."""
+    """Skip what needs a missing system package (see system_deps), then order the session for
+    xdist's work stealing: the long tests first, spread over the workers (see xdist_order)."""
     system_deps.pytest_collection_modifyitems(config, items)
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
+    items[:] = xdist_order.planned(items, xdist_order.workers_in_session())

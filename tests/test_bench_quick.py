@@ -40,7 +40,7 @@ def test_missing_trl_is_a_clear_error(tmp_path):
 MATRIX = SCRIPT.with_name("matrix.py")
 
 
-@pytest.mark.slow  # about 30-60 s: four training subprocesses (two cells x cohort and TRL)
+@pytest.mark.slow(seconds=30)  # about 30-60 s: four training subprocesses (two cells x cohort and TRL)
 @needs_trl
 def test_quick_matrix_reports_every_cell(tmp_path):
     out = tmp_path / "matrix.json"
@@ -89,7 +89,7 @@ def test_quick_matrix_reports_every_cell(tmp_path):
 LORA_SCRIPT = SCRIPT.with_name("lora_vs_full.py")
 
 
-@pytest.mark.slow  # about 20-30 s: a full and a LoRA training subprocess, then both in one process
+@pytest.mark.slow(seconds=20)  # about 20-30 s: a full and a LoRA training subprocess, then both in one process
 def test_lora_vs_full_quick_run_measures_both_sides(tmp_path):
     pytest.importorskip("peft", reason="PEFT is not installed (pip install -e '.[lora]')")
     out = tmp_path / "lora.json"

@@ -74,6 +74,8 @@ def single(tiny_llama_dir, task_file, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow(seconds=15)
+@pytest.mark.shares("one-process-runs")  # one worker makes the `single` runs (tests/xdist_order.py)
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_two_ranks_train_the_weights_one_process_trains(tmp_path, tiny_llama_dir, task_file, single, method, strategy):
@@ -95,6 +97,7 @@ def test_two_ranks_train_the_weights_one_process_trains(tmp_path, tiny_llama_dir
     assert config["architectures"] == ["LlamaForCausalLM"]
 
 
+@pytest.mark.slow(seconds=17)
 def test_fsdp2_pads_uneven_micro_batches_and_checkpoints_activations(tmp_path, tiny_llama_dir, task_file):
     """One row per micro-batch: the ranks run different numbers of them (GRPO skips zero-advantage
     groups), so the sharded update pads the shorter rank with zero-weighted ones; activation
@@ -107,6 +110,7 @@ def test_fsdp2_pads_uneven_micro_batches_and_checkpoints_activations(tmp_path, t
     assert largest_difference(tmp_path / "one", tmp_path / "two") < 1e-5
 
 
+@pytest.mark.slow(seconds=20)
 def test_fsdp2_mixed_precision_trains_and_cpu_offload_says_it_needs_cuda(tmp_path, tiny_llama_dir, task_file):
     bf16 = launch(2, tiny_llama_dir, task_file, tmp_path / "bf16", *METHODS["grpo"], "distributed.strategy=fsdp2",
                   "distributed.mixed_precision=bf16", steps=2)
@@ -117,6 +121,7 @@ def test_fsdp2_mixed_precision_trains_and_cpu_offload_says_it_needs_cuda(tmp_pat
     assert offload.returncode != 0 and "distributed.cpu_offload=true needs CUDA" in offload.stderr
 
 
+@pytest.mark.slow(seconds=22)
 def test_a_run_resumes_under_another_world_size_and_strategy(tmp_path, tiny_llama_dir, task_file):
     straight = tmp_path / "straight"
     assert launch(1, tiny_llama_dir, task_file, straight, *METHODS["grpo"], steps=4).returncode == 0
@@ -128,6 +133,7 @@ def test_a_run_resumes_under_another_world_size_and_strategy(tmp_path, tiny_llam
     assert largest_difference(straight, moved) < 1e-5
 
 
+@pytest.mark.slow(seconds=30)
 def test_a_rank_that_dies_loses_only_the_steps_since_the_last_checkpoint(tmp_path, tiny_llama_dir, task_file):
     straight = tmp_path / "straight"
     assert launch(2, tiny_llama_dir, task_file, straight, *METHODS["grpo"], steps=5).returncode == 0

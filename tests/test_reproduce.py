@@ -22,6 +22,7 @@ from cohort.reproduce.runner import arm_config
 from cohort.reproduce.stats import NOT_JUDGED, NOT_RUN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+READS_QUICK_RUN = pytest.mark.shares("reproduce-quick")  # run first, back to back, on one worker (tests/xdist_order.py)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,8 @@ def quick_run(tmp_path_factory, worker_id):
     return out, value["results"], value["messages"]
 
 
+@READS_QUICK_RUN
+@pytest.mark.slow(seconds=45)  # the first of its unit: builds the quick run
 def test_every_arm_and_claim_comes_out(quick_run):
     out, results, messages = quick_run
     assert set(results["arms"]) == set(ARM_NAMES)
@@ -68,6 +71,7 @@ def test_the_iterative_arm_is_evaluated_at_every_iteration_boundary(tmp_path, sc
     assert config.train.steps == per * config.iterative.iterations and per % config.train.eval_every == 0
 
 
+@READS_QUICK_RUN
 def test_a_second_invocation_skips_what_is_done_and_redoes_what_is_missing(quick_run, tmp_path):
     shared, results, _ = quick_run
     out = tmp_path / "reproduce"
@@ -82,6 +86,7 @@ def test_a_second_invocation_skips_what_is_done_and_redoes_what_is_missing(quick
     assert again["arms"]["dpo"]["final_pass1"] == results["arms"]["dpo"]["final_pass1"]  # the rerun is deterministic
 
 
+@READS_QUICK_RUN
 @requires_chromium
 def test_the_report_renders_in_chromium(quick_run, browser):  # noqa: F811
     from selenium.webdriver.common.by import By
@@ -99,6 +104,7 @@ def test_the_report_renders_in_chromium(quick_run, browser):  # noqa: F811
     assert len(page.resize((64, 64)).getcolors(maxcolors=64 * 64)) > 20  # not a blank page
 
 
+@pytest.mark.slow(seconds=17)
 def test_selected_arms_and_steps_keep_the_results_shape(tmp_path):
     """--arms and --steps size a run; claims whose arms did not run say so; results.json keeps its keys."""
     results = reproduce(tmp_path, quick=True, workers=2, arms="grpo_os,grpo_ps_gold", steps=4, rm_gate=0.0, progress=lambda m: None)

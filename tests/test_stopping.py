@@ -68,7 +68,8 @@ def straight(tmp_path_factory, worker_id, tiny_llama_dir, task_file) -> Path:
     return directory / "run"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=17)
+@pytest.mark.shares("stopping-straight")  # run first, back to back, on one worker (tests/xdist_order.py)
 @pytest.mark.parametrize("signal_name, code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_signal_finishes_the_step_checkpoints_it_and_resume_is_exact(tmp_path, tiny_llama_dir, task_file, straight, signal_name, code):
     stopped = tmp_path / "stopped"

@@ -27,6 +27,7 @@ from cohort.run_directory import RunDirectory
 TESTS = Path(__file__).resolve().parent
 RUN_NAME = "tiny-sums"
 COMPARED = ("loss", "reward/mean", "reward/std", "completion_len/mean", "lr", "grad_norm")
+READS_TRACKED = pytest.mark.shares("trackers-run")  # one worker builds the tracked runs (tests/xdist_order.py)
 
 
 def tracker_env(home: Path) -> dict[str, str]:
@@ -131,7 +132,8 @@ def read_wandb_offline_run(path: Path) -> SimpleNamespace:
     return run
 
 
-@pytest.mark.slow
+@READS_TRACKED
+@pytest.mark.slow(seconds=25)  # the first of its unit: makes the tracked runs
 def test_wandb_offline_run_has_every_metric_the_config_and_the_name(tracked):
     files = sorted((tracked.out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 2  # the first session and the resumed one, both offline in the run directory
@@ -150,7 +152,8 @@ def test_wandb_offline_run_has_every_metric_the_config_and_the_name(tracked):
 # --- MLflow: its client on the local file store ------------------------------------------------------
 
 
-@pytest.mark.slow
+@READS_TRACKED
+@pytest.mark.slow(seconds=1)
 def test_mlflow_file_store_has_every_metric_the_params_and_the_name(tracked, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for it to read a file store
     import_library("mlflow")  # imported as cohort does: telemetry off
@@ -184,7 +187,8 @@ def trackio_cli(tracked, *args: str) -> dict:
     return json.loads(result.stdout)
 
 
-@pytest.mark.slow
+@READS_TRACKED
+@pytest.mark.slow(seconds=1)
 def test_trackio_local_store_has_the_metrics_the_config_and_the_name(tracked):
     assert tracked.ids["trackio"]["where"] == str(tracked.home / "trackio")  # TRACKIO_DIR: nowhere else
     assert trackio_cli(tracked, "list", "runs", "--project", "cohort")["runs"] == [RUN_NAME]  # resumed, not a second run
@@ -200,7 +204,8 @@ def test_trackio_local_store_has_the_metrics_the_config_and_the_name(tracked):
 # --- TensorBoard, resume, console --------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@READS_TRACKED
+@pytest.mark.slow(seconds=1)
 def test_tensorboard_has_the_same_scalars(tracked):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -210,7 +215,8 @@ def test_tensorboard_has_the_same_scalars(tracked):
     assert any(tag.startswith("config") for tag in events.Tags()["tensors"])  # the resolved config, as text
 
 
-@pytest.mark.slow
+@READS_TRACKED
+@pytest.mark.slow(seconds=1)
 def test_resume_continues_every_tracker_run_and_output_stays_quiet(tracked):
     assert tracked.ids == tracked.ids_after_first  # same W&B id, MLflow run, trackio run
     log = (tracked.out / "run.log").read_text().splitlines()
