@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) Makefile scripts/install_cpu_torch.sh
 	@touch $(STAMP)
 	@$(PY) -c "import torch, transformers; print('setup: torch', torch.__version__, '| transformers', transformers.__version__, '(pinned: $(CONSTRAINTS))')"
 
-# In parallel over the machine's cores (pytest-xdist), slow tests first (tests/conftest.py).
+# In parallel over the machine's cores (pytest-xdist), the long tests first, spread over the workers (tests/xdist_order.py).
 PYTEST := $(PY) -m pytest -q -n auto --dist worksteal
 
 # The vLLM tests (tests/test_vllm*.py, marked vllm) skip in .venv; they run in .venv-vllm when `make vllm` made it.

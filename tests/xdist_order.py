@@ -52,24 +52,22 @@ def chunk_sizes(count: int, workers: int) -> list[int]:
 
 def planned(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
     """``items`` reordered: each chunk starts with its share of the long units, longest first."""
-    units = _units(items)
-    heavy = sorted((u for u in units if sum(map(expected_seconds, u)) > 0 or len(u) > 1),
-                   key=lambda u: -sum(map(expected_seconds, u)))  # stable: file order among equals
-    light = [u[0] for u in units if not (sum(map(expected_seconds, u)) > 0 or len(u) > 1)]
+    weighed = [(sum(map(expected_seconds, unit)), unit) for unit in _units(items)]
+    long_units = sorted(((s, u) for s, u in weighed if s > 0 or len(u) > 1), key=lambda pair: -pair[0])  # stable
+    quick = [u[0] for s, u in weighed if not (s > 0 or len(u) > 1)]  # file order
     workers = max(workers, 1)
     chunks: list[list[pytest.Item]] = [[] for _ in range(workers)]
     load = [0.0] * workers
-    for unit in heavy:
+    for seconds, unit in long_units:
         target = min(range(workers), key=lambda w: (load[w], w))
         chunks[target].extend(unit)
-        load[target] += sum(map(expected_seconds, unit))
+        load[target] += seconds
     ordered: list[pytest.Item] = []
     for chunk, size in zip(chunks, chunk_sizes(len(items), workers)):
-        ordered.extend(chunk)
         take = max(size - len(chunk), 0)
-        ordered.extend(light[:take])
-        del light[:take]
-    return ordered + light
+        ordered.extend(chunk + quick[:take])
+        del quick[:take]
+    return ordered + quick
 
 
 def workers_in_session() -> int:
