@@ -52,9 +52,15 @@ def chunk_sizes(count: int, workers: int) -> list[int]:
 
 def planned(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
     """``items`` reordered: each chunk starts with its share of the long units, longest first."""
-    weighed = [(sum(map(expected_seconds, unit)), unit) for unit in _units(items)]
-    long_units = sorted(((s, u) for s, u in weighed if s > 0 or len(u) > 1), key=lambda pair: -pair[0])  # stable
-    quick = [u[0] for s, u in weighed if not (s > 0 or len(u) > 1)]  # file order
+    long_units: list[tuple[float, list[pytest.Item]]] = []
+    quick: list[pytest.Item] = []  # file order
+    for unit in _units(items):
+        seconds = sum(map(expected_seconds, unit))
+        if seconds > 0 or len(unit) > 1:
+            long_units.append((seconds, unit))
+        else:
+            quick.extend(unit)
+    long_units.sort(key=lambda pair: -pair[0])  # stable: file order among equals
     workers = max(workers, 1)
     chunks: list[list[pytest.Item]] = [[] for _ in range(workers)]
     load = [0.0] * workers

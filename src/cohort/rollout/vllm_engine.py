@@ -168,9 +168,7 @@ class VllmEngine:
                  params: SamplingParams, *, pad_token_id: int, generator: torch.Generator, tokenizer: Any = None,
                  shard: tuple[int, int] | None = None) -> Rollout:
         """``group_size`` completions of each prompt under ``model``'s current weights (see the module docstring)."""
-        from cohort.rollout.engine import (
-            check_request,  # the native engine's checks: the same request fails alike
-        )
+        from cohort.rollout.engine import check_request  # the native engine's checks: a request fails alike
 
         check_request(model, prompt_ids, group_size, params, pad_token_id, generator, tokenizer, model_device(model))
         self.follow(model)
