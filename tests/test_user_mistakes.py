@@ -102,6 +102,8 @@ CASES = [
      r"method rft keeps correct samples, but no reward function measures correctness"),
     ("unknown tracker", "train+ log.trackers=[tensorbored]", 2, r"unknown tracker 'tensorbored'.*did you mean 'tensorboard'"),
     ("bad LoRA option", "train+ 'model.lora={rank: 4}'", 2, r"model.lora.rank is not a LoRA option; allowed: alpha"),
+    ("CPU offload without CUDA", "train+ distributed.strategy=fsdp2 distributed.cpu_offload=true", 2,
+     r"distributed.cpu_offload=true needs CUDA devices \(model.device resolves to cpu\)"),
     ("unknown rollout engine", "train+ rollout.engine=vlm", 2, r"rollout.engine='vlm' is not allowed: expected one of native, vllm"),
     ("TIS with the native engine", "train+ algorithm.tis_cap=2", 2,
      r"algorithm.tis_cap=2.0 is not allowed: expected null with rollout.engine=native"),

@@ -53,5 +53,9 @@ def preflight(config: Config, *, resume_from: Path | None = None, distributed: b
     if resume_from is None:  # a resumed run loads its own checkpoint
         resolve_model_source(model_path, what="model")  # a missing directory fails in seconds
         check_causal_lm(model_path, "model.path")
-    check_engine(config.rollout, model_path, resolve_device(config.model.device), config.model.trust_remote_code)
+    device = resolve_device(config.model.device)
+    if config.distributed.cpu_offload and device.type != "cuda":  # the same answer on every rank, before any weights load
+        raise ValueError(f"distributed.cpu_offload=true needs CUDA devices (model.device resolves to {device.type}): "
+                         "on CPU the shards are in host memory already; remove the key")
+    check_engine(config.rollout, model_path, device, config.model.trust_remote_code)
     return Preflight(method_class, model_path, task, rewards)
