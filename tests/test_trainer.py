@@ -78,6 +78,32 @@ def comparable(metrics):
     return [{k: v for k, v in m.items() if not k.startswith("time/") and k != "tokens_per_s"} for m in metrics]
 
 
+def test_the_last_curve_point_is_the_after_evaluation_without_sampling_again(tmp_path, tiny_llama_dir, task_file, monkeypatch):
+    """train.eval_every=2 over 4 steps: curve points at steps 2 and 4, and the after-training
+    evaluation reuses the step-4 point; its files are those of a run that evaluates afresh."""
+    from cohort.training import evaluation
+
+    calls: list[str] = []
+
+    def counted(*args, **kwargs):
+        calls.append("evaluation")
+        return real(*args, **kwargs)
+
+    real = evaluation.evaluate_held_out
+    monkeypatch.setattr(evaluation, "evaluate_held_out", counted)
+    curve_run, plain_run = tmp_path / "curve", tmp_path / "plain"
+    train(run_config(curve_run, tiny_llama_dir, task_file, "train.steps=4", "train.eval_every=2"))
+    assert len(calls) == 3  # before, step 2, step 4 (= after)
+    train(run_config(plain_run, tiny_llama_dir, task_file, "train.steps=4"))
+    assert len(calls) == 5  # before, after
+    curve = [json.loads(line) for line in (curve_run / "eval_curve.jsonl").read_text().splitlines()]
+    assert [point["step"] for point in curve] == [2, 4]
+    after = json.loads((curve_run / "eval_after.json").read_text())
+    assert after == json.loads((plain_run / "eval_after.json").read_text())  # the same weights' fingerprint too
+    assert after["extra"]["checkpoint"]["step"] == 4 and after["pass_at_k"] == curve[-1]["pass_at_k"]
+    assert (curve_run / "eval_after.jsonl").read_text() == (plain_run / "eval_after.jsonl").read_text()
+
+
 def test_end_to_end_run_directory_contract(tmp_path, tiny_llama_dir, task_file):
     out = tmp_path / "run"
     summary = train(

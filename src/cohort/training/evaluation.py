@@ -9,6 +9,7 @@ says so once, at the start, with the setting that turns it on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -49,6 +50,7 @@ class HeldOutEvaluations:
         self.config, self.task, self.run_dir, self.world, self.console = config, task, run_dir, world, console
         self.policy, self.tokenizer, self.scoring, self.gathered = policy, tokenizer, scoring, gathered
         self.engine = engine
+        self._latest_point: tuple[int, EvalSummary, list] | None = None  # rank 0: (step, summary, problems)
 
     def why_not(self) -> str | None:
         """Why held-out evaluation cannot run (None: it can)."""
@@ -90,7 +92,8 @@ class HeldOutEvaluations:
         with self.gathered():
             self.engine.follow(self.policy)
             if self.world.is_main:
-                summary, _ = self._run(f"step {step}")
+                summary, problems = self._run(f"step {step}")
+                self._latest_point = (step, summary, problems)
                 with self.run_dir.eval_curve.open("a", encoding="utf-8") as handle:
                     handle.write(dumps({"step": step, **summary.to_dict()}) + "\n")
             self.world.barrier()
@@ -101,8 +104,17 @@ class HeldOutEvaluations:
                                      num_samples=self.config.train.eval_samples, on_progress=update, engine=self.engine)
 
     def _evaluate_now(self, label: str, path: Path, checkpoint: dict[str, Any]) -> EvalSummary:
-        self.console.info(f"evaluating ({label}) on the held-out problems ...")
-        summary, problems = self._run(label)
+        """Evaluates the model ``checkpoint`` names, unless this process's latest curve point was
+        taken at the same step: then it measured these weights (no step ran since) with the same
+        prompts, seed and sampling, and its numbers are reused (train.eval_every dividing
+        train.steps would otherwise evaluate the final weights twice)."""
+        if self._latest_point is not None and self._latest_point[0] == checkpoint["step"]:
+            step, summary, problems = self._latest_point
+            self.console.info(f"evaluation ({label}): the step-{step} curve point's, which measured these weights")
+            summary = dataclasses.replace(summary, extra=dict(summary.extra))
+        else:
+            self.console.info(f"evaluating ({label}) on the held-out problems ...")
+            summary, problems = self._run(label)
         summary.extra["checkpoint"] = checkpoint
         write_eval(summary, problems, path, self.run_dir.eval_problems(label))
         self.console.event(f"eval_{label}", summary.to_dict())
