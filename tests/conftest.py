@@ -85,9 +85,13 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
 def pytest_configure(config: pytest.Config) -> None:
     """Run torch single-threaded: the test models are tiny, and on a busy 2-core machine OpenMP
     threads waiting for each other made the suite several times slower. COHORT_TEST_THREADS
-    overrides the count."""
+    overrides the count. (xdist's controller runs no test: it skips importing torch, ~1.5 s before
+    any worker starts.)"""
     import os
 
+    distributing = config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
+    if distributing and not hasattr(config, "workerinput"):  # the controller of `pytest -n N`
+        return
     import torch
 
     torch.set_num_threads(int(os.environ.get("COHORT_TEST_THREADS", "1")))

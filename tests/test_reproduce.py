@@ -107,7 +107,7 @@ def test_the_report_renders_in_chromium(quick_run, browser):  # noqa: F811
 @pytest.mark.slow(seconds=17)
 def test_selected_arms_and_steps_keep_the_results_shape(tmp_path):
     """--arms and --steps size a run; claims whose arms did not run say so; results.json keeps its keys."""
-    results = reproduce(tmp_path, quick=True, workers=2, arms="grpo_os,grpo_ps_gold", steps=4, rm_gate=0.0, progress=lambda m: None)
+    results = reproduce(tmp_path, quick=True, workers=1, arms="grpo_os,grpo_ps_gold", steps=4, rm_gate=0.0, progress=lambda m: None)
     assert set(results) == {"mode", "scale", "reward_models", "claims", "figure7", "arms", "wall_seconds", "run_seconds"}
     assert list(results["arms"]) == ["grpo_os", "grpo_ps_gold"] and results["scale"]["steps"] == 4
     verdicts = {c["claim"]: c["verdict"] for c in results["claims"]}

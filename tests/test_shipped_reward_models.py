@@ -50,7 +50,7 @@ def test_the_build_script_writes_the_same_bytes_twice(tmp_path):
     build = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = build  # its dataclasses look their module up
     spec.loader.exec_module(build)
-    build.QUICK = dataclasses.replace(build.QUICK, train_prompts=96, held_out_prompts=8)  # the same path, smaller
+    build.QUICK = dataclasses.replace(build.QUICK, train_prompts=48, held_out_prompts=8)  # the same path, smaller
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
         for name in ("a", "b"):
