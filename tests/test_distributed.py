@@ -89,17 +89,37 @@ def single(tiny_llama_dir, task_file, tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="module")
+def two_ranks(tiny_llama_dir, task_file, tmp_path_factory):
+    """The 2-rank run of each (method, strategy): its run directory (``run`` in a directory of its
+    own, where each rank's exit marker lands) and its CompletedProcess. The dying-rank test reads
+    the GRPO / DDP one as its uninterrupted run."""
+    runs = {}
+
+    def run(method: str, strategy: str) -> tuple[Path, subprocess.CompletedProcess]:
+        if (method, strategy) not in runs:
+            root = tmp_path_factory.mktemp(f"two-{method}-{strategy}")
+            result = launch(2, tiny_llama_dir, task_file, root / "run", *METHODS[method], f"distributed.strategy={strategy}",
+                            exit_dir=root)
+            runs[method, strategy] = root / "run", result
+        return runs[method, strategy]
+
+    return run
+
+
+REFERENCE_RUNS = pytest.mark.shares("reference-runs")  # one worker makes the `single` and `two_ranks` runs (tests/xdist_order.py)
+
+
 @pytest.mark.slow(seconds=15)
-@pytest.mark.shares("one-process-runs")  # one worker makes the `single` runs (tests/xdist_order.py)
+@REFERENCE_RUNS
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_two_ranks_train_the_weights_one_process_trains(tmp_path, tiny_llama_dir, task_file, single, method, strategy):
-    out = tmp_path / "two"
-    result = launch(2, tiny_llama_dir, task_file, out, *METHODS[method], f"distributed.strategy={strategy}", exit_dir=tmp_path)
+def test_two_ranks_train_the_weights_one_process_trains(single, two_ranks, method, strategy):
+    out, result = two_ranks(method, strategy)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("trained 3 steps") == 1  # only rank 0 prints
     # each rank ended with os._exit (distributed.leave_process), after its atexit handlers ran
-    assert sorted(p.name for p in tmp_path.glob("exit-rank-*")) == ["exit-rank-0", "exit-rank-1"]
+    assert sorted(p.name for p in out.parent.glob("exit-rank-*")) == ["exit-rank-0", "exit-rank-1"]
     reference = single(method)
     assert largest_difference(reference, out) < 1e-5
     if method == "ppo":
@@ -135,7 +155,7 @@ def test_fsdp2_mixed_precision_trains_and_keeps_fp32_shards(tmp_path, tiny_llama
 
 
 @pytest.mark.slow(seconds=16)
-@pytest.mark.shares("one-process-runs")
+@REFERENCE_RUNS
 def test_a_run_resumes_under_another_world_size_and_strategy(tmp_path, tiny_llama_dir, task_file, single):
     """2 FSDP2 ranks stop at step 2 (checkpointed); one process resumes and finishes step 3: the
     weights of the 3-step one-process run."""
@@ -148,17 +168,20 @@ def test_a_run_resumes_under_another_world_size_and_strategy(tmp_path, tiny_llam
     assert largest_difference(single("grpo"), moved) < 1e-5
 
 
-@pytest.mark.slow(seconds=30)
-def test_a_rank_that_dies_loses_only_the_steps_since_the_last_checkpoint(tmp_path, tiny_llama_dir, task_file):
-    straight = tmp_path / "straight"
-    assert launch(2, tiny_llama_dir, task_file, straight, *METHODS["grpo"], steps=5).returncode == 0
+@pytest.mark.slow(seconds=20)
+@REFERENCE_RUNS
+def test_a_rank_that_dies_loses_only_the_steps_since_the_last_checkpoint(tmp_path, tiny_llama_dir, task_file, two_ranks):
+    """Rank 1 is killed during step 3 (after the step-2 checkpoint); the resumed run ends with
+    exactly the weights of the uninterrupted 2-rank run (the same rewards: SignalAtCall scores as has_digit)."""
     crashed = tmp_path / "crashed"
     killer = "{name: 'reward_fixtures:SignalAtCall', at: 3, signal: SIGKILL, rank: 1}, {name: 'reward_fixtures:digit_count', weight: 0.1}"
-    result = launch(2, tiny_llama_dir, task_file, crashed, *METHODS["grpo"], steps=5, reward=killer)
+    result = launch(2, tiny_llama_dir, task_file, crashed, *METHODS["grpo"], "distributed.strategy=ddp", reward=killer)
     assert result.returncode != 0
     assert sorted(p.name for p in (crashed / "checkpoints").iterdir()) == ["step-2"]
-    resumed = launch(2, tiny_llama_dir, task_file, crashed, *METHODS["grpo"], "train.resume=true", "train.accept_changes=true", steps=5,
+    resumed = launch(2, tiny_llama_dir, task_file, crashed, *METHODS["grpo"], "distributed.strategy=ddp", "train.resume=true",
+                     "train.accept_changes=true",
                      reward="{name: 'reward_fixtures:SignalAtCall', at: 99}, {name: 'reward_fixtures:digit_count', weight: 0.1}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight, _ = two_ranks("grpo", "ddp")
     a, b = load_file(straight / "final" / "model.safetensors"), load_file(crashed / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
