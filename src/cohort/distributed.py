@@ -198,15 +198,20 @@ class Sharding:
     mixed_precision: str = "none"  # "bf16": gathered parameters and forwards in bf16, gradients reduced in fp32
     cpu_offload: bool = False  # shards, gradients and optimizer state in host memory (CUDA only)
 
+    def check(self, device: str) -> None:
+        """Raise (one line) for a lever this device type cannot pull; preflight calls it before any weights load."""
+        if self.cpu_offload and device != "cuda":
+            raise ValueError(f"distributed.cpu_offload=true needs CUDA devices (model.device resolves to {device}): "
+                             "on CPU the shards are in host memory already; remove the key")
+
     def options(self, device: str) -> dict[str, Any]:
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy
 
+        self.check(device)
         options: dict[str, Any] = {}
         if self.mixed_precision == "bf16":
             options["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         if self.cpu_offload:
-            if device != "cuda":
-                raise ValueError("distributed.cpu_offload=true needs CUDA devices: on CPU the shards are in host memory already")
             options["offload_policy"] = CPUOffloadPolicy()
         return options
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from cohort.assets import resolve_builtin
 from cohort.config import Config
 from cohort.data.tasks import Task, format_prompt, task_from_settings
+from cohort.distributed import Sharding
 from cohort.methods import check_config
 from cohort.models.loading import check_causal_lm, resolve_device, resolve_model_source
 from cohort.models.lora import LoraError, lora_config
@@ -54,8 +55,6 @@ def preflight(config: Config, *, resume_from: Path | None = None, distributed: b
         resolve_model_source(model_path, what="model")  # a missing directory fails in seconds
         check_causal_lm(model_path, "model.path")
     device = resolve_device(config.model.device)
-    if config.distributed.cpu_offload and device.type != "cuda":  # the same answer on every rank, before any weights load
-        raise ValueError(f"distributed.cpu_offload=true needs CUDA devices (model.device resolves to {device.type}): "
-                         "on CPU the shards are in host memory already; remove the key")
+    Sharding(config.distributed.mixed_precision, config.distributed.cpu_offload).check(device.type)  # every rank alike
     check_engine(config.rollout, model_path, device, config.model.trust_remote_code)
     return Preflight(method_class, model_path, task, rewards)
