@@ -74,53 +74,43 @@ def largest_difference(a: Path, b: Path, part: str = "final/model.safetensors") 
 
 
 @pytest.fixture(scope="module")
-def single(tiny_llama_dir, task_file, tmp_path_factory):
-    """The one-process run of each method, shared by the comparisons."""
+def reference_runs(tiny_llama_dir, task_file, tmp_path_factory):
+    """The runs several tests compare against, made once: ``run(method)`` is the one-process run,
+    ``run(method, strategy)`` the 2-rank one; each returns its run directory (``run``, in a directory
+    of its own where the ranks' exit markers land) and its CompletedProcess."""
     runs = {}
 
-    def run(method: str) -> Path:
-        if method not in runs:
-            out = tmp_path_factory.mktemp(f"single-{method}")
-            result = launch(1, tiny_llama_dir, task_file, out, *METHODS[method])
-            assert result.returncode == 0, result.stderr[-2000:]
-            runs[method] = out
-        return runs[method]
-
-    return run
-
-
-@pytest.fixture(scope="module")
-def two_ranks(tiny_llama_dir, task_file, tmp_path_factory):
-    """The 2-rank run of each (method, strategy): its run directory (``run`` in a directory of its
-    own, where each rank's exit marker lands) and its CompletedProcess. The dying-rank test reads
-    the GRPO / DDP one as its uninterrupted run."""
-    runs = {}
-
-    def run(method: str, strategy: str) -> tuple[Path, subprocess.CompletedProcess]:
+    def run(method: str, strategy: str | None = None) -> tuple[Path, subprocess.CompletedProcess]:
         if (method, strategy) not in runs:
-            root = tmp_path_factory.mktemp(f"two-{method}-{strategy}")
-            result = launch(2, tiny_llama_dir, task_file, root / "run", *METHODS[method], f"distributed.strategy={strategy}",
-                            exit_dir=root)
+            root = tmp_path_factory.mktemp(f"{method}-{strategy or 'one-process'}")
+            ranks, overrides = (1, []) if strategy is None else (2, [f"distributed.strategy={strategy}"])
+            result = launch(ranks, tiny_llama_dir, task_file, root / "run", *METHODS[method], *overrides, exit_dir=root)
             runs[method, strategy] = root / "run", result
         return runs[method, strategy]
 
     return run
 
 
-REFERENCE_RUNS = pytest.mark.shares("reference-runs")  # one worker makes the `single` and `two_ranks` runs (tests/xdist_order.py)
+def one_process(reference_runs, method: str) -> Path:
+    out, result = reference_runs(method)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+REFERENCE_RUNS = pytest.mark.shares("reference-runs")  # one worker makes the reference_runs (tests/xdist_order.py)
 
 
 @pytest.mark.slow(seconds=15)
 @REFERENCE_RUNS
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_two_ranks_train_the_weights_one_process_trains(single, two_ranks, method, strategy):
-    out, result = two_ranks(method, strategy)
+def test_two_ranks_train_the_weights_one_process_trains(reference_runs, method, strategy):
+    out, result = reference_runs(method, strategy)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("trained 3 steps") == 1  # only rank 0 prints
     # each rank ended with os._exit (distributed.leave_process), after its atexit handlers ran
     assert sorted(p.name for p in out.parent.glob("exit-rank-*")) == ["exit-rank-0", "exit-rank-1"]
-    reference = single(method)
+    reference = one_process(reference_runs, method)
     assert largest_difference(reference, out) < 1e-5
     if method == "ppo":
         assert largest_difference(reference, out, "checkpoints/step-3/value_model/model.safetensors") < 1e-5
@@ -156,7 +146,7 @@ def test_fsdp2_mixed_precision_trains_and_keeps_fp32_shards(tmp_path, tiny_llama
 
 @pytest.mark.slow(seconds=16)
 @REFERENCE_RUNS
-def test_a_run_resumes_under_another_world_size_and_strategy(tmp_path, tiny_llama_dir, task_file, single):
+def test_a_run_resumes_under_another_world_size_and_strategy(tmp_path, tiny_llama_dir, task_file, reference_runs):
     """2 FSDP2 ranks stop at step 2 (checkpointed); one process resumes and finishes step 3: the
     weights of the 3-step one-process run."""
     moved = tmp_path / "moved"
@@ -165,12 +155,12 @@ def test_a_run_resumes_under_another_world_size_and_strategy(tmp_path, tiny_llam
     second = launch(1, tiny_llama_dir, task_file, moved, *METHODS["grpo"], "train.resume=true", steps=3)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "at step 2" in next(line for line in (second.stdout + second.stderr).splitlines() if "resumed from" in line)
-    assert largest_difference(single("grpo"), moved) < 1e-5
+    assert largest_difference(one_process(reference_runs, "grpo"), moved) < 1e-5
 
 
 @pytest.mark.slow(seconds=20)
 @REFERENCE_RUNS
-def test_a_rank_that_dies_loses_only_the_steps_since_the_last_checkpoint(tmp_path, tiny_llama_dir, task_file, two_ranks):
+def test_a_rank_that_dies_loses_only_the_steps_since_the_last_checkpoint(tmp_path, tiny_llama_dir, task_file, reference_runs):
     """Rank 1 is killed during step 3 (after the step-2 checkpoint); the resumed run ends with
     exactly the weights of the uninterrupted 2-rank run (the same rewards: SignalAtCall scores as has_digit)."""
     crashed = tmp_path / "crashed"
@@ -182,6 +172,7 @@ def test_a_rank_that_dies_loses_only_the_steps_since_the_last_checkpoint(tmp_pat
                      "train.accept_changes=true",
                      reward="{name: 'reward_fixtures:SignalAtCall', at: 99}, {name: 'reward_fixtures:digit_count', weight: 0.1}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    straight, _ = two_ranks("grpo", "ddp")
+    straight, uninterrupted = reference_runs("grpo", "ddp")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
     a, b = load_file(straight / "final" / "model.safetensors"), load_file(crashed / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
