@@ -110,7 +110,7 @@ class HeldOutEvaluations:
         train.steps would otherwise evaluate the final weights twice)."""
         if self._latest_point is not None and self._latest_point[0] == checkpoint["step"]:
             step, summary, problems = self._latest_point
-            self.console.info(f"evaluation ({label}): the step-{step} curve point's, which measured these weights")
+            self.console.info(f"evaluation ({label}): reusing the step-{step} curve point (the same weights)")
             summary = dataclasses.replace(summary, extra=dict(summary.extra))
         else:
             self.console.info(f"evaluating ({label}) on the held-out problems ...")
